@@ -1,0 +1,30 @@
+# ois_lightning: two commands on a fresh machine, `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Torch for this environment (local wheels); pyproject keeps a range.
+TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install test demo bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e '.[dev,hf]' $(TORCH_PIN)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	WANDB_MODE=offline $(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	WANDB_MODE=offline $(PY) -m ois_lightning demo
+
+bench: $(STAMP)
+	$(PY) -m ois_lightning bench
+
+clean:
+	rm -rf $(VENV) demo_out runs .pytest_cache

@@ -1,0 +1,258 @@
+"""Typed configuration: OmegaConf structured dataclasses + YAML files with a ``base:`` chain + CLI overrides.
+
+Every switch of the paper's ablations (Tables 4-11) is a field here, so a table row is a YAML file.
+An unknown key or a value of the wrong type is a :class:`ConfigError` naming the key, the value and the
+file (or "command line") it came from.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message is one line naming file, key and value."""
+
+
+class OrderClicks(str, enum.Enum):
+    """Which clicks get order maps (paper Table 9)."""
+
+    pos_neg = "pos+neg"
+    pos = "pos"
+    neg = "neg"
+
+
+class BlockOrder(str, enum.Enum):
+    """Order of the two attentions inside one fusion block (paper Table 7)."""
+
+    object_first = "object_first"
+    order_first = "order_first"
+
+
+class LoggerKind(str, enum.Enum):
+    wandb = "wandb"
+    csv = "csv"
+    none = "none"
+
+
+class DepthSource(str, enum.Enum):
+    """Where the depth map for order maps comes from (``data.depth.source``)."""
+
+    model = "model"
+    file = "file"
+    gt = "gt"
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "dav2-vitb"  # key of ois_lightning.model.backbones.SPECS
+    checkpoint: Optional[str] = None  # published checkpoint file (.pth / .safetensors); None = random init
+    freeze: bool = True  # the paper keeps the encoder and depth head frozen (Sec. 4.1)
+
+
+@dataclass
+class OrderConfig:
+    enabled: bool = True  # Eq. 3 order-aware attention (off: plain cross-attention, depth unused)
+    clicks: OrderClicks = OrderClicks.pos_neg  # Table 9
+    sigma_init: float = 5.0  # initial value of the learnable scale sigma in Eq. 3
+
+
+@dataclass
+class ObjectConfig:
+    enabled: bool = True  # Eq. 4-5 object-aware attention (off: plain cross-attention, previous mask unused)
+
+
+@dataclass
+class SparseConfig:
+    enabled: bool = True  # sparse click tokens; off removes both attentions (Table 4 "w/o sparse")
+    dim: int = 128  # C in Sec. 4.1
+    max_pos: int = 24  # 48 slots: 24 positive then 24 negative (Sec. 4.1)
+    max_neg: int = 24
+    num_blocks: int = 3
+    num_heads: int = 8
+    ffn_dim: int = 512
+    block_order: BlockOrder = BlockOrder.object_first  # Table 7
+
+
+@dataclass
+class DenseConfig:
+    enabled: bool = True  # 2-channel click-disk map -> conv -> added to image features (Sec. 3.4)
+    radius: int = 5  # disk radius in input pixels
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    input_size: int = 1036  # the paper's "1024" rounded up to a multiple of the patch size 14 (docs/architecture.md)
+    order: OrderConfig = field(default_factory=OrderConfig)
+    object: ObjectConfig = field(default_factory=ObjectConfig)
+    sparse: SparseConfig = field(default_factory=SparseConfig)
+    dense: DenseConfig = field(default_factory=DenseConfig)
+
+
+@dataclass
+class DepthConfig:
+    source: DepthSource = DepthSource.model
+    folder: Optional[str] = None  # for source=file
+    kind: str = "disparity"  # for source=file: "disparity" (larger = closer) or "depth" (larger = farther)
+
+
+@dataclass
+class LayeredDataConfig:
+    size: int = 224
+    train_length: int = 2000
+    val_length: int = 20
+    test_length: int = 100
+
+
+@dataclass
+class DataConfig:
+    root: str = "data"
+    train: list[str] = field(default_factory=lambda: ["hqseg44k"])
+    val: list[str] = field(default_factory=lambda: ["davis"])
+    test: list[str] = field(default_factory=lambda: ["davis"])
+    batch_size: int = 8  # global batch: divided by the world size
+    num_workers: int = 4
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    layered: LayeredDataConfig = field(default_factory=LayeredDataConfig)
+
+
+@dataclass
+class ClicksConfig:
+    max_extra: int = 3  # training: 0..max_extra clicks simulated from the model's own predictions
+    max_eval: int = 20  # evaluation: clicks per object
+    threshold: float = 0.49  # prediction = prob > threshold (isegm protocol)
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 5e-5  # Adam (Sec. 4.1)
+    weight_decay: float = 0.0
+    max_steps: int = -1
+    max_epochs: int = 15
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    val_every_n_steps: Optional[int] = None
+    val_objects: int = 8  # objects run through the interactive protocol during validation
+    gradient_clip_val: Optional[float] = None
+    log_every_n_steps: int = 10
+
+
+@dataclass
+class LoggerConfig:
+    kind: LoggerKind = LoggerKind.wandb
+    project: str = "ois_lightning"
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+    name: Optional[str] = None
+
+
+@dataclass
+class Config:
+    base: Optional[str] = None  # YAML file this one extends (relative to this file)
+    name: str = "ois"
+    table: Optional[str] = None  # ablation table this run belongs to (sweeps / `ois table`)
+    row: Optional[str] = None
+    seed: int = 0
+    output_dir: str = "runs/${name}/seed${seed}"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    clicks: ClicksConfig = field(default_factory=ClicksConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _base_chain(path: Path) -> list[tuple[Path, dict]]:
+    """Files from the root base to ``path`` itself; each may name its ``base:`` relative to itself."""
+    chain: list[tuple[Path, dict]] = []
+    seen: set[Path] = set()
+    current: Optional[Path] = path
+    while current is not None:
+        current = current.resolve()
+        if current in seen:
+            raise ConfigError(f"{current}: circular base chain")
+        seen.add(current)
+        data = _read_yaml(current)
+        chain.append((current, data))
+        base = data.get("base")
+        if base is not None and not isinstance(base, str):
+            raise ConfigError(f"{current}: key 'base' must be a file path, got {base!r}")
+        if base is not None and not (current.parent / base).is_file():
+            raise ConfigError(f"{current}: base file '{base}' not found (looked for {current.parent / base})")
+        current = current.parent / base if base else None
+    return chain[::-1]
+
+
+def _merge(cfg: DictConfig, layer: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, layer)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        value = getattr(e, "value", None)
+        if value is None and key != "?":
+            value = OmegaConf.select(OmegaConf.create(layer), key, default=None)
+        reason = str(e).splitlines()[0]
+        raise ConfigError(f"{source}: bad key '{key}' (value {value!r}): {reason}") from None
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> DictConfig:
+    """Schema defaults <- YAML base chain (root first) <- ``key=value`` overrides; validated and resolved."""
+    cfg = OmegaConf.structured(Config)
+    if path is not None:
+        for file, data in _base_chain(Path(path)):
+            data = {k: v for k, v in data.items() if k != "base"}
+            cfg = _merge(cfg, data, str(file))
+        cfg.base = str(Path(path))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"command line: override '{item}' is not of the form key=value")
+        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"command line '{item}'")
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{path or 'config'}: cannot resolve interpolation: {str(e).splitlines()[0]}") from None
+    validate(cfg, str(path or "config"))
+    return cfg
+
+
+def validate(cfg: DictConfig, source: str = "config") -> None:
+    """Cross-field checks that types alone cannot express."""
+    m = cfg.model
+    if not m.sparse.enabled and not m.dense.enabled:
+        raise ConfigError(
+            f"{source}: model.sparse.enabled=false and model.dense.enabled=false leave no prompt path; enable one"
+        )
+    if m.input_size % 14 != 0 and m.backbone.name != "mae-vitb":
+        raise ConfigError(f"{source}: model.input_size={m.input_size} must be a multiple of the patch size 14")
+    if m.sparse.dim % m.sparse.num_heads != 0:
+        raise ConfigError(f"{source}: model.sparse.dim={m.sparse.dim} not divisible by num_heads={m.sparse.num_heads}")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg)
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    """Plain dict with enums as their values (for W&B, results.json)."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]

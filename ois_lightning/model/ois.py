@@ -1,0 +1,156 @@
+"""The OIS network (paper Fig. 2): frozen encoder + frozen depth head, run once per image; per click round,
+dense and sparse prompts, order/object-aware fusion and a trainable DPT decoder."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .backbones import BackboneSpec, build_encoder, build_head, get_spec
+from .dpt import DPTHead
+from .objectness import object_mask
+from .order import normalize_depth, order_maps
+from .prompts import PAD, DenseClickEncoder, SparseClickEncoder
+from .fusion import SparseFusion
+from .vit import ViTEncoder
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class ImageEncoding:
+    """What one encoder pass yields; reused for every click on the image."""
+
+    feats: list[Tensor]  # 4 x (B,D,h,w)
+    depth: Tensor | None  # (B,1,H,W) normalised to [0,1], 1 = nearest; None when nothing uses depth
+    size: tuple[int, int]  # (H, W) of the input
+
+    def select(self, index: Tensor | slice) -> "ImageEncoding":
+        """The encoding of a subset of the batch."""
+        depth = self.depth[index] if self.depth is not None else None
+        return ImageEncoding([f[index] for f in self.feats], depth, self.size)
+
+
+class OISModel(nn.Module):
+    """Order-Aware Interactive Segmentation.
+
+    Parameter names: ``pretrained.*`` (ViT) and ``depth_head.*`` (DPT) follow Depth Anything V2, so a
+    published checkpoint loads strictly; ``seg_head.*`` is the trainable decoder; ``dense.*``, ``sparse.*``,
+    ``fusion.*`` are the prompt parts. A part whose flag is off is not built (``None``).
+    """
+
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        pretrained: ViTEncoder,
+        depth_head: DPTHead | None,
+        seg_head: DPTHead,
+        dense: DenseClickEncoder | None,
+        sparse: SparseClickEncoder | None,
+        fusion: SparseFusion | None,
+        order_mode: str | None,
+        use_object: bool,
+        freeze_encoder: bool = True,
+    ) -> None:
+        super().__init__()
+        if dense is None and sparse is None:
+            raise ValueError("OIS needs at least one prompt path: dense or sparse")
+        self.spec = spec
+        self.pretrained, self.depth_head, self.seg_head = pretrained, depth_head, seg_head
+        self.dense, self.sparse, self.fusion = dense, sparse, fusion
+        self.order_mode = order_mode if sparse is not None else None
+        self.use_object = use_object and sparse is not None
+        self.freeze_encoder = freeze_encoder
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if freeze_encoder:
+            for module in (self.pretrained, self.depth_head):
+                if module is not None:
+                    module.requires_grad_(False)
+
+    @property
+    def uses_depth(self) -> bool:
+        return self.order_mode is not None
+
+    def train(self, mode: bool = True) -> "OISModel":
+        super().train(mode)
+        if self.freeze_encoder:  # frozen parts stay in eval mode
+            self.pretrained.eval()
+            if self.depth_head is not None:
+                self.depth_head.eval()
+        return self
+
+    def encode(self, image: Tensor, depth: Tensor | None = None, depth_kind: str = "disparity") -> ImageEncoding:
+        """image (B,3,H,W) RGB in [0,1]; depth (B,1,H,W) from another source, or None to use the depth head."""
+        size = (image.shape[-2], image.shape[-1])
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
+            feats = self.pretrained((image - self.mean) / self.std)
+            if self.uses_depth and depth is None:
+                if self.depth_head is None:
+                    raise ValueError("this backbone has no depth head: set data.depth.source to 'file' or 'gt'")
+                depth = torch.relu(self.depth_head(feats, size))
+        if depth is not None:
+            depth = normalize_depth(depth.float(), depth_kind) if self.uses_depth else None
+        return ImageEncoding(feats, depth, size)
+
+    def forward(
+        self, enc: ImageEncoding, coords: Tensor, labels: Tensor, prev_mask: Tensor | None = None
+    ) -> Tensor:
+        """One click round -> mask logits (B,1,H,W).
+
+        coords (B,K,2) float (y, x) input pixels; labels (B,K) 1 pos / 0 neg / -1 none; prev_mask (B,1,H,W)
+        in {0,1} from the previous round, or None in the first round (then object-aware attention is plain
+        cross-attention, Sec. 3.3). An all-zero prev_mask gives the same: positive slots find no foreground and
+        fall back to unmasked rows, negative slots see everything.
+        """
+        feats = enc.feats
+        h, w = feats[-1].shape[-2:]
+        if self.dense is not None:
+            dense = self.dense(coords, labels, enc.size)  # B,D,h,w
+            feats = [f + dense for f in feats]
+        if self.sparse is not None:
+            tokens, slot_coords, slot_labels = self.sparse(coords, labels, enc.size)  # B,N,C
+            order = None
+            if self.order_mode is not None:
+                if enc.depth is None:
+                    raise ValueError("order-aware attention needs a depth map; encode() got none")
+                order = order_maps(enc.depth, slot_coords, slot_labels, self.order_mode, (h, w)).flatten(2)
+            allowed = None
+            if self.use_object and prev_mask is not None:
+                allowed = object_mask(prev_mask, slot_labels, (h, w))  # B,N,L
+            scale = coords.new_tensor(enc.size)
+            token_pe = self.sparse.pe((slot_coords + 0.5) / scale) * (slot_labels != PAD)[..., None]
+            update = self.fusion(
+                feats[-1], self.sparse.pe.grid(h, w), tokens, token_pe, order, allowed
+            )
+            feats = [f + update for f in feats]
+        return self.seg_head(feats, enc.size)
+
+
+def build_model(cfg) -> OISModel:
+    """OISModel from the ``model`` section of the config (``ois_lightning.config.ModelConfig``)."""
+    spec = get_spec(cfg.backbone.name)
+    order_mode = cfg.order.clicks.value if cfg.order.enabled else None
+    sparse = fusion = None
+    if cfg.sparse.enabled:
+        s = cfg.sparse
+        sparse = SparseClickEncoder(s.dim, s.max_pos, s.max_neg)
+        fusion = SparseFusion(
+            spec.embed_dim, s.dim, s.num_heads, s.ffn_dim, s.num_blocks,
+            cfg.order.sigma_init if cfg.order.enabled else None, s.block_order.value == "order_first",
+        )
+    dense = DenseClickEncoder(spec.embed_dim, spec.patch_size, cfg.dense.radius) if cfg.dense.enabled else None
+    return OISModel(
+        spec=spec,
+        pretrained=build_encoder(spec),
+        depth_head=build_head(spec, final_relu=True, deepest_skip=True) if spec.has_depth_head else None,
+        seg_head=build_head(spec, final_relu=False, deepest_skip=False),
+        dense=dense,
+        sparse=sparse,
+        fusion=fusion,
+        order_mode=order_mode if cfg.sparse.enabled else None,
+        use_object=cfg.object.enabled,
+        freeze_encoder=cfg.backbone.freeze,
+    )

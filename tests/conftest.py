@@ -1,0 +1,30 @@
+"""Shared fixtures: tiny configs and paths."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(2)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+TINY = ["model.backbone.name=tiny", "model.input_size=112", "model.sparse.dim=32", "model.sparse.num_heads=4",
+        "model.sparse.ffn_dim=64"]
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    return list(TINY)
+
+
+@pytest.fixture
+def grabcut_root() -> Path:
+    root = SHARED / "datasets" / "GrabCut"
+    if not root.is_dir():
+        pytest.skip(f"real GrabCut data not present at {root}")
+    return root
