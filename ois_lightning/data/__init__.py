@@ -1,0 +1,58 @@
+"""Datasets, depth files and augmentations. ``build_dataset(name, root, split)`` builds any registered layout;
+``root`` is that dataset's own folder (unused by the generated "layered" scenes)."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .base import IGNORE, DataError, MaskedImageFolder, Sample, SegDataset
+from .berkeley import Berkeley
+from .coco import COCOInstances, LVISInstances
+from .davis import Davis
+from .depth import DepthFolder, read_depth, write_depth
+from .grabcut import GrabCut
+from .hqseg44k import HQSEG44K_SPLITS, HQSeg44K
+from .layered import LayeredScenes
+from .transforms import Pipeline, apply, build_eval_transform, build_train_transform
+
+DATASETS: dict[str, Callable[..., SegDataset]] = {
+    "grabcut": GrabCut.from_root,
+    "berkeley": Berkeley.from_root,
+    "davis": Davis.from_root,
+    "hqseg44k": HQSeg44K.from_root,
+    "coco": COCOInstances.from_root,
+    "lvis": LVISInstances.from_root,
+    "layered": LayeredScenes.from_root,
+}
+
+
+def build_dataset(name: str, root: str, split: str, **kw: Any) -> SegDataset:
+    """The registered dataset ``name`` read from ``root``; ``kw`` goes to its constructor."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r} (expected one of {', '.join(sorted(DATASETS))})")
+    return DATASETS[name](root, split, **kw)
+
+
+__all__ = [
+    "DATASETS",
+    "HQSEG44K_SPLITS",
+    "IGNORE",
+    "Berkeley",
+    "COCOInstances",
+    "DataError",
+    "Davis",
+    "DepthFolder",
+    "GrabCut",
+    "HQSeg44K",
+    "LVISInstances",
+    "LayeredScenes",
+    "MaskedImageFolder",
+    "Pipeline",
+    "Sample",
+    "SegDataset",
+    "apply",
+    "build_dataset",
+    "build_eval_transform",
+    "build_train_transform",
+    "read_depth",
+    "write_depth",
+]

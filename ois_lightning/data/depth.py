@@ -1,0 +1,80 @@
+"""Depth maps stored as files (``data.depth.source=file``): one file per image, named by the image stem.
+
+Formats: ``<stem>.npy`` (H,W float array, values as saved) or ``<stem>.png`` (16-bit single channel, read as
+float32 value / 65535). :func:`write_depth` writes ``.npy`` atomically.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .base import DataError, Sample, SegDataset
+
+DEPTH_KINDS = ("disparity", "depth")
+PNG_SCALE = 65535.0
+
+
+def read_depth(folder: str | Path, stem: str) -> np.ndarray:
+    """``folder/<stem>.npy`` or else ``folder/<stem>.png`` as an H,W float32 array."""
+    npy, png = Path(folder) / f"{stem}.npy", Path(folder) / f"{stem}.png"
+    if npy.is_file():
+        try:
+            depth = np.load(npy, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise DataError(f"{npy}: cannot read depth (expected a .npy array): {e}") from e
+        if depth.ndim != 2:
+            raise DataError(f"{npy}: depth has shape {depth.shape} (expected H,W)")
+        return depth.astype(np.float32)
+    if png.is_file():
+        depth = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
+        if depth is None or depth.dtype != np.uint16 or depth.ndim != 2:
+            raise DataError(f"{png}: cannot read depth (expected a 16-bit single-channel PNG)")
+        return depth.astype(np.float32) / PNG_SCALE
+    raise DataError(f"no depth file for {stem!r} (expected {npy} or {png})")
+
+
+def write_depth(path: str | Path, depth: np.ndarray) -> None:
+    """Save an H,W depth map as float32 ``.npy`` atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    if path.suffix != ".npy":
+        raise DataError(f"{path}: depth files are written as .npy (expected a path ending in .npy)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, np.asarray(depth, dtype=np.float32))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class DepthFolder(SegDataset):
+    """Wraps a dataset and replaces each Sample's depth by ``read_depth(folder, <last id component>)``."""
+
+    def __init__(self, dataset: SegDataset, folder: str | Path, depth_kind: str = "disparity"):
+        if depth_kind not in DEPTH_KINDS:
+            raise DataError(f"{folder}: depth kind {depth_kind!r} (expected one of {DEPTH_KINDS})")
+        self.dataset = dataset
+        self.folder = Path(folder)
+        self.depth_kind = depth_kind
+        self.name = dataset.name
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Sample:
+        sample = self.dataset[i]
+        stem = sample.id.rsplit("/", 1)[-1]
+        depth = read_depth(self.folder, stem)
+        if depth.shape != sample.image.shape[:2]:
+            raise DataError(
+                f"{self.folder / stem}.*: depth size {depth.shape[1]}x{depth.shape[0]} does not match image "
+                f"{sample.id} (expected {sample.image.shape[1]}x{sample.image.shape[0]})"
+            )
+        return dataclasses.replace(sample, depth=depth, depth_kind=self.depth_kind)
