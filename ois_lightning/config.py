@@ -41,6 +41,13 @@ class LoggerKind(str, enum.Enum):
     none = "none"
 
 
+class FusionKind(str, enum.Enum):
+    """Prompt fusion: OIS's sparse tokens (Sec. 3.4) or a SegNext-style dense self-attention baseline (bench)."""
+
+    ois = "ois"
+    dense_self_attention = "dense_self_attention"
+
+
 class DepthSource(str, enum.Enum):
     """Where the depth map for order maps comes from (``data.depth.source``)."""
 
@@ -87,9 +94,16 @@ class DenseConfig:
 
 
 @dataclass
+class DepthEncoderConfig:
+    enabled: bool = False  # Table 5: depth fed through an extra encoder and fused with the image features
+
+
+@dataclass
 class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     input_size: int = 1036  # the paper's "1024" rounded up to a multiple of the patch size 14 (docs/architecture.md)
+    fusion: FusionKind = FusionKind.ois
+    depth_encoder: DepthEncoderConfig = field(default_factory=DepthEncoderConfig)
     order: OrderConfig = field(default_factory=OrderConfig)
     object: ObjectConfig = field(default_factory=ObjectConfig)
     sparse: SparseConfig = field(default_factory=SparseConfig)
@@ -101,6 +115,8 @@ class DepthConfig:
     source: DepthSource = DepthSource.model
     folder: Optional[str] = None  # for source=file
     kind: str = "disparity"  # for source=file: "disparity" (larger = closer) or "depth" (larger = farther)
+    model: Optional[str] = None  # Table 6 depth model (dav2-vitb | dav1-vitb | zoedepth); None = the network's own head
+    checkpoint: Optional[str] = None  # weights of data.depth.model (file or HF-format directory)
 
 
 @dataclass
@@ -113,12 +129,15 @@ class LayeredDataConfig:
 
 @dataclass
 class DataConfig:
-    root: str = "data"
+    root: str = "data"  # dataset folders default to <root>/<FOLDERS[name]> (ois_lightning.lit.datamodule)
+    paths: dict[str, str] = field(default_factory=dict)  # per-dataset folder overrides, e.g. {davis: /data/DAVIS345}
     train: list[str] = field(default_factory=lambda: ["hqseg44k"])
     val: list[str] = field(default_factory=lambda: ["davis"])
     test: list[str] = field(default_factory=lambda: ["davis"])
     batch_size: int = 8  # global batch: divided by the world size
     num_workers: int = 4
+    min_object_area: int = 1000  # training: smaller objects are skipped (isegm protocol)
+    merge_prob: float = 0.15  # training: probability that two objects of an image form one target
     depth: DepthConfig = field(default_factory=DepthConfig)
     layered: LayeredDataConfig = field(default_factory=LayeredDataConfig)
 
@@ -128,6 +147,13 @@ class ClicksConfig:
     max_extra: int = 3  # training: 0..max_extra clicks simulated from the model's own predictions
     max_eval: int = 20  # evaluation: clicks per object
     threshold: float = 0.49  # prediction = prob > threshold (isegm protocol)
+
+
+@dataclass
+class EvalConfig:
+    max_objects: Optional[int] = None  # evaluate only the first N objects (None = all)
+    feature_cache: Optional[str] = None  # folder of cached frozen-encoder features shared across rows (None = off)
+    cache_max_gb: float = 20.0
 
 
 @dataclass
@@ -164,9 +190,12 @@ class Config:
     row: Optional[str] = None
     seed: int = 0
     output_dir: str = "runs/${name}/seed${seed}"
+    ckpt: Optional[str] = None  # model weights for `ois eval` (a Lightning .ckpt)
+    ckpt_path: Optional[str] = None  # resume training: a .ckpt path, or "last" for <output_dir>/checkpoints/last.ckpt
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     clicks: ClicksConfig = field(default_factory=ClicksConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 

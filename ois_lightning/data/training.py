@@ -1,0 +1,139 @@
+"""Training samples: one target object per image, augmented, with its initial clicks (paper App. A.1).
+
+:class:`TrainingSamples` turns any :class:`SegDataset` into fixed-size tensors for the training loop. Every random
+choice of a sample (which object, whether two objects merge, the augmentation, the initial clicks) is drawn from
+``sample_rng(seed, epoch, index)``, so a run is the same whatever the number of dataloader workers or ranks.
+The epoch reaches the workers inside the index itself (:class:`EpochSampler` yields ``epoch * N + i``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DistributedSampler
+
+from ..clicks import sample_initial_clicks, sample_rng
+from .base import IGNORE, Sample, SegDataset
+from .transforms import Pipeline, apply
+
+MAX_SKIPS = 64  # consecutive object-free images tolerated before giving up with an error
+
+
+class TrainingSamples(torch.utils.data.Dataset):
+    """Training items from one or more datasets.
+
+    Item ``epoch * N + i`` is image ``i`` (of the concatenated datasets) in ``epoch``: a dict of
+    ``image`` (3,S,S) float in [0,1], ``gt`` (1,S,S) float in {1,0,-1} (-1 = ignore, padding and warp fill),
+    ``coords`` (K,2) float (y,x) and ``labels`` (K,) long (1 pos / 0 neg / -1 empty slot) with
+    K = max_pos + max_neg, ``index`` (the item index), ``skipped`` (object-free images passed over to reach
+    this one) and, when ``with_depth``, ``depth`` (1,S,S) float and ``depth_kind``.
+
+    Target choice (isegm protocol): objects under ``min_area`` pixels (in the source image) are not used; with
+    probability ``merge_prob`` two objects form one target; the other objects give the negative pool "other
+    objects". An image with no usable object, or whose target the augmentation crops away, is skipped: the
+    next image is taken and ``skipped`` counts it.
+    """
+
+    def __init__(
+        self,
+        datasets: list[SegDataset],
+        transform: Pipeline,
+        seed: int,
+        with_depth: bool,
+        max_pos: int = 24,
+        max_neg: int = 24,
+        min_area: int = 1000,
+        merge_prob: float = 0.15,
+    ) -> None:
+        self.data = ConcatDataset(datasets)
+        self.transform, self.seed, self.with_depth = transform, seed, with_depth
+        self.max_pos, self.max_neg = max_pos, max_neg
+        self.min_area, self.merge_prob = min_area, merge_prob
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, item: int) -> dict:
+        epoch, i = divmod(int(item), len(self.data))
+        for skipped in range(MAX_SKIPS):
+            index = (i + skipped) % len(self.data)
+            rng = sample_rng(self.seed, epoch, index)
+            out = self._make(self.data[index], rng)
+            if out is not None:
+                out.update(index=item, skipped=skipped)
+                return out
+        raise RuntimeError(f"{MAX_SKIPS} consecutive training images from index {i} have no usable object "
+                           f"(objects of at least {self.min_area} px): check the masks")
+
+    def _choose_target(self, sample: Sample, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+        """-> (target (H,W) int8 in {1,0,-1}, other objects (H,W) bool) or None without a usable object."""
+        masks = sample.masks  # K,H,W
+        areas = (masks == 1).sum(axis=(1, 2))  # K
+        usable = np.flatnonzero(areas >= self.min_area)
+        if usable.size == 0:
+            return None
+        chosen = [int(rng.choice(usable))]
+        if usable.size > 1 and rng.random() < self.merge_prob:
+            chosen.append(int(rng.choice(np.setdiff1d(usable, chosen))))
+        target = np.zeros(masks.shape[1:], np.int8)
+        target[(masks[chosen] == IGNORE).any(0)] = IGNORE
+        target[(masks[chosen] == 1).any(0)] = 1
+        others = np.delete(masks, chosen, axis=0)
+        return target, (others == 1).any(0) if len(others) else np.zeros(target.shape, bool)
+
+    def _make(self, sample: Sample, rng: np.random.Generator) -> dict | None:
+        if self.with_depth and sample.depth is None:
+            raise ValueError(f"{sample.id}: no depth map, but data.depth.source needs one "
+                             "(use source=model, or a dataset/folder that provides depth)")
+        chosen = self._choose_target(sample, rng)
+        if chosen is None:
+            return None
+        target, others = chosen
+        two = np.stack([target, others.astype(np.int8)])  # 2,H,W: transformed together
+        self.transform.set_seed(int(rng.integers(2**31)))
+        out, _ = apply(self.transform, dataclasses.replace(sample, masks=two))
+        gt = out.masks[0].copy()
+        gt[~out.valid] = IGNORE
+        if not (gt == 1).any():
+            return None
+        clicks = sample_initial_clicks(gt, rng, out.masks[1] == 1, self.max_pos, self.max_neg)
+        n = self.max_pos + self.max_neg
+        coords, labels = np.zeros((n, 2), np.float32), np.full(n, -1, np.int64)
+        for k, c in enumerate(clicks):
+            coords[k], labels[k] = (c.y, c.x), int(c.positive)
+        item = {
+            "image": torch.from_numpy(out.image).permute(2, 0, 1).float().div(255),  # 3,S,S
+            "gt": torch.from_numpy(gt.astype(np.float32))[None],  # 1,S,S
+            "coords": torch.from_numpy(coords),
+            "labels": torch.from_numpy(labels),
+        }
+        if self.with_depth:
+            item["depth"] = torch.from_numpy(np.ascontiguousarray(out.depth, np.float32))[None]
+            item["depth_kind"] = sample.depth_kind
+        return item
+
+
+class EpochSampler(DistributedSampler):
+    """Shuffled (seeded), rank-sharded indices, each offset by ``epoch * N`` so the items know their epoch.
+
+    A ``DistributedSampler`` so that Lightning keeps it under DDP and calls :meth:`set_epoch` every epoch;
+    with one process it is a seeded shuffle.
+    """
+
+    def __init__(self, dataset: TrainingSamples, num_replicas: int, rank: int, seed: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+
+    def __iter__(self) -> Iterator[int]:
+        offset = self.epoch * len(self.dataset)
+        return (offset + i for i in super().__iter__())
+
+
+def per_device_batch(global_batch: int, world_size: int) -> int:
+    """The global batch divided over the processes; a ValueError if it does not divide evenly."""
+    if global_batch % world_size:
+        raise ValueError(f"data.batch_size={global_batch} is not divisible by the world size {world_size} "
+                         f"(devices x nodes); choose a multiple of {world_size}")
+    return global_batch // world_size
+

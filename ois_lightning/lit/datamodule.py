@@ -1,0 +1,144 @@
+"""``OISDataModule``: train / val / test data chosen by config, as thin Lightning glue over ``ois_lightning.data``.
+
+- train: :class:`~ois_lightning.data.training.TrainingSamples` (augmented, one target, initial clicks) over
+  ``data.train``, sharded and shuffled by an :class:`~ois_lightning.data.training.EpochSampler`; the global
+  ``data.batch_size`` is divided by the world size, so a config keeps its effective batch on any GPU count;
+- val / test: the raw datasets of ``data.val`` / ``data.test`` (original resolution) as lists of ``Sample``
+  (one per batch) for the interactive protocol of ``ois_lightning.evaluate``.
+
+Depth (``data.depth.source``): ``model`` (none here; the network's frozen depth head), ``gt`` (the dataset's own
+depth, e.g. layered scenes) or ``file`` (``DepthFolder`` over ``data.depth.folder/<dataset name>/<stem>.npy|png``).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import lightning as L
+from omegaconf import DictConfig
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from ..data import DepthFolder, SegDataset, build_dataset, build_eval_transform, build_train_transform
+from ..data.training import EpochSampler, TrainingSamples, per_device_batch
+
+FOLDERS = {  # default folder of each dataset under data.root
+    "grabcut": "GrabCut",
+    "berkeley": "Berkeley",
+    "davis": "DAVIS",
+    "hqseg44k": "HQSeg44K",
+    "coco": "COCO",
+    "lvis": "LVIS",
+    "layered": "",
+}
+
+
+def dataset_root(cfg: DictConfig, name: str) -> str:
+    """Folder of dataset ``name``: ``data.paths[name]`` if set, else ``data.root/FOLDERS[name]``."""
+    if name in cfg.data.paths:
+        return str(cfg.data.paths[name])
+    return str(Path(cfg.data.root) / FOLDERS.get(name, name))
+
+
+def build_split(cfg: DictConfig, name: str, split: str) -> SegDataset:
+    """Dataset ``name`` of ``split`` with the configured depth source applied."""
+    kw = {}
+    if name == "layered":
+        layered = cfg.data.layered
+        kw = dict(length=int(layered[f"{split}_length"]), size=int(layered.size))
+    dataset = build_dataset(name, dataset_root(cfg, name), split, **kw)
+    depth = cfg.data.depth
+    if depth.source.value == "file":
+        if depth.folder is None:
+            raise ValueError("data.depth.source=file needs data.depth.folder (a folder of <dataset>/<stem>.npy)")
+        dataset = DepthFolder(dataset, Path(depth.folder) / dataset.name, depth.kind)
+    return dataset
+
+
+def eval_dataset(cfg: DictConfig, split: str) -> Dataset:
+    """The ``data.val`` or ``data.test`` datasets (``split`` "val" / "test") concatenated."""
+    names = list(cfg.data[split])
+    if not names:
+        raise ValueError(f"data.{split} is empty: name at least one dataset")
+    parts = [build_split(cfg, name, split) for name in names]
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+class OISDataModule(L.LightningDataModule):
+    """Data for ``OISLitModule``; batch layout in :class:`~ois_lightning.data.training.TrainingSamples`."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.train_set: TrainingSamples | None = None
+        self.skipped = 0  # object-free images passed over in the current epoch (see end_epoch)
+
+    @property
+    def with_depth(self) -> bool:
+        return self.cfg.data.depth.source.value != "model"
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None:
+            c = self.cfg
+            self.train_set = TrainingSamples(
+                [build_split(c, name, "train") for name in c.data.train],
+                build_train_transform(c.model.input_size),
+                seed=c.seed,
+                with_depth=self.with_depth,
+                max_pos=c.model.sparse.max_pos,
+                max_neg=c.model.sparse.max_neg,
+                min_area=c.data.min_object_area,
+                merge_prob=c.data.merge_prob,
+            )
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        world_size, rank = self._world()
+        sampler = EpochSampler(self.train_set, world_size, rank, self.cfg.seed)
+        return DataLoader(
+            self.train_set,
+            batch_size=per_device_batch(self.cfg.data.batch_size, world_size),
+            sampler=sampler,
+            num_workers=self.cfg.data.num_workers,
+            drop_last=True,
+            pin_memory=False,
+        )
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(eval_dataset(self.cfg, split), batch_size=1, shuffle=False, collate_fn=_as_list,
+                          num_workers=self.cfg.data.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if isinstance(batch, dict) and "skipped" in batch:
+            self.skipped += int(batch.pop("skipped").sum())
+        return batch
+
+    def end_epoch(self) -> int:
+        """Warn once about the object-free images skipped this epoch; returns and resets their count."""
+        skipped, self.skipped = self.skipped, 0
+        if skipped:
+            warnings.warn(f"{skipped} training images had no object of at least {self.cfg.data.min_object_area} px "
+                          "(or lost it to augmentation) and were skipped this epoch", stacklevel=2)
+        return skipped
+
+
+class EpochEndWarnings(L.Callback):
+    """Calls :meth:`OISDataModule.end_epoch` at the end of every training epoch (the skipped-images warning)."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        if isinstance(datamodule, OISDataModule):
+            datamodule.end_epoch()
