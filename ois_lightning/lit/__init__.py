@@ -1,0 +1,1 @@
+"""Lightning wrappers (the only place Lightning is imported): LightningModule, DataModule, trainer glue."""
