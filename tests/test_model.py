@@ -8,6 +8,7 @@ from ois_lightning.config import load_config
 from ois_lightning.losses import NormalizedFocalLoss
 from ois_lightning.model import build_model
 from ois_lightning.model import prompts
+from ois_lightning.model.fusion import TokenToImage
 from ois_lightning.model.objectness import ObjectAwareAttention, object_mask
 from ois_lightning.model.order import OrderAwareAttention, normalize_depth, order_maps
 from ois_lightning.model.prompts import SparseClickEncoder, click_disks
@@ -84,6 +85,25 @@ def test_order_aware_attention_suppresses_far_pixels():
     _, w_plain = OrderAwareAttention(8, 2, sigma_init=None)(tokens, keys, keys, order, return_weights=True)
     assert w_plain.min() > 1e-4  # without order nothing is suppressed
     assert layer.sigma.item() == pytest.approx(1e4, rel=1e-4) and layer.log_sigma.requires_grad
+
+
+def test_write_back_carries_the_transposed_order_bias():
+    """A feature location far (in order) from a click does not read that click's token; without order it does."""
+    torch.manual_seed(0)
+    layer = TokenToImage(dim=8, heads=2, sigma_init=1e4)
+    queries, tokens = torch.randn(1, 3, 8), torch.randn(1, 2, 8)
+    order = torch.tensor([[[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]])  # B,N,L: token 0 near locations 0 and 2
+    changed = tokens.clone()
+    changed[0, 1] += 5.0  # token 1 is near locations 1 and 2 only
+    a = layer(queries, torch.zeros(1, 3, 8), tokens, torch.zeros_like(tokens), order)
+    b = layer(queries, torch.zeros(1, 3, 8), changed, torch.zeros_like(tokens), order)
+    assert torch.allclose(a[0, 0], b[0, 0], atol=1e-5)  # location 0 never reads token 1
+    assert not torch.allclose(a[0, 1], b[0, 1], atol=1e-3) and not torch.allclose(a[0, 2], b[0, 2], atol=1e-3)
+    plain = TokenToImage(dim=8, heads=2, sigma_init=None)
+    plain.load_state_dict({k: v for k, v in layer.state_dict().items() if k != "log_sigma"})
+    a = plain(queries, torch.zeros(1, 3, 8), tokens, torch.zeros_like(tokens), order)
+    b = plain(queries, torch.zeros(1, 3, 8), changed, torch.zeros_like(tokens), order)
+    assert not torch.allclose(a[0, 0], b[0, 0], atol=1e-3)  # without order every location reads every token
 
 
 # --- Eq. 4 / Eq. 5 -----------------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 then the updated click tokens write back into the image features (our choice, docs/architecture.md)."""
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import Tensor, nn
 
 from .attention import CrossAttention
@@ -36,16 +39,26 @@ class FusionBlock(nn.Module):
 class TokenToImage(nn.Module):
     """Image-to-token cross-attention (as in SAM's two-way transformer): every feature location reads the
     updated click tokens. Empty slots stay visible as keys, as in SAM: their learned not-a-point embedding
-    is what lets the model attend to "no click here". Returns the update (B,L,C)."""
+    is what lets a location attend to "no click here".
 
-    def __init__(self, dim: int, heads: int) -> None:
+    With order maps (``sigma_init`` set), the logits carry Eq. 3's order bias transposed, ``-sigma * M^T``: a
+    location whose depth is far from a click's order reads little of that click's token (our write-back,
+    docs/architecture.md); sigma is learnable and positive like Eq. 3's. Returns the update (B,L,C)."""
+
+    def __init__(self, dim: int, heads: int, sigma_init: float | None) -> None:
         super().__init__()
         self.attn = CrossAttention(dim, heads)
         self.norm = nn.LayerNorm(dim)
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma_init))) if sigma_init is not None else None
 
-    def forward(self, queries: Tensor, query_pe: Tensor, tokens: Tensor, token_pe: Tensor) -> Tensor:
-        """queries (B,L,C), query_pe (1,L,C), tokens/token_pe (B,N,C) -> (B,L,C)."""
-        return self.norm(self.attn(queries + query_pe, tokens + token_pe, tokens))
+    def forward(
+        self, queries: Tensor, query_pe: Tensor, tokens: Tensor, token_pe: Tensor, order: Tensor | None
+    ) -> Tensor:
+        """queries (B,L,C), query_pe (1,L,C), tokens/token_pe (B,N,C), order (B,N,L) or None -> (B,L,C)."""
+        bias = None
+        if self.log_sigma is not None and order is not None:
+            bias = -self.log_sigma.exp() * order.transpose(1, 2)  # B,L,N
+        return self.norm(self.attn(queries + query_pe, tokens + token_pe, tokens, bias))
 
 
 class SparseFusion(nn.Module):
@@ -64,7 +77,7 @@ class SparseFusion(nn.Module):
         self.blocks = nn.ModuleList(
             [FusionBlock(dim, heads, ffn_dim, sigma_init, order_first) for _ in range(blocks)]
         )
-        self.to_image = TokenToImage(dim, heads)
+        self.to_image = TokenToImage(dim, heads, sigma_init)
         self.out_proj = nn.Linear(dim, feat_dim)
 
     def forward(
@@ -84,5 +97,5 @@ class SparseFusion(nn.Module):
         keys = x + pe
         for blk in self.blocks:
             tokens = blk(tokens, keys, x, order, allowed)
-        update = self.out_proj(self.to_image(x, pe, tokens, token_pe))  # B,L,D
+        update = self.out_proj(self.to_image(x, pe, tokens, token_pe, order))  # B,L,D
         return update.transpose(1, 2).reshape(b, -1, h, w)
