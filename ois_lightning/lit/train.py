@@ -1,0 +1,147 @@
+"""``ois train`` / ``ois eval``: Lightning Trainer, checkpoints, resume and loggers from the config; the final
+evaluation on ``data.test`` writes ``<output_dir>/results.json`` (schema in docs/training.md)."""
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from omegaconf import DictConfig
+
+from ..config import ConfigError
+from ..evaluate import EvalResult, evaluate, table_row, write_results
+from ..grid import run_identity
+from ..model import OISModel, build_model
+from .datamodule import EpochEndWarnings, OISDataModule, eval_dataset
+from .module import OISLitModule
+
+
+class Checkpoint(ModelCheckpoint):
+    """ModelCheckpoint that also saves (and updates last.ckpt) on the batch that reaches ``max_steps``.
+
+    Lightning otherwise saves a run stopped by max_steps in the middle of an epoch at that epoch's end, and a
+    resume from it would skip the rest of the epoch (or stop at once when max_epochs is 1); saved on the batch,
+    ``ckpt_path=last`` continues the epoch at the next step.
+    """
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+                           ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if 0 < trainer.max_steps <= trainer.global_step and not self._should_skip_saving_checkpoint(trainer):
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+
+
+def wandb_offline() -> bool:
+    """Offline unless the user is logged in: WANDB_MODE=offline, or no API key (env or netrc) -> True."""
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun"):
+        return True
+    if os.environ.get("WANDB_API_KEY"):
+        return False
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        return netrc.netrc().authenticators(host) is None
+    except (OSError, netrc.NetrcParseError):
+        return True
+
+
+def build_logger(cfg: DictConfig) -> Logger | bool:
+    """The logger of ``logger.kind``: wandb (project/group/name/tags from :func:`run_identity`), csv, or none."""
+    kind = cfg.logger.kind.value
+    out = Path(cfg.output_dir)
+    if kind == "wandb":
+        out.mkdir(parents=True, exist_ok=True)
+        project, group, name, tags = run_identity(cfg)  # table / row / seed (grid.py)
+        return WandbLogger(name=name, project=project, group=group, tags=tags, save_dir=str(out),
+                           offline=wandb_offline())
+    if kind == "csv":
+        return CSVLogger(save_dir=str(out), name="csv")
+    return False
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    """``ckpt_path``: None (fresh run), "last" (<output_dir>/checkpoints/last.ckpt) or a file."""
+    if cfg.ckpt_path is None:
+        return None
+    path = Path(cfg.output_dir) / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: checkpoint {path} not found (expected a .ckpt file)")
+    return str(path)
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    t = cfg.train
+    steps = t.val_every_n_steps
+    return L.Trainer(
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=t.precision, max_steps=t.max_steps, max_epochs=t.max_epochs,
+        log_every_n_steps=t.log_every_n_steps, gradient_clip_val=t.gradient_clip_val, fast_dev_run=t.fast_dev_run,
+        val_check_interval=steps, check_val_every_n_epoch=None if steps else 1,
+        logger=build_logger(cfg), default_root_dir=cfg.output_dir,
+        callbacks=[Checkpoint(dirpath=Path(cfg.output_dir) / "checkpoints", save_last=True,
+                              every_n_train_steps=steps, enable_version_counter=False),  # always last.ckpt
+                   EpochEndWarnings()],
+    )
+
+
+def finish(model: OISModel, cfg: DictConfig) -> EvalResult:
+    """Evaluate on ``data.test``, write results.json + plot into output_dir and print the table row."""
+    result = evaluate(model, eval_dataset(cfg, "test"), cfg)
+    path = write_results(result, cfg.output_dir, cfg, "+".join(cfg.data.test))
+    print(f"wrote {path}")
+    print("| NoC90 | NoC95 | 1-mIoU | 5-mIoU | NoF95 |")
+    print(table_row(result.summary))
+    return result
+
+
+def train(cfg: DictConfig) -> EvalResult | None:
+    """Fit (resuming from ``ckpt_path``), then evaluate the final weights on data.test on rank 0."""
+    L.seed_everything(cfg.seed, workers=True)
+    ckpt_path = resolve_ckpt_path(cfg)
+    module = OISLitModule(cfg)
+    trainer = build_trainer(cfg)
+    trainer.fit(module, datamodule=OISDataModule(cfg), ckpt_path=ckpt_path)
+    if not trainer.is_global_zero:
+        return None
+    result = finish(module.model.to(trainer.strategy.root_device), cfg)
+    for logger in trainer.loggers:  # the test numbers next to the training curves
+        logger.log_metrics({f"test/{k}": v for k, v in result.summary.items()}, step=trainer.global_step)
+        logger.save()
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()  # close the run, so another run can start in this process
+    return result
+
+
+def load_weights(cfg: DictConfig) -> OISModel:
+    """OISModel of ``cfg.model`` with the weights of the Lightning checkpoint ``cfg.ckpt`` (random init if unset)."""
+    model = build_model(cfg.model, cfg.data.depth)
+    if cfg.ckpt is None:
+        print("ois eval: ckpt is not set: evaluating the RANDOMLY INITIALISED model")
+        return model
+    path = Path(cfg.ckpt)
+    if not path.is_file():
+        raise ConfigError(f"ckpt={cfg.ckpt}: file not found (expected a Lightning .ckpt from `ois train`)")
+    state = torch.load(path, map_location="cpu", weights_only=True).get("state_dict")
+    if not isinstance(state, dict):
+        raise ConfigError(f"ckpt={cfg.ckpt}: no 'state_dict' in the file (expected a Lightning .ckpt)")
+    weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise ConfigError(f"ckpt={cfg.ckpt}: weights do not fit model config ({first})") from None
+    return model
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> EvalResult:
+    """``ois eval``: weights from cfg.ckpt, evaluated on data.test."""
+    torch.manual_seed(cfg.seed)
+    model = load_weights(cfg)
+    use_gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
+    return finish(model.to("cuda" if use_gpu else "cpu"), cfg)

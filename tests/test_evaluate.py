@@ -1,0 +1,167 @@
+"""The evaluation protocol (ois_lightning.evaluate) and `ois eval`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from ois_lightning.cli import main
+from ois_lightning.clicks import Clicker
+from ois_lightning.config import load_config
+from ois_lightning.data import LayeredScenes, Sample
+from ois_lightning.evaluate import (
+    TABLE_COLUMNS, Predictor, evaluate, evaluate_samples, run_object, table_row, write_results,
+)
+from ois_lightning.model import ImageEncoding, build_model
+
+from .conftest import REPO, TINY
+
+TINY_YAML = str(REPO / "experiments" / "tiny.yaml")
+SCHEMA_SUMMARY = {"NoC85", "NoC90", "NoC95", "NoF85", "NoF90", "NoF95", "1-mIoU", "5-mIoU", "num_objects",
+                  "SPC", "encoder_s_per_image", "click_s_per_click"}
+
+
+def tiny_cfg(*extra: str):
+    return load_config(TINY_YAML, TINY + ["data.layered.size=112", *extra])
+
+
+def check_results(path: Path, num_objects: int, clicks: int, dataset: str) -> dict:
+    """results.json follows the schema of docs/training.md; no temp file left beside it."""
+    data = json.loads(path.read_text())
+    assert set(data) == {"summary", "per_object", "config", "git_commit", "seed", "dataset"}
+    assert SCHEMA_SUMMARY <= set(data["summary"])
+    assert data["summary"]["num_objects"] == num_objects
+    assert len(data["per_object"]["ids"]) == len(set(data["per_object"]["ids"])) == num_objects
+    ious = np.array(data["per_object"]["ious"])
+    assert ious.shape == (num_objects, clicks) and ((ious >= 0) & (ious <= 1)).all()
+    assert data["git_commit"] is None or len(data["git_commit"]) == 40
+    assert data["dataset"] == dataset and isinstance(data["seed"], int)
+    assert data["config"]["model"]["input_size"] == 112
+    assert (path.parent / "miou_vs_clicks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+    return data
+
+
+def test_encoder_runs_once_per_image_and_timing_is_split():
+    cfg = tiny_cfg("clicks.max_eval=5")
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    calls = []
+    encode = model.encode
+    model.encode = lambda *a, **k: calls.append(1) or encode(*a, **k)  # count encoder passes
+    scenes = LayeredScenes(2, size=112, seed=3, num_objects=(2, 3), min_visible=0.0)
+    objects = sum(len(scenes[i].masks) for i in range(2))
+    assert objects >= 4  # both images hold at least 2 objects
+    result = evaluate(model, scenes, cfg, progress=False)
+    assert len(calls) == 2 == result.summary["num_images"]
+    assert len(result.ids) == objects and all(len(c) == 5 for c in result.ious)
+    s = result.summary
+    assert s["encoder_s_per_image"] > 0 and s["click_s_per_click"] > 0
+    assert s["SPC"] >= s["click_s_per_click"]  # the whole loop per click includes the decoder part
+
+
+def test_max_objects_and_too_few_clicks():
+    cfg = tiny_cfg("clicks.max_eval=5", "eval.max_objects=3")
+    model = build_model(cfg.model)
+    result = evaluate(model, LayeredScenes(3, size=112, seed=3, num_objects=(2, 2)), cfg, progress=False)
+    assert len(result.ids) == 3
+    with pytest.raises(ValueError, match="clicks.max_eval=4"):
+        evaluate(model, LayeredScenes(1, size=112), tiny_cfg("clicks.max_eval=4"), progress=False)
+
+
+class DiskModel(nn.Module):
+    """Stand-in for OISModel: logits are a disk of ``radius`` input pixels around the first click, as given to
+    forward in input coordinates; records the previous mask it receives."""
+
+    def __init__(self, radius: float) -> None:
+        super().__init__()
+        self.radius = radius
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.prev: torch.Tensor | None = None
+
+    def encode(self, image, depth=None, depth_kind="disparity") -> ImageEncoding:
+        return ImageEncoding([], None, (image.shape[-2], image.shape[-1]))
+
+    def forward(self, enc, coords, labels, prev_mask=None):
+        self.prev = prev_mask
+        h, w = enc.size
+        ys, xs = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+        cy, cx = coords[0, 0]
+        inside = (ys - cy) ** 2 + (xs - cx) ** 2 <= self.radius ** 2
+        return (inside.float() * 20 - 10)[None, None]
+
+
+def test_clicks_map_between_original_and_input_resolution():
+    h, w, cy, cx, r = 90, 200, 61, 143, 14  # non-square; the object is a disk at a known place
+    yy, xx = np.mgrid[0:h, 0:w]
+    gt = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r ** 2).astype(np.int8)
+    sample = Sample(image=np.zeros((h, w, 3), np.uint8), masks=gt[None], depth=None, id="disk/0")
+    scale = 112 / 200
+    predictor = Predictor(DiskModel(radius=r * scale), input_size=112)
+    predictor.set_image(sample)
+    assert predictor.resized_size == (round(h * scale), 112)
+    assert predictor.to_input(h / 2 - 0.5, w / 2 - 0.5) == pytest.approx((50 / 2 - 0.5, 112 / 2 - 0.5), abs=1e-6)
+
+    clicker = Clicker(gt)
+    first = clicker.next_click(np.zeros_like(gt, dtype=bool))
+    assert (first.y, first.x, first.positive) == (cy, cx, True)  # the object centre, in original pixels
+    prob = predictor.predict(clicker.clicks)
+    assert prob.shape == (h, w)
+    pred = prob > 0.49
+    ys, xs = np.nonzero(pred)
+    assert abs(ys.mean() - cy) < 0.75 and abs(xs.mean() - cx) < 0.75  # mapped back onto the object
+    assert (pred & (gt == 1)).sum() / (pred | (gt == 1)).sum() > 0.9
+
+    predictor.predict(clicker.clicks, pred)  # the previous prediction goes to the input frame
+    prev = predictor.model.prev[0, 0].numpy()
+    py, px = np.nonzero(prev > 0)
+    ey, ex = predictor.to_input(cy, cx)
+    assert abs(py.mean() - ey) < 0.75 and abs(px.mean() - ex) < 0.75
+    assert prev[50:].sum() == 0  # padding rows stay empty
+
+    curve, seconds = run_object(predictor, gt, max_clicks=5)
+    assert len(curve) == 5 and curve[0] > 0.9 and seconds > 0
+
+
+def test_depth_from_sample_is_required_when_configured():
+    cfg = tiny_cfg()  # tiny.yaml: data.depth.source=gt
+    model = build_model(cfg.model)
+    sample = LayeredScenes(1, size=112)[0]
+    sample.depth = None
+    predictor = Predictor(model, 112, depth_from_sample=True)
+    with pytest.raises(ValueError, match="layered/0-0: no depth map"):
+        predictor.set_image(sample)
+
+
+def test_table_row_and_atomic_results(tmp_path):
+    cfg = tiny_cfg("clicks.max_eval=5")
+    model = build_model(cfg.model)
+    result = evaluate_samples(Predictor(model, 112, depth_from_sample=True), [LayeredScenes(1, size=112)[0]], 5)
+    row = table_row(result.summary)
+    cells = row.strip("| ").split(" | ")
+    assert len(cells) == len(TABLE_COLUMNS) == 5
+    assert cells[0] == f"{result.summary['NoC90']:.2f}" and cells[4] == str(result.summary["NoF95"])
+    path = write_results(result, tmp_path / "out", cfg, "layered")
+    check_results(path, len(result.ids), 5, "layered")
+
+
+def test_ois_eval_on_real_grabcut(grabcut_root, tmp_path, capsys):
+    out = tmp_path / "gc"
+    code = main(["eval", TINY_YAML, *TINY, "data.test=[grabcut]", f"data.paths.grabcut={grabcut_root}",
+                 "data.depth.source=model", "eval.max_objects=2", f"output_dir={out}"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "RANDOMLY INITIALISED" in printed and "| NoC90 | NoC95 | 1-mIoU | 5-mIoU | NoF95 |" in printed
+    data = check_results(out / "results.json", 2, 20, "grabcut")
+    assert all(i.startswith("grabcut/") for i in data["per_object"]["ids"])
+
+
+def test_ois_eval_bad_checkpoint_is_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "missing.ckpt"
+    assert main(["eval", TINY_YAML, *TINY, f"ckpt={bad}", f"output_dir={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"ckpt={bad}" in err and "not found" in err

@@ -1,0 +1,152 @@
+"""Lightning training (OISLitModule), `ois train` (checkpoints, resume, loggers, results) and `ois eval`."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import default_collate
+
+from ois_lightning.cli import main
+from ois_lightning.config import load_config
+from ois_lightning.evaluate import evaluate
+from ois_lightning.lit.datamodule import OISDataModule, eval_dataset
+from ois_lightning.lit.module import OISLitModule, add_click
+from ois_lightning.lit.train import load_weights, train
+from ois_lightning.losses import NormalizedFocalLoss
+
+from .conftest import REPO, TINY
+
+TINY_YAML = str(REPO / "experiments" / "tiny.yaml")
+# Small, quick runs: 112 px scenes, 2 images per batch, 1 validation object, 1 test image, 5 clicks.
+QUICK = TINY + ["data.layered.size=112", "data.batch_size=2", "data.min_object_area=200",
+                "data.layered.val_length=1", "data.layered.test_length=1", "train.val_objects=1",
+                "eval.max_objects=2", "clicks.max_eval=5", "logger.kind=csv", "train.log_every_n_steps=1"]
+TIMING = {"SPC", "encoder_s_per_image", "click_s_per_click"}
+
+
+def run_train(out: Path, *extra: str) -> dict:
+    assert main(["train", TINY_YAML, *QUICK, f"output_dir={out}", *extra]) == 0
+    return json.loads((out / "results.json").read_text())
+
+
+def global_step(ckpt: Path) -> int:
+    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
+
+
+def test_add_click_fills_first_free_slot():
+    coords, labels = torch.zeros(2, 4, 2), torch.tensor([[1, 0, -1, -1], [1, 1, 1, 0]])
+    assert add_click(coords, labels, 0, 7, 9, positive=False)
+    assert labels[0].tolist() == [1, 0, 0, -1] and coords[0, 2].tolist() == [7.0, 9.0]
+    assert not add_click(coords, labels, 1, 3, 3, positive=True)  # all slots taken
+    assert labels[1].tolist() == [1, 1, 1, 0]
+
+
+def test_simulated_clicks_are_reproducible_and_restore_train_mode():
+    cfg = load_config(TINY_YAML, QUICK + ["clicks.max_extra=3", "seed=1"])
+    assert np.random.default_rng([1, 0]).integers(4) > 0  # seed 1, step 0 draws at least one extra click
+    dm = OISDataModule(cfg)
+    dm.setup("fit")
+    batch = default_collate([dm.train_set[i] for i in range(2)])
+    module = OISLitModule(cfg)
+    module.model.train()
+    enc = module._encode(batch)
+    results = []
+    for _ in range(2):
+        coords, labels = batch["coords"].clone(), batch["labels"].clone()
+        prev = module._simulate_clicks(enc, batch, coords, labels)
+        results.append((coords, labels))
+        assert module.model.seg_head.training  # train mode restored
+        assert prev is not None and prev.shape == batch["gt"].shape and set(prev.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    added = (results[0][1] != -1).sum() - (batch["labels"] != -1).sum()
+    assert added > 0
+    for i in range(2):  # new clicks sit on non-ignored pixels
+        new = (results[0][1][i] != -1) & (batch["labels"][i] == -1)
+        for y, x in results[0][0][i][new].long().tolist():
+            assert batch["gt"][i, 0, y, x] >= 0
+
+
+def test_train_validate_resume_and_reproduce(tmp_path):
+    """Two runs with one seed give identical results; validation logs the protocol metrics; ckpt_path=last
+    continues from the step reached; `ois eval` of the checkpoint reproduces the final evaluation."""
+    args = ("train.max_steps=2", "train.val_every_n_steps=2", "seed=5")
+    a = run_train(tmp_path / "a", *args)
+    b = run_train(tmp_path / "b", *args)
+    strip = lambda s: {k: v for k, v in s.items() if k not in TIMING}  # noqa: E731
+    assert strip(a["summary"]) == strip(b["summary"]) and a["per_object"] == b["per_object"]
+    assert a["seed"] == 5
+
+    out = tmp_path / "a"
+    version = next((out / "csv").glob("version_*"))
+    rows = list(csv.DictReader(open(version / "metrics.csv")))
+    assert any(r.get("train/loss") for r in rows)
+    noc = [float(r["val/NoC90"]) for r in rows if r.get("val/NoC90")]
+    miou = [float(r["val/5-mIoU"]) for r in rows if r.get("val/5-mIoU")]
+    assert noc and miou and 1 <= noc[-1] <= 5 and 0 <= miou[-1] <= 100
+    assert any(r.get("test/NoC90") for r in rows)
+    assert "input_size: 112" in (version / "hparams.yaml").read_text()
+
+    ckpts = out / "checkpoints"
+    assert global_step(ckpts / "last.ckpt") == 2
+    run_train(out, "train.max_steps=4", "seed=5", "ckpt_path=last")
+    state = torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 4 and state["epoch"] == 0  # continued inside the same epoch
+    trained = json.loads((out / "results.json").read_text())
+    eval_out = tmp_path / "eval"
+    assert main(["eval", TINY_YAML, *QUICK, f"ckpt={ckpts / 'last.ckpt'}", f"output_dir={eval_out}"]) == 0
+    evaluated = json.loads((eval_out / "results.json").read_text())
+    assert evaluated["per_object"] == trained["per_object"]
+
+
+def test_resume_from_missing_checkpoint_is_config_error(tmp_path, capsys):
+    assert main(["train", TINY_YAML, *QUICK, f"output_dir={tmp_path}", "ckpt_path=last"]) == 2
+    assert "ckpt_path=last" in capsys.readouterr().err
+
+
+def test_wandb_logger_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "wb"
+    run_train(out, "train.max_steps=2", "logger.kind=wandb", "logger.tags=[test]")
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
+
+
+def probe_loss(model, batch: dict) -> float:
+    """Normalized focal loss of ``model`` (eval mode) on a fixed batch with its initial clicks only."""
+    model.eval()
+    with torch.no_grad():
+        enc = model.encode(batch["image"], batch.get("depth"), "disparity")
+        logits = model(enc, batch["coords"], batch["labels"], torch.zeros_like(batch["gt"]))
+        return float(NormalizedFocalLoss()(logits, batch["gt"]))
+
+
+@pytest.mark.slow
+def test_training_lowers_loss_and_improves_noc(tmp_path):
+    """Tiny model, 112 px layered scenes, 300 steps of batch 4: the loss on a fixed probe batch falls and
+    NoC90 on 10 test objects beats the untrained model (the same initial weights)."""
+    cfg = load_config(TINY_YAML, TINY + [
+        "data.layered.size=112", "data.batch_size=4", "data.min_object_area=200", "data.layered.val_length=1",
+        "train.val_objects=1", "eval.max_objects=10", "data.layered.test_length=5", "train.max_steps=300",
+        "train.lr=1e-3", "logger.kind=none", f"output_dir={tmp_path}", "seed=0",
+    ])
+    dm = OISDataModule(cfg)
+    dm.setup("fit")
+    n = len(dm.train_set)
+    probe = default_collate([dm.train_set[10 * n + i] for i in range(8)])  # epoch 10: augmentations not trained on
+    L.seed_everything(cfg.seed)
+    untrained = OISLitModule(cfg).model  # train() seeds the same way, so it starts from these weights
+    loss_before = probe_loss(untrained, probe)
+    before = evaluate(untrained, eval_dataset(cfg, "test"), cfg, progress=False).summary
+    after = train(cfg).summary
+    cfg.ckpt = str(tmp_path / "checkpoints" / "last.ckpt")
+    trained = load_weights(cfg)
+    loss_after = probe_loss(trained, probe)
+    print(f"probe loss {loss_before:.3f} -> {loss_after:.3f}; NoC90 {before['NoC90']:.2f} -> {after['NoC90']:.2f}; "
+          f"5-mIoU {before['5-mIoU']:.1f} -> {after['5-mIoU']:.1f}")
+    assert loss_after < 0.95 * loss_before
+    assert after["NoC90"] < before["NoC90"]
