@@ -6,6 +6,7 @@ float32 value / 65535). :func:`write_depth` writes ``.npy`` atomically.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -17,6 +18,7 @@ from .base import DataError, Sample, SegDataset
 
 DEPTH_KINDS = ("disparity", "depth")
 PNG_SCALE = 65535.0
+DEPTH_META = "depth_meta.json"  # written by `ois depth-cache`: {"kind", "model", "checkpoint", "side"}
 
 
 def read_depth(folder: str | Path, stem: str) -> np.ndarray:
@@ -54,12 +56,46 @@ def write_depth(path: str | Path, depth: np.ndarray) -> None:
         raise
 
 
+def read_depth_meta(folder: str | Path) -> dict | None:
+    """The ``depth_meta.json`` of a depth folder (None if the folder has none)."""
+    path = Path(folder) / DEPTH_META
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot read depth metadata (expected JSON): {e}") from e
+    if not isinstance(meta, dict) or meta.get("kind") not in DEPTH_KINDS:
+        raise DataError(f"{path}: expected a JSON object with 'kind' in {DEPTH_KINDS}, got {meta!r}")
+    return meta
+
+
+def write_depth_meta(folder: str | Path, meta: dict) -> None:
+    """Write ``depth_meta.json`` atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{DEPTH_META}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(meta, f, indent=1)
+        os.replace(tmp, folder / DEPTH_META)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class DepthFolder(SegDataset):
     """Wraps a dataset and replaces each Sample's depth by ``read_depth(folder, <last id component>)``."""
 
     def __init__(self, dataset: SegDataset, folder: str | Path, depth_kind: str = "disparity"):
         if depth_kind not in DEPTH_KINDS:
             raise DataError(f"{folder}: depth kind {depth_kind!r} (expected one of {DEPTH_KINDS})")
+        meta = read_depth_meta(folder)
+        if meta is not None and meta["kind"] != depth_kind:
+            raise DataError(
+                f"{Path(folder) / DEPTH_META}: maps are of kind {meta['kind']!r} (from {meta.get('model')}) but "
+                f"data.depth.kind={depth_kind!r}; set data.depth.kind={meta['kind']}"
+            )
         self.dataset = dataset
         self.folder = Path(folder)
         self.depth_kind = depth_kind

@@ -1,8 +1,16 @@
-"""Backbone registry: ViT encoder + DPT head shapes of Depth Anything V2 / V1, MAE and a tiny test shape."""
+"""Backbone registry: ViT encoder + DPT head shapes of Depth Anything V2 / V1, MAE and a tiny test shape, and
+:func:`build`, which makes the encoder (+ depth head) under the published parameter names and loads a checkpoint.
+"""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
+import torch
+from torch import Tensor, nn
+
+from .checkpoints import CheckpointError, load_strict, read_state_dict
 from .dpt import DPTHead
 from .vit import ViTEncoder
 
@@ -22,6 +30,9 @@ class BackboneSpec:
     layer_scale: bool = True
     pos_interp: str = "dinov2"
     has_depth_head: bool = True  # DAv1/DAv2 ship a DPT depth head; MAE does not
+    # Keys of the pre-training checkpoint that are not part of the encoder and are dropped when loading
+    # (MAE: its decoder and the decoder's mask token).
+    drop_keys: tuple[str, ...] = ()
 
 
 _S = dict(embed_dim=384, depth=12, num_heads=6, head_features=64, head_out_channels=(48, 96, 192, 384))
@@ -39,7 +50,7 @@ SPECS: dict[str, BackboneSpec] = {
     "dav1-vitb": BackboneSpec(out_indices=(8, 9, 10, 11), **_B),  # DAv1 feeds the head the last four blocks
     "mae-vitb": BackboneSpec(
         out_indices=(2, 5, 8, 11), patch_size=16, pretrain_grid=14, layer_scale=False, pos_interp="timm",
-        has_depth_head=False, **_B,
+        has_depth_head=False, drop_keys=("decoder_", "mask_token"), **_B,
     ),
 }
 
@@ -59,3 +70,58 @@ def build_encoder(spec: BackboneSpec) -> ViTEncoder:
 
 def build_head(spec: BackboneSpec, final_relu: bool, deepest_skip: bool) -> DPTHead:
     return DPTHead(spec.embed_dim, spec.head_features, spec.head_out_channels, final_relu, deepest_skip)
+
+
+class Backbone(nn.Module):
+    """The published network: ViT encoder ``pretrained.*`` and, for Depth Anything, its DPT depth head
+    ``depth_head.*`` (final ReLU, ``refinenet4.resConfUnit1`` kept), so an official file loads strictly."""
+
+    def __init__(self, spec: BackboneSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.pretrained = build_encoder(spec)
+        self.depth_head = build_head(spec, final_relu=True, deepest_skip=True) if spec.has_depth_head else None
+
+    def forward(self, image: Tensor) -> Tensor:
+        """image (B,3,H,W) ImageNet-normalised, sides multiples of the patch -> relative disparity (B,1,H,W)."""
+        if self.depth_head is None:
+            raise ValueError("this backbone has no depth head (MAE): depth must come from data.depth")
+        return torch.relu(self.depth_head(self.pretrained(image), (image.shape[-2], image.shape[-1])))
+
+
+def _encoder_only(state: dict[str, Tensor], spec: BackboneSpec) -> dict[str, Tensor]:
+    """An encoder-only file (timm / MAE layout, no ``pretrained.`` prefix) -> our names, pre-training-only keys
+    (``spec.drop_keys``) removed."""
+    return {f"pretrained.{k}": v for k, v in state.items() if not k.startswith(spec.drop_keys)}
+
+
+def build(name: str | BackboneSpec, checkpoint: str | Path | None = None) -> Backbone:
+    """Backbone ``name`` (a key of SPECS, or a spec), random-init or loaded strictly from ``checkpoint``.
+
+    ``checkpoint``: an official Depth Anything file (``pretrained.*`` + ``depth_head.*``), an encoder-only file
+    (timm / official MAE layout; MAE decoder keys dropped) or an HF Depth Anything directory, whose config must
+    describe the same network as ``name``.
+    """
+    spec = get_spec(name) if isinstance(name, str) else name
+    backbone = Backbone(spec)
+    if checkpoint is None:
+        return backbone
+    path = Path(checkpoint)
+    if path.is_dir():
+        from .hf_depth_anything import read_hf_depth_anything
+
+        hf_spec, state = read_hf_depth_anything(path)
+        diff = [
+            f"{f.name} {getattr(hf_spec, f.name)} (expected {getattr(spec, f.name)})"
+            for f in dataclasses.fields(spec)
+            if getattr(hf_spec, f.name) != getattr(spec, f.name)
+        ]
+        if diff:
+            label = repr(name) if isinstance(name, str) else "the given spec"
+            raise CheckpointError(f"{path / 'config.json'}: not the network of {label}: " + "; ".join(diff))
+    else:
+        state = read_state_dict(path)
+        if not any(k.startswith("pretrained.") for k in state):
+            state = _encoder_only(state, spec)
+    load_strict(backbone, state, path)
+    return backbone

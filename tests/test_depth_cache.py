@@ -1,0 +1,133 @@
+"""`ois depth-cache` with a separate depth model (Table 6): a tiny random ZoeDepth from a local directory writes
+metric depth that the order maps read inverted; an interrupted run resumes without recomputing."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ois_lightning.cli import main
+from ois_lightning.config import ConfigError, load_config
+from ois_lightning.data import DataError, DepthFolder, build_dataset
+from ois_lightning.model.depth_models import ZoeDepthDepth, build_depth_model
+from ois_lightning.model.order import normalize_depth
+
+from .conftest import REPO, TINY
+from .random_weights import randomize_
+
+N_IMAGES = 5
+
+
+@pytest.fixture(scope="module")
+def zoe_dir(tmp_path_factory):
+    """A tiny random ZoeDepth (BEiT backbone, built offline from configs) saved as an HF directory."""
+    from transformers import BeitConfig, ZoeDepthConfig, ZoeDepthForDepthEstimation
+
+    backbone = BeitConfig(image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                          intermediate_size=64, use_relative_position_bias=True, reshape_hidden_states=False,
+                          out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = ZoeDepthConfig(backbone_config=backbone, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
+                            bottleneck_features=16, num_relative_features=8, bin_embedding_dim=16,
+                            num_attractors=[4, 2, 2, 1],
+                            bin_configurations=[{"n_bins": 8, "min_depth": 0.1, "max_depth": 10.0}])
+    model = randomize_(ZoeDepthForDepthEstimation(config).eval(), seed=0)  # default init: a constant map
+    folder = tmp_path_factory.mktemp("zoedepth")
+    model.save_pretrained(folder)
+    return folder
+
+
+def _overrides(zoe_dir, depth_folder) -> list[str]:
+    return TINY + [
+        "data.test=[layered]", f"data.layered.test_length={N_IMAGES}", "data.layered.size=64",
+        "data.depth.source=file", "data.depth.kind=depth", "data.depth.model=zoedepth",
+        f"data.depth.checkpoint={zoe_dir}", f"data.depth.folder={depth_folder}",
+    ]
+
+
+class Interrupt(RuntimeError):
+    pass
+
+
+def test_depth_cache_writes_metric_depth_read_inverted_and_resumes(tmp_path, zoe_dir, monkeypatch):
+    depth_folder = tmp_path / "depth"
+    argv = ["depth-cache", str(REPO / "experiments" / "tiny.yaml"), *_overrides(zoe_dir, depth_folder)]
+    calls = []
+    raw = ZoeDepthDepth.raw
+
+    def counted(self, image):
+        calls.append(image.shape)
+        if len(calls) == 3 and interrupt:
+            raise Interrupt("simulated crash")
+        return raw(self, image)
+
+    monkeypatch.setattr(ZoeDepthDepth, "raw", counted)
+    interrupt = True
+    with pytest.raises(Interrupt):
+        main(argv)
+    out = depth_folder / "layered"
+    assert len(list(out.glob("*.npy"))) == 2 and not list(out.glob(".*tmp"))  # atomic writes, nothing partial
+    interrupt, calls[:] = False, []
+    assert main(argv) == 0
+    assert len(calls) == N_IMAGES - 2 and len(list(out.glob("*.npy"))) == N_IMAGES  # only the missing ones
+    assert all(tuple(s) == (1, 3, 128, 128) for s in calls)  # 64 px images run at model.input_size 112 -> 128
+    calls.clear()
+    assert main(argv) == 0 and calls == []  # everything present: nothing recomputed
+    assert json.loads((out / "depth_meta.json").read_text())["kind"] == "depth"
+
+    # the maps are ZoeDepth's own metric output at the model input size (112 -> 128, a multiple of 32), resized back
+    from transformers import ZoeDepthForDepthEstimation
+
+    hf = ZoeDepthForDepthEstimation.from_pretrained(str(zoe_dir), local_files_only=True).eval()
+    sample = build_dataset("layered", "", "test", length=N_IMAGES, size=64)[0]
+    x = torch.from_numpy(sample.image).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        x = F.interpolate(x, (128, 128), mode="bilinear", antialias=True)
+        ref = hf(pixel_values=(x - 0.5) / 0.5).predicted_depth
+    ref = F.interpolate(ref[:, None], (64, 64), mode="bilinear", align_corners=False)[0, 0].numpy()
+    cached = np.load(out / f"{sample.id.rsplit('/', 1)[-1]}.npy")
+    assert cached.shape == (64, 64) and cached.std() > 1e-3 and np.abs(cached - ref).max() < 1e-5
+
+    # read back through the config's depth source: kind "depth", so the nearest pixel (smallest metres) -> 1
+    from ois_lightning.lit.datamodule import build_split
+
+    cfg = load_config(REPO / "experiments" / "tiny.yaml", _overrides(zoe_dir, depth_folder))
+    read = build_split(cfg, "layered", "test")[0]
+    assert read.depth_kind == "depth" and np.array_equal(read.depth, cached)
+    order_depth = normalize_depth(torch.from_numpy(read.depth)[None, None], read.depth_kind)[0, 0]
+    assert order_depth.flatten()[int(np.argmin(cached))] == 1 and order_depth.flatten()[int(np.argmax(cached))] == 0
+    with pytest.raises(DataError, match="depth_meta.json: maps are of kind 'depth'"):
+        DepthFolder(build_dataset("layered", "", "test", length=N_IMAGES, size=64), out, "disparity")
+
+
+def test_depth_cache_refuses_a_folder_of_another_model(tmp_path, zoe_dir, capsys):
+    depth_folder = tmp_path / "depth"
+    (depth_folder / "layered").mkdir(parents=True)
+    meta = {"kind": "disparity", "model": "dav2-vitb", "checkpoint": None, "side": 112}
+    (depth_folder / "layered" / "depth_meta.json").write_text(json.dumps(meta))
+    argv = ["depth-cache", str(REPO / "experiments" / "tiny.yaml"), *_overrides(zoe_dir, depth_folder)]
+    assert main(argv) == 2
+    assert "holds depth maps of" in capsys.readouterr().err
+
+
+def test_depth_model_config_errors(zoe_dir, tmp_path):
+    base = _overrides(zoe_dir, tmp_path)
+    with pytest.raises(ConfigError, match="set data.depth.kind=depth"):
+        load_config(None, base + ["data.depth.kind=disparity"])
+    with pytest.raises(ConfigError, match="is not one of"):
+        load_config(None, base + ["data.depth.model=midas"])
+    with pytest.raises(ConfigError, match="unused with data.depth.source=gt"):
+        load_config(None, base + ["data.depth.source=gt"])
+    with pytest.raises(Exception, match="needs data.depth.checkpoint = a local HF ZoeDepth directory"):
+        build_depth_model("zoedepth", tmp_path / "nothing")
+
+
+def test_depth_cache_of_the_backbone_head_defaults_to_disparity(tmp_path):
+    """Without data.depth.model the backbone's own DAv2-style head is cached (kind disparity)."""
+    argv = ["depth-cache", str(REPO / "experiments" / "tiny.yaml"), *TINY, "data.test=[layered]",
+            "data.layered.test_length=2", "data.layered.size=64", f"data.depth.folder={tmp_path}"]
+    assert main(argv) == 0
+    assert json.loads((tmp_path / "layered" / "depth_meta.json").read_text())["kind"] == "disparity"
+    assert len(list((tmp_path / "layered").glob("*.npy"))) == 2
