@@ -14,15 +14,27 @@ POS, NEG, PAD = 1, 0, -1
 
 
 def click_disks(coords: Tensor, labels: Tensor, size: tuple[int, int], radius: float) -> Tensor:
-    """Two-channel disk map (B,2,H,W): channel 0 positive clicks, channel 1 negative (Sec. 4.1)."""
+    """Two-channel disk map (B,2,H,W): channel 0 positive clicks, channel 1 negative (Sec. 4.1).
+
+    A pixel (y, x) is inside a click's disk iff (y - cy)^2 + (x - cx)^2 <= radius^2. The test runs only on a
+    window of (2r+3)^2 pixels around each click (r = ceil(radius)), outside of which no pixel can pass it, and
+    the hits are scattered into the map: the same map as testing every pixel, at a cost independent of H*W.
+    """
     h, w = size
-    ys = torch.arange(h, device=coords.device, dtype=coords.dtype).view(1, 1, h, 1)
-    xs = torch.arange(w, device=coords.device, dtype=coords.dtype).view(1, 1, 1, w)
-    cy, cx = coords[..., 0, None, None], coords[..., 1, None, None]  # B,K,1,1
-    inside = (ys - cy) ** 2 + (xs - cx) ** 2 <= radius**2  # B,K,H,W
-    pos = (inside & (labels == POS)[..., None, None]).any(dim=1)
-    neg = (inside & (labels == NEG)[..., None, None]).any(dim=1)
-    return torch.stack([pos, neg], dim=1).to(coords.dtype)
+    r = math.ceil(radius) + 1
+    offsets = torch.arange(-r, r + 1, device=coords.device)  # P
+    base = coords.detach().floor().long()  # B,K,2
+    ys, xs = base[..., 0, None] + offsets, base[..., 1, None] + offsets  # B,K,P
+    dy2 = (ys.to(coords.dtype) - coords[..., 0, None]) ** 2  # B,K,P
+    dx2 = (xs.to(coords.dtype) - coords[..., 1, None]) ** 2
+    inside = dy2[..., :, None] + dx2[..., None, :] <= radius**2  # B,K,P,P
+    in_image = ((ys >= 0) & (ys < h))[..., :, None] & ((xs >= 0) & (xs < w))[..., None, :]
+    keep = inside & in_image & ((labels == POS) | (labels == NEG))[..., None, None]
+    channel = (labels == NEG).long()[..., None, None]  # 0 positive, 1 negative
+    index = channel * (h * w) + ys.clamp(0, h - 1)[..., :, None] * w + xs.clamp(0, w - 1)[..., None, :]
+    maps = coords.new_zeros(len(coords), 2 * h * w)
+    maps.scatter_reduce_(1, index.flatten(1), keep.flatten(1).to(coords.dtype), reduce="amax")
+    return maps.view(-1, 2, h, w)
 
 
 class DenseClickEncoder(nn.Module):

@@ -1,0 +1,453 @@
+"""``ois bench``: measured speed of OIS against the dense-fusion baseline (paper Table 3), in one process.
+
+Every number is the median over ``repeats`` timed runs after ``warmup`` untimed ones, measured on the same
+machine and the same inputs; OIS and the baseline are timed alternately so that load from other processes
+hits both alike. Sections (docs/benchmarks.md):
+
+* ``per_click``: one click round (prompt fusion + decoder; the encoder excluded) of OIS and of the SegNext-style
+  dense self-attention baseline, with the same encoder and decoder, at the paper's input (1036, ViT-B widths)
+  and at the tiny size; random init (speed does not depend on the weights);
+* ``clicks``: OIS per-click latency after 1, 5, 10 and 20 clicks (should stay flat);
+* ``clicker``: the evaluation clicker's share of one click (exact EDT at full resolution);
+* ``encoder``: encoder (+ depth head) time per image;
+* ``train_step``: a real Lightning training step of the tiny config with and without the iterative click
+  simulation (the encoder runs once per batch either way);
+* ``grid``: a 5-row Table 4 evaluation grid (tiny model) with and without the frozen-encoder feature cache.
+
+Peak memory is the CUDA allocator's peak on GPU and the peak resident set size above the section's start on CPU.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from .clicks import Clicker
+from .config import load_config
+from .model import ImageEncoding, OISModel, build_model
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "experiments"
+TABLE4_ROWS = ("full", "wo_order", "wo_object", "wo_sparse", "wo_dense")
+DENSE = ["model.fusion=dense_self_attention", "model.sparse.enabled=false"]
+TINY_WIDTHS = ["model.backbone.name=tiny", "model.sparse.dim=64", "model.sparse.num_heads=4",
+               "model.sparse.ffn_dim=128"]
+TARGETS = {  # acceptance targets (issue #8): ratio key -> upper bound
+    "ois_vs_dense_per_click_paper": 0.5,
+    "click20_vs_click1": 1.2,
+    "train_click_simulation_overhead": 0.5,
+    "grid_with_cache_vs_one_row": 2.0,
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes and repeat counts; ``quick`` is a smoke test that finishes in well under a minute."""
+
+    quick: bool
+    paper_input: int
+    paper_backbone: str
+    tiny_input: int
+    warmup: int
+    repeats: int
+    slow_repeats: int  # for the seconds-long calls (encoder at 1036)
+    train_steps: int
+    train_batch: int
+    grid_objects: int  # objects evaluated per row (layered scenes hold 3-5 each)
+    grid_clicks: int
+    compare_clicks: int = 5
+
+    @classmethod
+    def make(cls, quick: bool) -> "Settings":
+        if quick:
+            return cls(True, 112, "tiny", 112, 1, 3, 1, 3, 2, 1, 5)
+        return cls(False, 1036, "dav2-vitb", 224, 1, 5, 3, 12, 8, 6, 20)
+
+
+# --- measuring -----------------------------------------------------------------------------------------------
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rss_bytes() -> int:
+    """Current resident set size (Linux /proc), 0 where unavailable."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class PeakMemory:
+    """Peak memory of a code section in MB: CUDA allocator peak, or on CPU the peak RSS above the start
+    (sampled every 2 ms by a thread, since torch's CPU allocations are invisible to tracemalloc)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.mb = 0.0
+        self._stop = threading.Event()
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+        else:
+            self._start = self._peak = _rss_bytes()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._peak = max(self._peak, _rss_bytes())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            peak = max(self._peak, _rss_bytes())
+        self.mb = (peak - self._start) / 2**20
+
+
+def timed(fns: dict[str, Callable[[], Any]], warmup: int, repeats: int, device: torch.device
+          ) -> dict[str, dict[str, float]]:
+    """Median seconds (and peak MB) of each callable; the callables are run in turn within each repeat."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    peaks: dict[str, float] = {name: 0.0 for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            with PeakMemory(device) as mem:
+                _sync(device)
+                start = time.perf_counter()
+                fn()
+                _sync(device)
+                times[name].append(time.perf_counter() - start)
+            peaks[name] = max(peaks[name], mem.mb)
+    return {name: {"s": statistics.median(ts), "min_s": min(ts), "peak_mb": peaks[name]}
+            for name, ts in times.items()}
+
+
+# --- inputs --------------------------------------------------------------------------------------------------
+
+def _model(overrides: list[str], device: torch.device, seed: int = 0) -> OISModel:
+    torch.manual_seed(seed)
+    cfg = load_config(EXPERIMENTS / "base.yaml", overrides)
+    return build_model(cfg.model).to(device).eval()
+
+
+def _clicks(n: int, size: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` distinct-looking clicks, the first positive, then alternating: coords (1,n,2), labels (1,n)."""
+    g = torch.Generator().manual_seed(seed)
+    coords = (torch.rand(1, n, 2, generator=g) * (size - 1)).round()
+    labels = torch.tensor([[1 if i % 2 == 0 else 0 for i in range(n)]])
+    return coords.to(device), labels.to(device)
+
+
+def _prev_mask(size: int, device: torch.device) -> torch.Tensor:
+    prev = torch.zeros(1, 1, size, size, device=device)
+    prev[..., size // 4: 3 * size // 4, size // 3: 2 * size // 3] = 1
+    return prev
+
+
+# --- sections ------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def bench_per_click(backbone: str, size: int, s: Settings, device: torch.device) -> tuple[dict, ImageEncoding,
+                                                                                           OISModel]:
+    """OIS vs dense fusion, one click round each, same encoding and clicks; also returns the OIS encoding."""
+    widths = TINY_WIDTHS if backbone == "tiny" else [f"model.backbone.name={backbone}"]
+    common = widths + [f"model.input_size={size}"]
+    ois, dense = _model(common, device), _model(common + DENSE, device)
+    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    enc = ois.encode(image)
+    coords, labels = _clicks(s.compare_clicks, size, device)
+    prev = _prev_mask(size, device)
+    r = timed({"ois": lambda: ois(enc, coords, labels, prev), "dense": lambda: dense(enc, coords, labels, prev)},
+              s.warmup, s.repeats, device)
+    del dense
+    return {
+        "backbone": backbone, "input_size": size, "clicks": s.compare_clicks,
+        "ois_s": r["ois"]["s"], "dense_s": r["dense"]["s"], "ratio": r["ois"]["s"] / r["dense"]["s"],
+        "ois_peak_mb": r["ois"]["peak_mb"], "dense_peak_mb": r["dense"]["peak_mb"],
+    }, enc, ois
+
+
+@torch.no_grad()
+def bench_clicks(model: OISModel, enc: ImageEncoding, size: int, s: Settings, device: torch.device) -> dict:
+    """OIS per-click latency after 1, 5, 10, 20 clicks (previous mask from round 2 on, as in the protocol)."""
+    prev = _prev_mask(size, device)
+    fns = {}
+    for n in (1, 5, 10, 20):
+        coords, labels = _clicks(n, size, device)
+        fns[str(n)] = (lambda c=coords, lab=labels, p=(prev if n > 1 else None): model(enc, c, lab, p))
+    r = timed(fns, s.warmup, s.repeats, device)
+    out: dict[str, Any] = {f"click{n}_s": v["s"] for n, v in r.items()}
+    out["ratio_20_vs_1"] = r["20"]["s"] / r["1"]["s"]
+    return out
+
+
+def bench_clicker(size: int, per_click_s: float, s: Settings) -> dict:
+    """One :meth:`Clicker.next_click` (exact EDT) on a size x size mask, and its share of a full click."""
+    gt = np.zeros((size, size), np.int8)
+    gt[size // 5: 4 * size // 5, size // 4: 3 * size // 4] = 1
+    pred = np.zeros_like(gt, dtype=bool)
+    pred[size // 3: size // 2, size // 3: size // 2] = True
+    r = timed({"clicker": lambda: Clicker(gt).next_click(pred)}, s.warmup, s.repeats, torch.device("cpu"))
+    t = r["clicker"]["s"]
+    return {"mask_size": size, "clicker_s": t, "share_of_click": t / (t + per_click_s)}
+
+
+@torch.no_grad()
+def bench_encoder(model: OISModel, size: int, s: Settings, device: torch.device) -> dict:
+    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)
+    r = timed({"encoder": lambda: model.encode(image)}, s.warmup, s.slow_repeats, device)
+    return {"input_size": size, "with_depth_head": model.uses_depth, "s_per_image": r["encoder"]["s"],
+            "peak_mb": r["encoder"]["peak_mb"]}
+
+
+def _train_steps(max_extra: int, s: Settings, device: torch.device) -> dict:
+    """Mean seconds of real Lightning training steps (training_step + backward + Adam) of the tiny config."""
+    import lightning as L
+
+    from .lit.datamodule import OISDataModule
+    from .lit.module import OISLitModule
+
+    cfg = load_config(EXPERIMENTS / "tiny.yaml", [f"clicks.max_extra={max_extra}", "logger.kind=none",
+                                                  f"train.max_steps={s.train_steps}", "data.num_workers=0",
+                                                  f"data.batch_size={s.train_batch}",
+                                                  f"data.layered.train_length={s.train_batch * s.train_steps}"]
+                      + (["model.input_size=112", "data.layered.size=112"] if s.quick else []))
+
+    class StepTimer(L.Callback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self.rounds: list[int] = []
+            self.calls = 0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+            _sync(pl_module.device)
+            self.calls = 0
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+            _sync(pl_module.device)
+            self.times.append(time.perf_counter() - self.start)
+            self.rounds.append(self.calls - 1)  # forward calls minus the trained one = simulated rounds
+
+    timer = StepTimer()
+    L.seed_everything(cfg.seed, verbose=False)
+    module = OISLitModule(cfg)
+    module.model.register_forward_hook(lambda *_: setattr(timer, "calls", timer.calls + 1))
+    with tempfile.TemporaryDirectory(prefix="ois_bench_") as root, PeakMemory(device) as mem:
+        trainer = L.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
+                            max_steps=s.train_steps, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                            num_sanity_val_steps=0, callbacks=[timer], default_root_dir=root)
+        trainer.fit(module, datamodule=OISDataModule(cfg))
+    skip = min(2, len(timer.times) - 1)  # warm-up steps
+    return {"step_s": statistics.median(timer.times[skip:]), "mean_step_s": float(np.mean(timer.times[skip:])),
+            "mean_rounds": float(np.mean(timer.rounds[skip:])), "steps": len(timer.times) - skip,
+            "batch_size": int(cfg.data.batch_size), "input_size": int(cfg.model.input_size), "peak_mb": mem.mb}
+
+
+def bench_train_step(s: Settings, device: torch.device) -> dict:
+    """Training steps without (clicks.max_extra=0) and with (the paper's 0..3 rounds) click simulation."""
+    without, with_sim = _train_steps(0, s, device), _train_steps(3, s, device)
+    return {"without_simulation": without, "with_simulation": with_sim,
+            "overhead": with_sim["mean_step_s"] / without["mean_step_s"] - 1.0}
+
+
+def bench_grid(s: Settings, device: torch.device) -> dict:
+    """The 5 Table 4 rows (tiny model, shared frozen encoder) evaluated on generated scenes: one row alone,
+    the grid without the feature cache, and the grid with a cold cache."""
+    from .evaluate import evaluate
+    from .lit.datamodule import eval_dataset
+
+    size = s.tiny_input
+    overrides = TINY_WIDTHS + [f"model.input_size={size}", "data.test=[layered]", f"data.layered.size={size}",
+                               f"data.layered.test_length={s.grid_objects}",
+                               f"eval.max_objects={s.grid_objects}", f"clicks.max_eval={s.grid_clicks}",
+                               "data.depth.source=model"]
+    cfgs = [load_config(EXPERIMENTS / "table4" / f"{row}.yaml", overrides) for row in TABLE4_ROWS]
+    dataset = eval_dataset(cfgs[0], "test")
+    models = []
+    for i, cfg in enumerate(cfgs):
+        torch.manual_seed(i)
+        model = build_model(cfg.model).to(device)
+        if models:  # the rows share one frozen encoder checkpoint
+            model.pretrained.load_state_dict(models[0].pretrained.state_dict())
+            model.depth_head.load_state_dict(models[0].depth_head.state_dict())
+        models.append(model)
+
+    def run(rows: range, cache: str | None) -> tuple[float, list]:
+        start = time.perf_counter()
+        results = []
+        for i in rows:
+            cfgs[i].eval.feature_cache = cache
+            results.append(evaluate(models[i], dataset, cfgs[i], progress=False))
+        return time.perf_counter() - start, results
+
+    run(range(1), None)  # warm-up
+    one_row, _ = run(range(1), None)
+    no_cache, plain = run(range(len(cfgs)), None)
+    with tempfile.TemporaryDirectory(prefix="ois_feature_cache_") as folder:
+        with_cache, cached = run(range(len(cfgs)), folder)
+    identical = all(a.ious == b.ious for a, b in zip(plain, cached))
+    summary = plain[0].summary
+    return {
+        "rows": list(TABLE4_ROWS), "images": int(summary["num_images"]), "objects": int(summary["num_objects"]),
+        "clicks_per_object": int(cfgs[0].clicks.max_eval), "input_size": size,
+        "one_row_s": one_row, "grid_no_cache_s": no_cache, "grid_cache_s": with_cache,
+        "grid_no_cache_vs_one_row": no_cache / one_row, "grid_cache_vs_one_row": with_cache / one_row,
+        "encoder_s_per_image": summary["encoder_s_per_image"], "click_s_per_click": summary["click_s_per_click"],
+        "cached_equals_uncached": identical,
+    }
+
+
+# --- report --------------------------------------------------------------------------------------------------
+
+def machine() -> dict:
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        cpu = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), cpu)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return info
+
+
+def run(quick: bool = False, device: str = "auto", sections: tuple[str, ...] | None = None) -> dict:
+    """All sections (or the named ones) -> the bench.json payload."""
+    s = Settings.make(quick)
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    want = set(sections or ("per_click", "clicks", "clicker", "encoder", "train_step", "grid"))
+    out: dict[str, Any] = {"machine": machine(), "device": str(dev), "quick": quick,
+                           "settings": {"warmup": s.warmup, "repeats": s.repeats, "slow_repeats": s.slow_repeats}}
+    ratios: dict[str, float] = {}
+    out["ratios"] = ratios  # first in the file
+    if want & {"per_click", "clicks", "clicker", "encoder"}:
+        paper, enc, ois = bench_per_click(s.paper_backbone, s.paper_input, s, dev)
+        out["per_click"] = {"paper": paper}
+        ratios["ois_vs_dense_per_click_paper"] = paper["ratio"]
+        if "clicks" in want:
+            out["clicks"] = bench_clicks(ois, enc, s.paper_input, s, dev)
+            ratios["click20_vs_click1"] = out["clicks"]["ratio_20_vs_1"]
+        if "clicker" in want:
+            out["clicker"] = bench_clicker(s.paper_input, paper["ois_s"], s)
+            ratios["clicker_share_of_click"] = out["clicker"]["share_of_click"]
+        if "encoder" in want:
+            out["encoder"] = bench_encoder(ois, s.paper_input, s, dev)
+            ratios["encoder_vs_ois_click"] = out["encoder"]["s_per_image"] / paper["ois_s"]
+        del enc, ois
+        tiny, _, _ = bench_per_click("tiny", s.tiny_input, s, dev)
+        out["per_click"]["tiny"] = tiny
+        ratios["ois_vs_dense_per_click_tiny"] = tiny["ratio"]
+    if "train_step" in want:
+        out["train_step"] = bench_train_step(s, dev)
+        ratios["train_click_simulation_overhead"] = out["train_step"]["overhead"]
+    if "grid" in want:
+        out["grid"] = bench_grid(s, dev)
+        ratios["grid_with_cache_vs_one_row"] = out["grid"]["grid_cache_vs_one_row"]
+        ratios["grid_without_cache_vs_one_row"] = out["grid"]["grid_no_cache_vs_one_row"]
+    out["targets"] = {k: {"value": ratios[k], "at_most": bound, "met": ratios[k] <= bound}
+                      for k, bound in TARGETS.items() if k in ratios}
+    return out
+
+
+def write_json(payload: dict, path: str | Path) -> Path:
+    """bench.json, atomically (temp file + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _ms(x: float) -> str:
+    return f"{1000 * x:9.1f} ms"
+
+
+def format_table(r: dict) -> str:
+    """The human-readable summary printed by ``ois bench``."""
+    lines = [f"ois bench on {r['machine']['cpu']} ({r['device']}, torch {r['machine']['torch']}, "
+             f"{r['machine']['torch_threads']} threads){' [quick]' if r['quick'] else ''}", "", "ratios:"]
+    for k, v in r["ratios"].items():
+        t = r["targets"].get(k)
+        mark = "" if t is None else f"   (target <= {t['at_most']}: {'met' if t['met'] else 'MISSED'})"
+        lines.append(f"  {k:<34} {v:7.3f}{mark}")
+    for name, p in r.get("per_click", {}).items():
+        lines.append(f"per click [{name}: {p['backbone']} @ {p['input_size']}, {p['clicks']} clicks]: "
+                     f"OIS {_ms(p['ois_s'])} ({p['ois_peak_mb']:.0f} MB)  dense {_ms(p['dense_s'])} "
+                     f"({p['dense_peak_mb']:.0f} MB)")
+    if "clicks" in r:
+        c = r["clicks"]
+        lines.append("OIS per click after 1/5/10/20 clicks: " + " ".join(_ms(c[f'click{n}_s']) for n in (1, 5, 10, 20)))
+    if "clicker" in r:
+        lines.append(f"clicker (EDT {r['clicker']['mask_size']}^2): {_ms(r['clicker']['clicker_s'])}")
+    if "encoder" in r:
+        e = r["encoder"]
+        lines.append(f"encoder @ {e['input_size']}: {_ms(e['s_per_image'])} per image ({e['peak_mb']:.0f} MB)")
+    if "train_step" in r:
+        t = r["train_step"]
+        lines.append(f"train step (tiny, batch {t['without_simulation']['batch_size']}): without simulation "
+                     f"{_ms(t['without_simulation']['mean_step_s'])}, with {_ms(t['with_simulation']['mean_step_s'])}"
+                     f" (mean {t['with_simulation']['mean_rounds']:.2f} rounds)")
+    if "grid" in r:
+        g = r["grid"]
+        lines.append(f"Table 4 grid ({len(g['rows'])} rows, {g['objects']} objects x {g['clicks_per_object']} clicks): "
+                     f"one row {g['one_row_s']:.2f} s, grid {g['grid_no_cache_s']:.2f} s, with cache "
+                     f"{g['grid_cache_s']:.2f} s (identical results: {g['cached_equals_uncached']})")
+    return "\n".join(lines)
+
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def main(quick: bool, out: str, device: str = "auto", threads: int | None = None) -> int:
+    with _threads(threads):
+        payload = run(quick, device)
+    path = write_json(payload, out)
+    print(format_table(payload))
+    print(f"wrote {path}")
+    return 0

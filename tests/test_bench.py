@@ -1,0 +1,75 @@
+"""`ois bench`: the quick run writes a parseable bench.json; the measuring tools and the per-click speed-ups are
+correct (no timing assertions: the machine is shared)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from ois_lightning.bench import TARGETS, PeakMemory, format_table, timed
+from ois_lightning.cli import main
+from ois_lightning.model.prompts import NEG, POS, click_disks
+
+
+def _disks_every_pixel(coords, labels, size, radius):
+    """The disk test on every pixel (the definition click_disks must reproduce exactly)."""
+    h, w = size
+    ys = torch.arange(h, dtype=coords.dtype).view(1, 1, h, 1)
+    xs = torch.arange(w, dtype=coords.dtype).view(1, 1, 1, w)
+    inside = (ys - coords[..., 0, None, None]) ** 2 + (xs - coords[..., 1, None, None]) ** 2 <= radius**2
+    pos = (inside & (labels == POS)[..., None, None]).any(dim=1)
+    neg = (inside & (labels == NEG)[..., None, None]).any(dim=1)
+    return torch.stack([pos, neg], dim=1).to(coords.dtype)
+
+
+@pytest.mark.parametrize("radius", [5, 3.7, 1, 0.5])
+def test_windowed_click_disks_equal_the_per_pixel_test(radius):
+    g = torch.Generator().manual_seed(int(radius * 10))
+    for trial in range(40):
+        h, w = (int(v) for v in torch.randint(4, 50, (2,), generator=g))
+        coords = torch.rand(2, 9, 2, generator=g) * torch.tensor([h + 12.0, w + 12.0]) - 6  # some off-image
+        if trial % 3 == 0:
+            coords = coords.round()  # integer clicks, as in evaluation
+        if trial % 3 == 1:
+            coords = coords.floor() + 0.99999994  # just below the next integer
+        labels = torch.randint(-1, 2, (2, 9), generator=g)
+        assert torch.equal(click_disks(coords, labels, (h, w), radius),
+                           _disks_every_pixel(coords, labels, (h, w), radius)), trial
+
+
+def test_peak_memory_sees_a_large_allocation():
+    with PeakMemory(torch.device("cpu")) as mem:
+        x = torch.ones(64, 2**20)  # 256 MB, touched
+        del x
+    assert mem.mb > 128
+
+
+def test_timed_reports_median_per_callable():
+    calls = []
+    r = timed({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=1, repeats=3,
+              device=torch.device("cpu"))
+    assert calls == ["a", "b"] * 4  # alternated, warm-up included
+    assert set(r) == {"a", "b"} and all(v["s"] >= 0 and v["min_s"] <= v["s"] for v in r.values())
+
+
+def test_quick_bench_writes_parseable_json(tmp_path, capsys):
+    out = tmp_path / "sub" / "bench.json"
+    assert main(["bench", "--quick", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["quick"] and r["machine"]["torch"] == torch.__version__
+    for key in ("ois_vs_dense_per_click_paper", "ois_vs_dense_per_click_tiny", "click20_vs_click1",
+                "clicker_share_of_click", "train_click_simulation_overhead", "grid_with_cache_vs_one_row"):
+        assert math.isfinite(r["ratios"][key]) and r["ratios"][key] > -1, key
+    assert set(r["targets"]) == set(TARGETS)
+    assert all(t["met"] == (t["value"] <= t["at_most"]) for t in r["targets"].values())
+    p = r["per_click"]["paper"]
+    assert p["ratio"] == pytest.approx(p["ois_s"] / p["dense_s"])
+    assert set(r["clicks"]) >= {"click1_s", "click5_s", "click10_s", "click20_s"}
+    steps = r["train_step"]
+    assert steps["without_simulation"]["mean_rounds"] == 0 <= steps["with_simulation"]["mean_rounds"]
+    assert r["grid"]["cached_equals_uncached"] and len(r["grid"]["rows"]) == 5
+    assert "ois_vs_dense_per_click_paper" in capsys.readouterr().out
+    assert format_table(r).startswith("ois bench on ")
+    assert not list(out.parent.glob("*.tmp"))
