@@ -1,0 +1,325 @@
+"""``ois table``: collate ``results.json`` files of a sweep into a paper table (Tables 4-11).
+
+Per row: our number (mean ± sample std over seeds; each seed's metric recomputed from its per-object IoU
+curves with :func:`ois_lightning.metrics.summarize_ious`), the delta against the row's reference ("Full") row,
+and a 95% paired bootstrap confidence interval of that delta over evaluated objects.
+
+Bootstrap: each object's metric value (NoC of that object, its IoU after k clicks, or whether it failed) is
+first **averaged over the row's seeds** (objects present in every seed), then rows are paired by object id with
+their reference row; objects are resampled with replacement (``n_boot`` times, RNG seeded with ``rng_seed``
+so the table is reproducible) and the delta statistic is recomputed (mean over objects; sum for the NoF
+counts); the interval is the 2.5-97.5 percentile range. It measures how much the delta depends on which
+objects were evaluated, not training noise (that is the ± over seeds).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .config import ConfigError
+from .grid import METRIC_GOALS, TableSpec, default_table_path, load_table_spec
+from .metrics import summarize_ious
+
+
+class ResultsError(ValueError):
+    """A results.json that is missing, unreadable or does not follow the schema (one-line message)."""
+
+
+@dataclass
+class RunResult:
+    """One evaluated training run (one row, one seed)."""
+
+    path: Path
+    table: Optional[str]
+    row: Optional[str]
+    seed: int
+    ids: list[str]
+    ious: list[list[float]]
+    max_clicks: int
+
+
+def read_results(path: str | Path) -> RunResult:
+    """Parse and check one ``results.json`` (schema in docs/training.md); :class:`ResultsError` if broken."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ResultsError(f"{path}: cannot read JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    per_object, config = data.get("per_object"), data.get("config")
+    if not isinstance(per_object, dict) or not isinstance(config, dict) or not isinstance(data.get("summary"), dict):
+        raise ResultsError(f"{path}: expected keys 'summary', 'per_object' and 'config' holding objects")
+    ids, ious = per_object.get("ids"), per_object.get("ious")
+    if not isinstance(ids, list) or not isinstance(ious, list) or not ids or len(ids) != len(ious):
+        raise ResultsError(f"{path}: per_object.ids and per_object.ious must be non-empty lists of equal length")
+    if len(set(map(str, ids))) != len(ids):
+        raise ResultsError(f"{path}: per_object.ids has duplicates")
+    max_clicks = int((config.get("clicks") or {}).get("max_eval", 20))
+    for i, curve in enumerate(ious):
+        if (not isinstance(curve, list) or len(curve) < max_clicks
+                or not all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in curve)):
+            raise ResultsError(f"{path}: per_object.ious[{i}] must be {max_clicks} IoUs in [0, 1]")
+    seed = data.get("seed", config.get("seed"))
+    if not isinstance(seed, int):
+        raise ResultsError(f"{path}: 'seed' must be an integer, got {seed!r}")
+    return RunResult(path, config.get("table"), config.get("row"), seed, [str(i) for i in ids], ious, max_clicks)
+
+
+def collect(runs_dir: str | Path) -> tuple[list[RunResult], list[str]]:
+    """All valid results.json below ``runs_dir`` (sorted) and one message per broken one."""
+    runs, problems = [], []
+    for path in sorted(Path(runs_dir).rglob("results.json")):
+        try:
+            runs.append(read_results(path))
+        except ResultsError as e:
+            problems.append(str(e))
+    return runs, problems
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+def _aggregate(metric: str) -> Any:
+    """How per-object values combine into the table's number: NoF is a count of objects, the rest are means."""
+    return np.sum if metric.startswith("NoF") else np.mean
+
+
+def run_metrics(run: RunResult, metrics: Sequence[str]) -> dict[str, float]:
+    summary = summarize_ious(run.ious, run.max_clicks)
+    return {m: float(summary[m]) for m in metrics}
+
+
+def per_object_metrics(run: RunResult, metrics: Sequence[str]) -> dict[str, np.ndarray]:
+    """(N,) value of every metric per object: the metric of the single-object set, so definitions stay in
+    ois_lightning.metrics; aggregating them with :func:`_aggregate` gives :func:`run_metrics`."""
+    single = [summarize_ious([curve], run.max_clicks) for curve in run.ious]
+    return {m: np.array([s[m] for s in single], dtype=float) for m in metrics}
+
+
+def bootstrap_ci(diffs: np.ndarray, aggregate: Any, n_boot: int, rng_seed: int,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of ``aggregate`` over objects resampled with replacement. diffs: (N,)."""
+    rng = np.random.default_rng(rng_seed)
+    idx = rng.integers(0, diffs.size, size=(n_boot, diffs.size))  # n_boot,N
+    stats = aggregate(diffs[idx], axis=1)
+    lo, hi = np.percentile(stats, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
+@dataclass
+class Cell:
+    mean: Optional[float] = None
+    std: Optional[float] = None
+    delta: Optional[float] = None
+    ci: Optional[tuple[float, float]] = None
+    paper: Optional[float] = None
+    paper_delta: Optional[float] = None
+
+
+@dataclass
+class Row:
+    name: str
+    label: str
+    config: Optional[str]
+    reference: str
+    is_reference: bool
+    seeds: list[int] = field(default_factory=list)
+    num_objects: int = 0
+    cells: dict[str, Cell] = field(default_factory=dict)
+
+
+@dataclass
+class Table:
+    spec: TableSpec
+    rows: list[Row]
+    unmatched: list[str]  # results.json files that belong to no row of the table
+
+
+def _seed_averaged(runs: list[RunResult], metrics: Sequence[str]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Object ids present in every seed and, per metric, the (N,) per-object value averaged over seeds."""
+    common = set(runs[0].ids)
+    for r in runs[1:]:
+        common &= set(r.ids)
+    ids = sorted(common)
+    stacked: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
+    for r in runs:
+        position = {i: k for k, i in enumerate(r.ids)}
+        take = np.array([position[i] for i in ids], dtype=int)
+        for m, v in per_object_metrics(r, metrics).items():
+            stacked[m].append(v[take])
+    return ids, {m: np.mean(np.stack(v), axis=0) for m, v in stacked.items()}
+
+
+def build_table(spec: TableSpec, runs: list[RunResult], n_boot: int = 2000, rng_seed: int = 0) -> Table:
+    """Rows in the paper's order with our numbers, deltas, CIs and the paper's numbers."""
+    by_row: dict[str, list[RunResult]] = {}
+    unmatched = []
+    for r in runs:
+        if r.row is not None and any(s.name == r.row and s.config is not None for s in spec.rows) \
+                and r.table in (None, spec.name):
+            by_row.setdefault(r.row, []).append(r)
+        else:
+            unmatched.append(str(r.path))
+    for name, rs in by_row.items():
+        seeds = [r.seed for r in rs]
+        if len(set(seeds)) != len(seeds):
+            dup = sorted({s for s in seeds if seeds.count(s) > 1})
+            raise ResultsError(f"row {name!r} has several results.json for seed(s) {dup}: "
+                               + ", ".join(str(r.path) for r in rs if r.seed in dup))
+    averaged = {name: _seed_averaged(rs, spec.metrics) for name, rs in by_row.items()}
+    means = {name: {m: [run_metrics(r, spec.metrics)[m] for r in rs] for m in spec.metrics}
+             for name, rs in by_row.items()}
+    rows = []
+    for s in spec.rows:
+        row = Row(s.name, s.label, str(s.config) if s.config else None, s.reference, s.reference == s.name)
+        rs = by_row.get(s.name, [])
+        row.seeds = sorted(r.seed for r in rs)
+        row.num_objects = len(averaged[s.name][0]) if rs else 0
+        for m in spec.metrics:
+            cell = Cell(paper=s.paper.get(m))
+            ref_paper = spec.row(s.reference).paper.get(m)
+            if cell.paper is not None and ref_paper is not None and not row.is_reference:
+                cell.paper_delta = round(cell.paper - ref_paper, 6)  # the paper prints at most 2 decimals
+            if rs:
+                values = np.array(means[s.name][m])
+                cell.mean = float(values.mean())
+                cell.std = float(values.std(ddof=1)) if values.size > 1 else None
+                ref_values = means.get(s.reference, {}).get(m)
+                if ref_values is not None and not row.is_reference:
+                    cell.delta = cell.mean - float(np.mean(ref_values))
+                    cell.ci = _paired_ci(averaged[s.name], averaged[s.reference], m, n_boot, rng_seed)
+            row.cells[m] = cell
+        rows.append(row)
+    return Table(spec, rows, unmatched)
+
+
+def _paired_ci(row: tuple[list[str], dict[str, np.ndarray]], ref: tuple[list[str], dict[str, np.ndarray]],
+               metric: str, n_boot: int, rng_seed: int) -> Optional[tuple[float, float]]:
+    ids = sorted(set(row[0]) & set(ref[0]))
+    if not ids:
+        return None
+    pos_row = {i: k for k, i in enumerate(row[0])}
+    pos_ref = {i: k for k, i in enumerate(ref[0])}
+    diffs = (row[1][metric][[pos_row[i] for i in ids]] - ref[1][metric][[pos_ref[i] for i in ids]])  # N
+    return bootstrap_ci(diffs, _aggregate(metric), n_boot, rng_seed)
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+def _fmt(metric: str, v: Optional[float], signed: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    sign = "+" if signed else ""
+    if metric.startswith("NoF") and float(v).is_integer():
+        return f"{v:{sign}.0f}"
+    return f"{v:{sign}.{1 if metric.startswith('NoF') else 2}f}"
+
+
+def _ours_text(metric: str, c: Cell) -> str:
+    if c.mean is None:
+        return "—"
+    text = _fmt(metric, c.mean) + (f" ± {_fmt(metric, c.std)}" if c.std is not None else "")
+    if c.delta is not None:
+        ci = f" [{_fmt(metric, c.ci[0], True)}, {_fmt(metric, c.ci[1], True)}]" if c.ci else ""
+        text += f" ({_fmt(metric, c.delta, True)}{ci})"
+    return text
+
+
+def _paper_text(metric: str, c: Cell) -> str:
+    if c.paper is None:
+        return "—"
+    return _fmt(metric, c.paper) + (f" ({_fmt(metric, c.paper_delta, True)})" if c.paper_delta is not None else "")
+
+
+def to_markdown(table: Table, paper: bool = False) -> str:
+    spec = table.spec
+    arrows = {m: "↓" if METRIC_GOALS[m] == "lower" else "↑" for m in spec.metrics}
+    header = ["Method"]
+    for m in spec.metrics:
+        header.append(f"{m} {arrows[m]}")
+        if paper:
+            header.append(f"{m} (paper)")
+    header += ["seeds", "objects"]
+    lines = [f"**{spec.title}** — ours: mean ± std over seeds (Δ vs reference [95% bootstrap CI over objects])",
+             "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in table.rows:
+        label = row.label + (" (ref)" if row.is_reference else "")
+        cells = [label]
+        for m in spec.metrics:
+            cells.append(_ours_text(m, row.cells[m]))
+            if paper:
+                cells.append(_paper_text(m, row.cells[m]))
+        cells += [",".join(map(str, row.seeds)) or "—", str(row.num_objects or "—")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    header = ["row", "label", "config", "reference", "is_reference", "seeds", "num_objects"]
+    for m in table.spec.metrics:
+        header += [m, f"{m}_std", f"{m}_delta", f"{m}_ci_low", f"{m}_ci_high", f"{m}_paper", f"{m}_paper_delta"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for row in table.rows:
+        line: list[Any] = [row.name, row.label, row.config or "", row.reference, int(row.is_reference),
+                           " ".join(map(str, row.seeds)), row.num_objects]
+        for m in table.spec.metrics:
+            c = row.cells[m]
+            ci = c.ci or (None, None)
+            line += ["" if v is None else repr(float(v)) for v in (c.mean, c.std, c.delta, ci[0], ci[1], c.paper,
+                                                                  c.paper_delta)]
+        writer.writerow(line)
+    return buf.getvalue()
+
+
+def log_to_wandb(table: Table, project: str) -> bool:
+    """Log the CSV table as a ``wandb.Table`` in its own run when W&B is online and logged in; else False."""
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
+        return False
+    import wandb
+
+    if not wandb.login(prompt=False, verify=False):
+        return False
+    rows = list(csv.reader(io.StringIO(to_csv(table))))
+    with wandb.init(project=project, group=table.spec.name, job_type="table", name=f"{table.spec.name}-table",
+                    tags=[table.spec.name, "table"]) as run:
+        run.log({table.spec.name: wandb.Table(columns=rows[0], data=rows[1:])})
+    return True
+
+
+def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, paper: bool = False,
+               n_boot: int = 2000, rng_seed: int = 0, wandb_project: Optional[str] = "ois_lightning",
+               out: Any = print) -> Table:
+    """Collate ``runs_dir``, write ``table.md`` and ``table.csv`` there (atomically) and print the Markdown."""
+    from .evaluate import _atomic_write
+
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise ConfigError(f"{runs_dir}: runs directory not found")
+    runs, problems = collect(runs_dir)
+    for p in problems:
+        out(f"warning: skipping broken {p}")
+    if table_path is None:
+        tables = sorted({r.table for r in runs if r.table})
+        if len(tables) != 1:
+            raise ConfigError(f"{runs_dir}: cannot tell the table from results.json (found tables {tables}); "
+                              "pass --table experiments/tableN/table.yaml")
+        table_path = default_table_path(tables[0])
+    table = build_table(load_table_spec(table_path), runs, n_boot, rng_seed)
+    for path in table.unmatched:
+        out(f"warning: {path} belongs to no row of {table.spec.name}")
+    markdown = to_markdown(table, paper)
+    _atomic_write(runs_dir / "table.md", lambda f: f.write(markdown))
+    _atomic_write(runs_dir / "table.csv", lambda f: f.write(to_csv(table)))
+    out(markdown)
+    out(f"wrote {runs_dir / 'table.md'} and {runs_dir / 'table.csv'}")
+    if wandb_project and log_to_wandb(table, wandb_project):
+        out(f"logged the table to W&B project {wandb_project}")
+    return table

@@ -1,0 +1,196 @@
+"""`ois sweep --local`: grid expansion, per-point subprocesses, skip/redo on re-run, then `ois table`."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ois_lightning.cli import _normalize_sweep_argv, main
+from ois_lightning.config import load_config
+from ois_lightning.grid import load_sweep
+from ois_lightning.sweep import plan, run_local
+
+from .conftest import REPO
+from .test_grids import TINY_RUN
+
+ROWS = [str(REPO / "experiments/table4/full.yaml"), str(REPO / "experiments/table4/wo_order.yaml")]
+
+# Stands in for `python -m ois_lightning train` in the fast runner tests: records its argv, fails on request,
+# writes a schema-valid results.json into output_dir.
+FAKE_TRAIN = """
+import json, os, pathlib, sys
+args = dict(a.split("=", 1) for a in sys.argv[2:])
+out = pathlib.Path(args["output_dir"])
+with open(os.environ["FAKE_CALLS"], "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+if os.environ.get("FAKE_FAIL") and os.environ["FAKE_FAIL"] in str(out):
+    sys.exit(3)
+row = "full" if "full" in args["config"] else "wo_order"
+ious = [[0.5] + [0.95] * 19, [0.3] * 3 + [0.91] * 17]
+res = {"summary": {"NoC90": 2.0}, "per_object": {"ids": ["a", "b"], "ious": ious},
+       "config": {"table": "table4", "row": row, "seed": int(args["seed"]), "clicks": {"max_eval": 20}},
+       "git_commit": None, "seed": int(args["seed"]), "dataset": "layered"}
+(out / "results.json").write_text(json.dumps(res))
+"""
+
+
+def write_sweep(tmp_path: Path, command: list[str], name: str = "tiny4") -> Path:
+    sweep = {"name": name, "method": "grid", "parameters": {"config": {"values": ROWS}, "seed": {"values": [0, 1]}},
+             "command": command}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch):
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAIN)
+    calls = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("FAKE_CALLS", str(calls))
+    sweep = write_sweep(tmp_path, ["${env}", "${interpreter}", str(script), "train", "${args_no_hyphens}"])
+
+    def called() -> list[list[str]]:
+        return [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+
+    return sweep, called
+
+
+def test_plan_matches_the_wandb_agent_argv(monkeypatch, tmp_path: Path):
+    monkeypatch.chdir(REPO)
+    jobs = plan(load_sweep("sweeps/table4.yaml"), tmp_path / "runs", ["train.max_steps=3"], python="PY")
+    assert len(jobs) == 15
+    first = jobs[0]
+    assert first.argv == ["PY", "-m", "ois_lightning", "train", "config=experiments/table4/full.yaml", "seed=0",
+                          "output_dir=runs/${table}/${row}/seed${seed}", "train.max_steps=3",
+                          f"output_dir={tmp_path}/runs/table4/full/seed0"]
+    assert {(j.row, j.point.seed) for j in jobs} == {(r, s) for r in ("full", "wo_order", "wo_object", "wo_sparse",
+                                                                      "wo_dense") for s in (0, 1, 2)}
+    for job in jobs:  # what `ois train` makes of that argv: the row config, the seed, our output_dir
+        argv = _normalize_sweep_argv(job.argv[3:])
+        cfg = load_config(argv[1], argv[2:])
+        assert (cfg.row, cfg.seed, cfg.train.max_steps) == (job.row, job.point.seed, 3)
+        assert Path(cfg.output_dir) == job.output_dir == tmp_path / "runs/table4" / job.row / f"seed{job.point.seed}"
+
+
+def test_runs_every_point_then_skips_finished_and_redoes_broken(fake, tmp_path: Path):
+    sweep, called = fake
+    lines: list[str] = []
+    assert run_local(sweep, ["train.max_steps=2"], parallel=2, runs_dir=tmp_path / "runs", out=lines.append) == 0
+    assert len(called()) == 4 and all(c[-2] == "train.max_steps=2" for c in called())
+    for row in ("full", "wo_order"):
+        for seed in (0, 1):
+            assert (tmp_path / "runs/tiny4" / row / f"seed{seed}" / "results.json").is_file()
+    assert sum(": done in" in ln for ln in lines) == 4 and "4/4 points finished" in lines[-1]
+    lines.clear()
+    assert run_local(sweep, ["train.max_steps=2"], runs_dir=tmp_path / "runs", out=lines.append) == 0
+    assert len(called()) == 4 and sum("finished, skipping" in ln for ln in lines) == 4  # nothing re-run
+    broken = tmp_path / "runs/tiny4/wo_order/seed1"
+    (broken / "results.json").write_text('{"summary": ')  # e.g. a results file from an older, broken writer
+    (broken / "checkpoints").mkdir()
+    (broken / "checkpoints/last.ckpt").write_bytes(b"x")
+    assert run_local(sweep, ["train.max_steps=2"], runs_dir=tmp_path / "runs", out=lines.append) == 0
+    assert len(called()) == 5 and str(broken) in called()[-1][-2]
+    assert called()[-1][-1] == "ckpt_path=last"  # the broken point resumes its training
+    assert any("resuming from last.ckpt" in ln for ln in lines)
+
+
+def test_failed_point_is_reported_and_the_rest_finish(fake, tmp_path: Path, monkeypatch):
+    sweep, called = fake
+    monkeypatch.setenv("FAKE_FAIL", "full/seed1")
+    lines: list[str] = []
+    assert run_local(sweep, [], runs_dir=tmp_path / "runs", out=lines.append) == 1
+    failed = [ln for ln in lines if "FAILED" in ln]
+    assert len(failed) == 1 and "full seed1" in failed[0] and "exit code 3" in failed[0]
+    assert "train.log" in failed[0] and "1 failed: full seed1" in lines[-1]
+    monkeypatch.delenv("FAKE_FAIL")
+    assert run_local(sweep, [], runs_dir=tmp_path / "runs", out=lines.append) == 0
+    assert len(called()) == 5  # only the failed point ran again
+
+
+def test_sweep_command_errors(tmp_path: Path, capsys):
+    path = write_sweep(tmp_path, ["${env}", "${interpreter}", "-m", "ois_lightning", "train", "${args_no_hyphens}"])
+    assert main(["sweep", str(path)]) == 2
+    assert "only --local runs here" in capsys.readouterr().err
+    assert main(["sweep", str(path), "--local", "model.ordr=1"]) == 2
+    assert "model.ordr" in capsys.readouterr().err
+    assert main(["sweep", str(path), "--local", "output_dir=x"]) == 2
+    assert "use --runs-dir" in capsys.readouterr().err
+    bad = write_sweep(tmp_path, ["${env}", "${python}", "train", "${args_no_hyphens}"], name="bad")
+    assert main(["sweep", str(bad), "--local"]) == 2
+    assert "${python} is not supported" in capsys.readouterr().err
+
+
+def _ois(*args: str, **kw) -> subprocess.Popen:
+    env = dict(os.environ, WANDB_MODE="offline")
+    return subprocess.Popen([sys.executable, "-m", "ois_lightning", *args], cwd=REPO, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+
+
+@pytest.mark.slow
+def test_local_sweep_killed_and_resumed_then_table(tmp_path: Path):
+    """2 rows x 2 seeds of real tiny training (`python -m ois_lightning train` per point, W&B offline)."""
+    sweep = write_sweep(tmp_path, ["${env}", "${interpreter}", "-m", "ois_lightning", "train", "${args_no_hyphens}"])
+    runs = tmp_path / "runs"
+    tiny = [o for o in TINY_RUN if not o.startswith(("logger.", "eval.max_objects"))]
+    overrides = tiny + ["train.max_steps=2", "train.max_epochs=1", "eval.max_objects=3", "data.layered.test_length=2"]
+    first = _ois("sweep", str(sweep), "--local", "--runs-dir", str(runs), *overrides, start_new_session=True)
+    done = runs / "tiny4/full/seed0/results.json"
+    deadline = time.monotonic() + 900
+    while not done.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(1)
+    assert done.exists(), first.communicate()[0][-3000:]
+    os.killpg(first.pid, signal.SIGTERM)  # the runner and the point it is training now
+    out1 = first.communicate(timeout=120)[0]
+    assert "interrupted" in out1 and first.returncode == 130, out1[-3000:]
+    finished = {p.parent for p in runs.rglob("results.json")}
+    assert 1 <= len(finished) < 4
+    stamps = {p: (p / "results.json").stat().st_mtime_ns for p in finished}
+    for p in finished:
+        assert len(list((p / "wandb").glob("offline-run-*"))) == 1  # one W&B offline run per point
+
+    second = _ois("sweep", str(sweep), "--local", "--runs-dir", str(runs), *overrides)
+    out2 = second.communicate(timeout=1500)[0]
+    assert second.returncode == 0, out2[-3000:]
+    assert out2.count("finished, skipping") == len(finished)
+    assert out2.count(": running") == 4 - len(finished)
+    assert {p: (p / "results.json").stat().st_mtime_ns for p in finished} == stamps  # not redone
+    assert len(list(runs.rglob("results.json"))) == 4
+
+    table = _ois("table", str(runs / "tiny4"), "--table", "experiments/table4/table.yaml", "--paper")
+    out3 = table.communicate(timeout=300)[0]
+    assert table.returncode == 0, out3
+    md = (runs / "tiny4/table.md").read_text()
+    assert md in out3
+    wo_order = next(ln for ln in md.splitlines() if ln.startswith("| w/o order"))
+    assert " ± " in wo_order and " [" in wo_order and "4.84 (+1.04)" in wo_order  # ours ± std, Δ [CI], paper
+    rows = (runs / "tiny4/table.csv").read_text().splitlines()
+    assert rows[1].startswith("full,") and rows[2].startswith("wo_order,")
+
+
+def test_slurm_shim_runs_the_agents_command_under_srun_with_the_ddp_layout(tmp_path: Path):
+    """sweeps/slurm/bin/python (put on PATH by agent.sbatch) with a stand-in `srun` that drops its options."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text('#!/bin/sh\necho "srun $*" > "$SRUN_LOG"\n'
+                                   'while [ "${1#--}" != "$1" ]; do shift; done\nexec "$@"\n')
+    (fake_bin / "srun").chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake_bin}:{os.environ['PATH']}", OIS_PYTHON=sys.executable,
+               SLURM_NTASKS_PER_NODE="4", SLURM_JOB_NUM_NODES="2", SRUN_LOG=str(tmp_path / "srun.log"))
+    shim = REPO / "sweeps/slurm/bin/python"
+    proc = subprocess.run([str(shim), "-m", "ois_lightning", "print-config", "seed=1",
+                           "config=experiments/table4/full.yaml"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    train = yaml.safe_load(proc.stdout)["train"]
+    assert (train["devices"], train["num_nodes"], train["strategy"], train["accelerator"]) == (4, 2, "ddp", "gpu")
+    assert (tmp_path / "srun.log").read_text().startswith(f"srun --kill-on-bad-exit=1 --export=ALL {sys.executable}")
+    sbatch = (REPO / "sweeps/slurm/agent.sbatch").read_text()
+    assert "wandb agent --count 1" in sbatch and 'PATH="$PWD/sweeps/slurm/bin:$PATH"' in sbatch
+    assert subprocess.run(["bash", "-n", str(REPO / "sweeps/slurm/agent.sbatch")]).returncode == 0

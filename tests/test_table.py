@@ -1,0 +1,148 @@
+"""`ois table`: synthetic results.json files -> paper table with deltas, seed std and bootstrap CIs."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ois_lightning.cli import main
+from ois_lightning.grid import load_table_spec
+from ois_lightning.table import build_table, collect, read_results, ResultsError, to_csv, to_markdown
+
+from .conftest import REPO
+
+TABLE4 = REPO / "experiments/table4/table.yaml"
+
+
+def curve(reach90_at: int, first: float = 0.5) -> list[float]:
+    """20 IoUs: `first` at click 1, then 0.8, reaching 0.92 at click `reach90_at` (never if > 20)."""
+    c = [first] + [0.8] * 19
+    for k in range(reach90_at - 1, 20):
+        c[k] = 0.92
+    return c
+
+
+def write_run(root: Path, row: str, seed: int, curves: dict[str, list[float]], table: str = "table4") -> Path:
+    out = root / row / f"seed{seed}"
+    out.mkdir(parents=True)
+    payload = {
+        "summary": {"NoC90": -1.0},  # ignored: `ois table` recomputes from the curves
+        "per_object": {"ids": list(curves), "ious": list(curves.values())},
+        "config": {"table": table, "row": row, "seed": seed, "clicks": {"max_eval": 20}},
+        "git_commit": None, "seed": seed, "dataset": "davis",
+    }
+    (out / "results.json").write_text(json.dumps(payload))
+    return out / "results.json"
+
+
+def cell(table, row: str, metric: str):
+    return next(r for r in table.rows if r.name == row).cells[metric]
+
+
+def test_delta_ci_std_and_pairing_by_object_id(tmp_path: Path):
+    ids = [f"obj{i}" for i in range(6)]
+    # Full: every object reaches 0.9 at click 2 (seed 0) or 3 (seed 1); NoC90 means 2 and 3.
+    write_run(tmp_path, "full", 0, {i: curve(2) for i in ids})
+    write_run(tmp_path, "full", 1, {i: curve(3) for i in ids})
+    # w/o order: 0.9 at click 4 (seed 0) or 6 (seed 1), objects stored in a shuffled order.
+    write_run(tmp_path, "wo_order", 0, {i: curve(4) for i in reversed(ids)})
+    write_run(tmp_path, "wo_order", 1, {i: curve(6) for i in ids[::2] + ids[1::2]})
+    runs, problems = collect(tmp_path)
+    assert problems == [] and len(runs) == 4
+    table = build_table(load_table_spec(TABLE4), runs, n_boot=500)
+    full, wo = cell(table, "full", "NoC90"), cell(table, "wo_order", "NoC90")
+    assert full.mean == pytest.approx(2.5) and full.std == pytest.approx(np.std([2, 3], ddof=1))
+    assert full.delta is None and full.ci is None  # the reference row has no delta
+    assert wo.mean == pytest.approx(5.0) and wo.delta == pytest.approx(2.5)
+    assert wo.ci == pytest.approx((2.5, 2.5))  # every seed-averaged object pair differs by 2.5 clicks
+    nof = cell(table, "wo_order", "NoF95")  # 0.92 < 0.95: every object fails 95% in both rows
+    assert nof.mean == 6 and nof.delta == 0
+    miou5 = cell(table, "wo_order", "5-mIoU")  # IoU after 5 clicks: 0.92 (Full) vs 0.92/0.8 (seed 0/1)
+    assert miou5.delta == pytest.approx(100 * ((0.8 + 0.92) / 2 - 0.92))
+    assert cell(table, "wo_order", "NoC90").paper == 4.84
+    assert cell(table, "wo_order", "NoC90").paper_delta == pytest.approx(1.04)
+    assert [r.name for r in table.rows] == ["full", "wo_order", "wo_object", "wo_sparse", "wo_dense"]
+    assert cell(table, "wo_dense", "NoC90").mean is None  # no runs: paper numbers only
+
+
+def test_bootstrap_ci_width_matches_normal_approximation_and_is_reproducible(tmp_path: Path):
+    rng = np.random.default_rng(7)
+    n = 400
+    extra = rng.integers(0, 5, size=n)  # per-object extra clicks of the ablated row
+    write_run(tmp_path, "full", 0, {f"o{i}": curve(3) for i in range(n)})
+    write_run(tmp_path, "wo_object", 0, {f"o{i}": curve(3 + int(e)) for i, e in enumerate(extra)})
+    runs, _ = collect(tmp_path)
+    spec = load_table_spec(TABLE4)
+    c = cell(build_table(spec, runs, n_boot=2000, rng_seed=0), "wo_object", "NoC90")
+    assert c.delta == pytest.approx(extra.mean())
+    lo, hi = c.ci
+    assert lo < c.delta < hi
+    expected_half_width = 1.96 * extra.std(ddof=1) / np.sqrt(n)
+    assert (hi - lo) / 2 == pytest.approx(expected_half_width, rel=0.15)
+    again = cell(build_table(spec, runs, n_boot=2000, rng_seed=0), "wo_object", "NoC90")
+    assert again.ci == c.ci  # fixed RNG seed: the table is reproducible
+    other = cell(build_table(spec, runs, n_boot=2000, rng_seed=1), "wo_object", "NoC90")
+    assert other.ci != c.ci
+
+
+def test_ci_uses_only_objects_present_in_both_rows(tmp_path: Path):
+    write_run(tmp_path, "full", 0, {"a": curve(2), "b": curve(2), "c": curve(2)})
+    write_run(tmp_path, "wo_sparse", 0, {"a": curve(5), "b": curve(5), "z": curve(20)})
+    table = build_table(load_table_spec(TABLE4), collect(tmp_path)[0], n_boot=200)
+    assert cell(table, "wo_sparse", "NoC90").ci == pytest.approx((3.0, 3.0))  # pairs a, b only
+    assert next(r for r in table.rows if r.name == "wo_sparse").num_objects == 3
+
+
+def test_markdown_and_csv_parse(tmp_path: Path):
+    for row, at in (("full", 2), ("wo_order", 4), ("wo_dense", 6)):
+        for seed in (0, 1):
+            write_run(tmp_path, row, seed, {f"o{i}": curve(at + (i + seed) % 2) for i in range(10)})
+    table = build_table(load_table_spec(TABLE4), collect(tmp_path)[0], n_boot=200)
+    rows = list(csv.DictReader(io.StringIO(to_csv(table))))
+    assert [r["row"] for r in rows] == ["full", "wo_order", "wo_object", "wo_sparse", "wo_dense"]
+    wo = rows[1]
+    assert float(wo["NoC90_delta"]) == pytest.approx(2.0) and wo["seeds"] == "0 1"
+    assert float(wo["NoC90_ci_low"]) <= 2.0 <= float(wo["NoC90_ci_high"])
+    assert float(wo["NoF95_paper"]) == 171 and rows[0]["is_reference"] == "1"
+    assert rows[2]["NoC90"] == "" and float(rows[2]["NoC90_paper"]) == 3.92
+    md = to_markdown(table, paper=True)
+    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+    assert len(lines) == 2 + 5 and len({ln.count("|") for ln in lines}) == 1
+    assert "NoC90 (paper)" in lines[0] and "4.84 (+1.04)" in md
+    assert "Full (ref)" in lines[2]
+    assert "(+2.00 [" in lines[3]  # w/o order: delta with its CI
+    assert "(paper)" not in to_markdown(table, paper=False)
+
+
+def test_ois_table_command_writes_files_and_skips_broken(tmp_path: Path, capsys):
+    write_run(tmp_path, "full", 0, {"a": curve(2), "b": curve(3)})
+    write_run(tmp_path, "wo_order", 0, {"a": curve(3), "b": curve(6)})
+    broken = tmp_path / "wo_object" / "seed0"
+    broken.mkdir(parents=True)
+    (broken / "results.json").write_text('{"summary": {}, "per_object": {"ids": ["a"], "ious": [[0.5]]}')
+    assert main(["table", str(tmp_path), "--paper", "--no-wandb", "--n-boot", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "skipping broken" in printed and "wo_object/seed0/results.json" in printed
+    assert (tmp_path / "table.md").read_text() in printed
+    rows = list(csv.DictReader((tmp_path / "table.csv").open()))
+    assert float(rows[1]["NoC90_delta"]) == pytest.approx(2.0)
+    assert not list(tmp_path.glob(".table*"))  # no temp files left behind
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path: Path, capsys):
+    assert main(["table", str(tmp_path / "nowhere"), "--no-wandb"]) == 2
+    assert "runs directory not found" in capsys.readouterr().err
+    write_run(tmp_path, "full", 0, {"a": curve(2)})
+    write_run(tmp_path / "copy", "full", 0, {"a": curve(2)})
+    assert main(["table", str(tmp_path), "--no-wandb"]) == 2
+    err = capsys.readouterr().err
+    assert "several results.json for seed(s) [0]" in err and len(err.strip().splitlines()) == 1
+    bad = tmp_path / "r.json"
+    bad.write_text(json.dumps({"summary": {}, "config": {}, "seed": 0,
+                               "per_object": {"ids": ["a"], "ious": [[1.5] * 20]}}))
+    with pytest.raises(ResultsError, match=r"r\.json: per_object\.ious\[0\] must be 20 IoUs in \[0, 1\]"):
+        read_results(bad)
