@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -14,7 +15,7 @@ def _print_config(args: argparse.Namespace) -> int:
     if args.params:
         from .model import build_model
 
-        model = build_model(cfg.model)
+        model = build_model(cfg.model, cfg.data.depth)
         parts = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
         total = sum(p.numel() for p in model.parameters())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -24,9 +25,143 @@ def _print_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    from .lit.train import train
+
+    train(cfg)
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    from .lit.train import evaluate_checkpoint
+
+    evaluate_checkpoint(cfg)
+    return 0
+
+
+# --- ablation grids (issue #5): `ois sweep`, `ois table` and the W&B-sweep argv hook ---------------------------
+_SWEEP_VALUE_OPTIONS = ("--parallel", "--runs-dir")
+
+
+def _normalize_sweep_argv(argv: list[str]) -> list[str]:
+    """W&B sweeps pass the row as `config=PATH` anywhere in argv: make it the positional CONFIG (grid.py).
+    `ois sweep FILE --local k=v`: options go first, since argparse cannot mix them with `overrides` there."""
+    from .grid import normalize_argv
+
+    if argv[:1] != ["sweep"]:
+        return normalize_argv(list(argv))
+    options, positionals = [], []
+    tokens = iter(argv[1:])
+    for token in tokens:
+        if token in _SWEEP_VALUE_OPTIONS:
+            options += [token, next(tokens, "")]
+        elif token.startswith("-"):
+            options.append(token)
+        else:
+            positionals.append(token)
+    return ["sweep", *options, *positionals]
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    if not args.local:
+        raise ConfigError(f"{args.sweep}: only --local runs here; for W&B run `wandb sweep {args.sweep}` then "
+                          "`wandb agent <sweep id>` (docs/sweeps.md)")
+    from .sweep import run_local
+
+    return run_local(args.sweep, args.overrides, args.parallel, args.runs_dir)
+
+
+def _table(args: argparse.Namespace) -> int:
+    from .table import ResultsError, make_table
+
+    try:
+        make_table(args.runs, args.table, args.paper, args.n_boot, args.bootstrap_seed,
+                   None if args.no_wandb else args.wandb_project)
+    except ResultsError as e:
+        raise ConfigError(str(e)) from None
+    return 0
+
+
+def _add_grid_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="run a W&B grid sweep file locally (no W&B server), resumable")
+    p.add_argument("sweep", help="sweep YAML, e.g. sweeps/table4.yaml")
+    p.add_argument("overrides", nargs="*", help="overrides appended to every grid point")
+    p.add_argument("--local", action="store_true", help="expand the grid here and run each point as a subprocess")
+    p.add_argument("--parallel", type=int, default=1, help="points run at the same time (default 1)")
+    p.add_argument("--runs-dir", default="runs", help="results go to RUNS_DIR/<sweep>/<row>/seed<k> (default runs)")
+    p.set_defaults(func=_sweep)
+    p = sub.add_parser("table", help="collate results.json files into a paper table (Markdown + CSV)")
+    p.add_argument("runs", help="directory searched for results.json, e.g. runs/table4")
+    p.add_argument("--table", default=None, help="table.yaml (default experiments/<table of the runs>/table.yaml)")
+    p.add_argument("--paper", action="store_true", help="print the paper's reported numbers beside ours")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--bootstrap-seed", type=int, default=0, help="RNG seed of the bootstrap (default 0)")
+    p.add_argument("--wandb-project", default="ois_lightning", help="W&B project the table is logged to (online)")
+    p.add_argument("--no-wandb", action="store_true", help="do not log the table to W&B")
+    p.set_defaults(func=_table)
+
+
+# --- depth maps from a separate depth model (issue #6): `ois depth-cache` ----------------------------------------
+def _depth_cache(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    from .data import DataError
+    from .depth_cache import cache_depth
+    from .model.checkpoints import CheckpointError
+
+    try:
+        counts = cache_depth(cfg, args.split, args.device)
+    except (CheckpointError, DataError) as e:
+        print(f"ois: {e}", file=sys.stderr)
+        return 2
+    print(f"depth-cache: {counts['written']} written, {counts['skipped']} already present")
+    return 0
+
+
+def _add_depth_cache_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("depth-cache", help="precompute depth maps of a split with data.depth.model (resumable)")
+    _add_config_args(p)
+    p.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="datasets of data.<split> to process (default test)")
+    p.add_argument("--device", default=None, help="torch device (default cuda if available, else cpu)")
+    p.set_defaults(func=_depth_cache)
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="experiment YAML (may extend a base with `base:`)")
     p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. model.order.enabled=false")
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(fast=args.fast or os.environ.get("DEMO_FAST", "0") not in ("", "0"), out_dir=args.out,
+                    parallel=args.parallel)
+
+
+def _add_demo_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the CPU demo: Table 4's ablation on layered scenes (make demo)")
+    p.add_argument("--fast", action="store_true", help="smoke-test settings (also DEMO_FAST=1)")
+    p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
+    p.add_argument("--parallel", type=int, default=2, help="runs trained at the same time (default 2)")
+    p.set_defaults(func=_demo)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args.quick, args.out, args.device, args.threads)
+
+
+def _add_bench_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure per-click speed of OIS vs the dense-fusion baseline, encoder, "
+                                     "training step, feature-cache grid (docs/benchmarks.md)")
+    p.add_argument("--quick", action="store_true", help="small sizes: a smoke test of a few seconds")
+    p.add_argument("--out", default="bench.json", help="JSON written atomically (default bench.json)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:i]")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,11 +171,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--params", action="store_true", help="also build the model and print parameter counts")
     p.set_defaults(func=_print_config)
+    p = sub.add_parser("train", help="train (resume with ckpt_path=last), then evaluate on data.test")
+    _add_config_args(p)
+    p.set_defaults(func=_train)
+    p = sub.add_parser("eval", help="evaluate the weights of ckpt=PATH on data.test (writes results.json)")
+    _add_config_args(p)
+    p.set_defaults(func=_eval)
+    _add_grid_commands(sub)
+    _add_depth_cache_command(sub)
+    _add_demo_command(sub)
+    _add_bench_command(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    try:
+        argv = _normalize_sweep_argv(sys.argv[1:] if argv is None else argv)
+    except ConfigError as e:
+        print(f"ois: config error: {e}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:

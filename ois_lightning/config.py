@@ -96,6 +96,9 @@ class DenseConfig:
 @dataclass
 class DepthEncoderConfig:
     enabled: bool = False  # Table 5: depth fed through an extra encoder and fused with the image features
+    dim: int = 256  # width of the depth ViT (ois_lightning/model/depth_encoder.py)
+    num_blocks: int = 4
+    num_heads: int = 8
 
 
 @dataclass
@@ -171,6 +174,7 @@ class TrainConfig:
     val_objects: int = 8  # objects run through the interactive protocol during validation
     gradient_clip_val: Optional[float] = None
     log_every_n_steps: int = 10
+    fast_dev_run: bool = False  # Lightning smoke test: one train + one val batch, no logger/checkpoints
 
 
 @dataclass
@@ -268,6 +272,13 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]
 def validate(cfg: DictConfig, source: str = "config") -> None:
     """Cross-field checks that types alone cannot express."""
     m = cfg.model
+    if m.fusion == FusionKind.dense_self_attention:  # SegNext-style baseline: dense map + self-attention only
+        if not m.dense.enabled:
+            raise ConfigError(f"{source}: model.fusion=dense_self_attention fuses the dense click map; "
+                              "it needs model.dense.enabled=true")
+        if m.sparse.enabled:
+            raise ConfigError(f"{source}: model.fusion=dense_self_attention replaces the sparse click tokens (and "
+                              "with them order/object attention); set model.sparse.enabled=false")
     if not m.sparse.enabled and not m.dense.enabled:
         raise ConfigError(
             f"{source}: model.sparse.enabled=false and model.dense.enabled=false leave no prompt path; enable one"
@@ -276,6 +287,42 @@ def validate(cfg: DictConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: model.input_size={m.input_size} must be a multiple of the patch size 14")
     if m.sparse.dim % m.sparse.num_heads != 0:
         raise ConfigError(f"{source}: model.sparse.dim={m.sparse.dim} not divisible by num_heads={m.sparse.num_heads}")
+    _validate_depth(cfg, source)
+
+
+def _validate_depth(cfg: DictConfig, source: str) -> None:
+    """Depth encoder (Table 5), separate depth models (Table 6) and backbones without a depth head (MAE)."""
+    m, d = cfg.model, cfg.data.depth
+    if m.depth_encoder.enabled and m.order.enabled:
+        raise ConfigError(
+            f"{source}: model.depth_encoder.enabled=true runs with order-aware attention off (paper App. A.4); "
+            "set model.order.enabled=false"
+        )
+    if m.depth_encoder.enabled and m.depth_encoder.dim % m.depth_encoder.num_heads != 0:
+        raise ConfigError(f"{source}: model.depth_encoder.dim={m.depth_encoder.dim} not divisible by "
+                          f"num_heads={m.depth_encoder.num_heads}")
+    uses_depth = (m.order.enabled and m.sparse.enabled) or m.depth_encoder.enabled
+    if d.model is not None:
+        from .model.depth_models import depth_model_kind, depth_model_names
+
+        if d.model not in depth_model_names():
+            raise ConfigError(f"{source}: data.depth.model={d.model!r} is not one of {depth_model_names()}")
+        if d.source == DepthSource.gt:
+            raise ConfigError(f"{source}: data.depth.model={d.model} is unused with data.depth.source=gt; drop one")
+        if d.source == DepthSource.file and d.kind != depth_model_kind(d.model):
+            raise ConfigError(
+                f"{source}: data.depth.kind={d.kind} but data.depth.model={d.model} gives "
+                f"'{depth_model_kind(d.model)}' maps; set data.depth.kind={depth_model_kind(d.model)}"
+            )
+    elif uses_depth and d.source == DepthSource.model:
+        from .model.backbones import SPECS
+
+        spec = SPECS.get(m.backbone.name)
+        if spec is not None and not spec.has_depth_head:
+            raise ConfigError(
+                f"{source}: model.backbone.name={m.backbone.name} has no depth head; set data.depth.model "
+                "(e.g. dav2-vitb) or data.depth.source=file|gt"
+            )
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -7,12 +7,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .backbones import BackboneSpec, build_encoder, build_head, get_spec
+from .backbones import BackboneSpec, build, build_head
+from .checkpoints import init_from_depth_head
+from .depth_encoder import DepthEncoder
+from .depth_models import DepthModel, build_depth_model
 from .dpt import DPTHead
 from .objectness import object_mask
 from .order import normalize_depth, order_maps
 from .prompts import PAD, DenseClickEncoder, SparseClickEncoder
 from .fusion import SparseFusion
+from .dense_fusion import DenseSelfAttentionFusion
 from .vit import ViTEncoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,7 +42,8 @@ class OISModel(nn.Module):
 
     Parameter names: ``pretrained.*`` (ViT) and ``depth_head.*`` (DPT) follow Depth Anything V2, so a
     published checkpoint loads strictly; ``seg_head.*`` is the trainable decoder; ``dense.*``, ``sparse.*``,
-    ``fusion.*`` are the prompt parts. A part whose flag is off is not built (``None``).
+    ``fusion.*`` are the prompt parts; ``dense_fusion.*`` is the SegNext-style dense self-attention of the
+    ``model.fusion=dense_self_attention`` baseline. A part whose flag is off is not built (``None``).
     """
 
     def __init__(
@@ -53,6 +58,9 @@ class OISModel(nn.Module):
         order_mode: str | None,
         use_object: bool,
         freeze_encoder: bool = True,
+        dense_fusion: DenseSelfAttentionFusion | None = None,
+        depth_encoder: DepthEncoder | None = None,
+        depth_model: DepthModel | None = None,
     ) -> None:
         super().__init__()
         if dense is None and sparse is None:
@@ -60,6 +68,9 @@ class OISModel(nn.Module):
         self.spec = spec
         self.pretrained, self.depth_head, self.seg_head = pretrained, depth_head, seg_head
         self.dense, self.sparse, self.fusion = dense, sparse, fusion
+        self.dense_fusion = dense_fusion
+        self.depth_encoder = depth_encoder  # Table 5 baseline: depth through an extra encoder
+        self.depth_model = depth_model  # Table 6: a separate frozen depth model replaces the depth head
         self.order_mode = order_mode if sparse is not None else None
         self.use_object = use_object and sparse is not None
         self.freeze_encoder = freeze_encoder
@@ -72,7 +83,7 @@ class OISModel(nn.Module):
 
     @property
     def uses_depth(self) -> bool:
-        return self.order_mode is not None
+        return self.order_mode is not None or self.depth_encoder is not None
 
     def train(self, mode: bool = True) -> "OISModel":
         super().train(mode)
@@ -80,6 +91,8 @@ class OISModel(nn.Module):
             self.pretrained.eval()
             if self.depth_head is not None:
                 self.depth_head.eval()
+        if self.depth_model is not None:
+            self.depth_model.eval()
         return self
 
     def encode(self, image: Tensor, depth: Tensor | None = None, depth_kind: str = "disparity") -> ImageEncoding:
@@ -88,11 +101,18 @@ class OISModel(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
             feats = self.pretrained((image - self.mean) / self.std)
             if self.uses_depth and depth is None:
-                if self.depth_head is None:
-                    raise ValueError("this backbone has no depth head: set data.depth.source to 'file' or 'gt'")
-                depth = torch.relu(self.depth_head(feats, size))
+                if self.depth_model is not None:
+                    depth, depth_kind = self.depth_model(image), self.depth_model.kind
+                elif self.depth_head is None:
+                    raise ValueError("this backbone has no depth head: set data.depth.model, or data.depth.source "
+                                     "to 'file' or 'gt'")
+                else:
+                    depth = torch.relu(self.depth_head(feats, size))
         if depth is not None:
             depth = normalize_depth(depth.float(), depth_kind) if self.uses_depth else None
+        if self.depth_encoder is not None:
+            extra = self.depth_encoder(depth)  # B,D,h,w
+            feats = [f + extra for f in feats]
         return ImageEncoding(feats, depth, size)
 
     def forward(
@@ -110,6 +130,9 @@ class OISModel(nn.Module):
         if self.dense is not None:
             dense = self.dense(coords, labels, enc.size)  # B,D,h,w
             feats = [f + dense for f in feats]
+        if self.dense_fusion is not None:
+            update = self.dense_fusion(feats[-1], prev_mask)  # B,D,h,w
+            feats = [f + update for f in feats]
         if self.sparse is not None:
             tokens, slot_coords, slot_labels = self.sparse(coords, labels, enc.size)  # B,N,C
             order = None
@@ -129,9 +152,15 @@ class OISModel(nn.Module):
         return self.seg_head(feats, enc.size)
 
 
-def build_model(cfg) -> OISModel:
-    """OISModel from the ``model`` section of the config (``ois_lightning.config.ModelConfig``)."""
-    spec = get_spec(cfg.backbone.name)
+def build_model(cfg, depth=None) -> OISModel:
+    """OISModel from the ``model`` section of the config (``ois_lightning.config.ModelConfig``) and, for a
+    separate depth model (``data.depth.model`` with ``data.depth.source=model``), the ``data.depth`` section.
+
+    ``model.backbone.checkpoint`` loads strictly into the encoder and depth head; with a depth head, the
+    segmentation decoder starts from the same weights (Sec. 4.1).
+    """
+    backbone = build(cfg.backbone.name, cfg.backbone.checkpoint)
+    spec = backbone.spec
     order_mode = cfg.order.clicks.value if cfg.order.enabled else None
     sparse = fusion = None
     if cfg.sparse.enabled:
@@ -142,15 +171,33 @@ def build_model(cfg) -> OISModel:
             cfg.order.sigma_init if cfg.order.enabled else None, s.block_order.value == "order_first",
         )
     dense = DenseClickEncoder(spec.embed_dim, spec.patch_size, cfg.dense.radius) if cfg.dense.enabled else None
+    dense_fusion = None
+    if getattr(cfg.fusion, "value", cfg.fusion) == "dense_self_attention":  # config.validate: dense on, sparse off
+        dense_fusion = DenseSelfAttentionFusion(spec.embed_dim, spec.num_heads, spec.patch_size)
+    seg_head = build_head(spec, final_relu=False, deepest_skip=False)
+    if cfg.backbone.checkpoint is not None and backbone.depth_head is not None:
+        init_from_depth_head(seg_head, backbone.depth_head)
+    depth_encoder = None
+    if cfg.depth_encoder.enabled:
+        e = cfg.depth_encoder
+        grid = cfg.input_size // spec.patch_size
+        depth_encoder = DepthEncoder(spec.embed_dim, spec.patch_size, grid, e.dim, e.num_blocks, e.num_heads)
+    uses_depth = (cfg.order.enabled and cfg.sparse.enabled) or cfg.depth_encoder.enabled
+    depth_model = None
+    if uses_depth and depth is not None and depth.model is not None and depth.source == "model":
+        depth_model = build_depth_model(depth.model, depth.checkpoint)
     return OISModel(
         spec=spec,
-        pretrained=build_encoder(spec),
-        depth_head=build_head(spec, final_relu=True, deepest_skip=True) if spec.has_depth_head else None,
-        seg_head=build_head(spec, final_relu=False, deepest_skip=False),
+        pretrained=backbone.pretrained,
+        depth_head=backbone.depth_head,
+        seg_head=seg_head,
         dense=dense,
         sparse=sparse,
         fusion=fusion,
         order_mode=order_mode if cfg.sparse.enabled else None,
         use_object=cfg.object.enabled,
         freeze_encoder=cfg.backbone.freeze,
+        dense_fusion=dense_fusion,
+        depth_encoder=depth_encoder,
+        depth_model=depth_model,
     )
