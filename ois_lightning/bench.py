@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from .atomic import atomic_write
 from .clicks import Clicker
 from .config import load_config
 from .model import ImageEncoding, OISModel, build_model
@@ -186,7 +187,6 @@ def bench_per_click(backbone: str, size: int, s: Settings, device: torch.device)
     prev = _prev_mask(size, device)
     r = timed({"ois": lambda: ois(enc, coords, labels, prev), "dense": lambda: dense(enc, coords, labels, prev)},
               s.warmup, s.repeats, device)
-    del dense
     return {
         "backbone": backbone, "input_size": size, "clicks": s.compare_clicks,
         "ois_s": r["ois"]["s"], "dense_s": r["dense"]["s"], "ratio": r["ois"]["s"] / r["dense"]["s"],
@@ -383,16 +383,7 @@ def run(quick: bool = False, device: str = "auto", sections: tuple[str, ...] | N
 
 def write_json(payload: dict, path: str | Path) -> Path:
     """bench.json, atomically (temp file + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return atomic_write(path, lambda f: json.dump(payload, f, indent=1))
     return path
 
 

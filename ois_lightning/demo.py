@@ -44,7 +44,7 @@ def plot_curves(runs_dir: Path, labels: dict[str, str], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .evaluate import _atomic_write
+    from .atomic import atomic_write
 
     curves = _row_curves(runs_dir)
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -55,7 +55,7 @@ def plot_curves(runs_dir: Path, labels: dict[str, str], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), mode="wb")
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), mode="wb")
     plt.close(fig)
 
 
@@ -96,7 +96,8 @@ def plot_qualitative(cfg_full, cfg_wo_order, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .evaluate import _atomic_write, predictor_for
+    from .atomic import atomic_write
+    from .evaluate import predictor_for
     from .lit.datamodule import eval_dataset
     from .lit.train import load_weights
 
@@ -125,7 +126,7 @@ def plot_qualitative(cfg_full, cfg_wo_order, path: Path) -> None:
             ax.axis("off")
     fig.suptitle("Green: positive clicks, red: negative; cyan: ground truth; orange: prediction", fontsize=10)
     fig.tight_layout()
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
     plt.close(fig)
 
 

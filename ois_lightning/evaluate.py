@@ -10,9 +10,7 @@ with clicks mapped from original to input pixels and the probability map mapped 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .atomic import atomic_write
 from .clicks import Click, Clicker, iou
 from .data import Sample, apply, build_eval_transform
 from .data.transforms import EXACT_NEAREST
@@ -211,19 +210,6 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
 
 
-def _atomic_write(path: Path, write: Any, mode: str = "w") -> None:
-    """Write via ``write(file)`` into a temp file beside ``path``, then os.replace it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def table_row(summary: dict) -> str:
     """One Markdown table row in the paper's column order: NoC90 | NoC95 | 1-mIoU | 5-mIoU | NoF95."""
     cells = [f"{summary[c]:.2f}" if isinstance(summary[c], float) else str(summary[c]) for c in TABLE_COLUMNS]
@@ -247,7 +233,7 @@ def plot_miou(ious: Sequence[Sequence[float]], path: Path, title: str = "") -> N
     ax.grid(alpha=0.3)
     ax.set_title(title)
     fig.tight_layout()
-    _atomic_write(path, lambda f: fig.savefig(f, format="png"), mode="wb")
+    atomic_write(path, lambda f: fig.savefig(f, format="png"), mode="wb")
 
 
 def write_results(result: EvalResult, output_dir: str | Path, cfg: Any, dataset: str) -> Path:
@@ -264,6 +250,6 @@ def write_results(result: EvalResult, output_dir: str | Path, cfg: Any, dataset:
         "dataset": dataset,
     }
     path = out / "results.json"
-    _atomic_write(path, lambda f: json.dump(payload, f, indent=1))
+    atomic_write(path, lambda f: json.dump(payload, f, indent=1))
     plot_miou(result.ious, out / "miou_vs_clicks.png", f"{cfg.name} on {dataset}")
     return path

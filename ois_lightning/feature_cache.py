@@ -18,13 +18,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from .atomic import atomic_write
 from .config import ConfigError
 from .model import ImageEncoding, OISModel
 
@@ -122,14 +122,7 @@ class FeatureCache:
     def _store(self, key: str, enc: ImageEncoding) -> None:
         data = {k: (v.detach().cpu() if isinstance(v, Tensor) else v) for k, v in _fields(enc).items()}
         data["feats"] = [f.detach().cpu() for f in enc.feats]
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{key}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(data, f)
-            os.replace(tmp, self.path(key))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self.path(key), lambda f: torch.save(data, f), mode="wb")
         self.evict()
 
     def evict(self) -> None:

@@ -298,7 +298,7 @@ def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, pa
                n_boot: int = 2000, rng_seed: int = 0, wandb_project: Optional[str] = "ois_lightning",
                out: Any = print) -> Table:
     """Collate ``runs_dir``, write ``table.md`` and ``table.csv`` there (atomically) and print the Markdown."""
-    from .evaluate import _atomic_write
+    from .atomic import atomic_write
 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
@@ -316,8 +316,8 @@ def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, pa
     for path in table.unmatched:
         out(f"warning: {path} belongs to no row of {table.spec.name}")
     markdown = to_markdown(table, paper)
-    _atomic_write(runs_dir / "table.md", lambda f: f.write(markdown))
-    _atomic_write(runs_dir / "table.csv", lambda f: f.write(to_csv(table)))
+    atomic_write(runs_dir / "table.md", lambda f: f.write(markdown))
+    atomic_write(runs_dir / "table.csv", lambda f: f.write(to_csv(table)))
     out(markdown)
     out(f"wrote {runs_dir / 'table.md'} and {runs_dir / 'table.csv'}")
     if wandb_project and log_to_wandb(table, wandb_project):

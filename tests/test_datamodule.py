@@ -168,3 +168,9 @@ def test_file_depth_source_without_folder_is_rejected():
     cfg = tiny_cfg("data.depth.source=file")
     with pytest.raises(ValueError, match="data.depth.folder"):
         OISDataModule(cfg).setup("fit")
+
+
+def test_val_loader_reads_only_the_images_validation_uses():
+    dm = OISDataModule(tiny_cfg("train.val_objects=3", "data.layered.val_length=8"))
+    assert len(dm.val_dataloader()) == 3
+    assert len(dm.test_dataloader()) == load_config(REPO / "experiments" / "tiny.yaml").data.layered.test_length

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ..atomic import atomic_write
 from .base import DataError, Sample, SegDataset
 
 DEPTH_KINDS = ("disparity", "depth")
@@ -45,15 +44,7 @@ def write_depth(path: str | Path, depth: np.ndarray) -> None:
     path = Path(path)
     if path.suffix != ".npy":
         raise DataError(f"{path}: depth files are written as .npy (expected a path ending in .npy)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npy.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, np.asarray(depth, dtype=np.float32))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.save(f, np.asarray(depth, dtype=np.float32)), mode="wb")
 
 
 def read_depth_meta(folder: str | Path) -> dict | None:
@@ -72,16 +63,7 @@ def read_depth_meta(folder: str | Path) -> dict | None:
 
 def write_depth_meta(folder: str | Path, meta: dict) -> None:
     """Write ``depth_meta.json`` atomically."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{DEPTH_META}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(meta, f, indent=1)
-        os.replace(tmp, folder / DEPTH_META)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(Path(folder) / DEPTH_META, lambda f: json.dump(meta, f, indent=1))
 
 
 class DepthFolder(SegDataset):

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import lightning as L
 from omegaconf import DictConfig
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
-from ..data import DepthFolder, SegDataset, build_dataset, build_eval_transform, build_train_transform
+from ..data import DepthFolder, SegDataset, build_dataset, build_train_transform
 from ..data.training import EpochSampler, TrainingSamples, per_device_batch
 
 FOLDERS = {  # default folder of each dataset under data.root
@@ -111,12 +111,17 @@ class OISDataModule(L.LightningDataModule):
             pin_memory=False,
         )
 
-    def _eval_loader(self, split: str) -> DataLoader:
-        return DataLoader(eval_dataset(self.cfg, split), batch_size=1, shuffle=False, collate_fn=_as_list,
+    def _eval_loader(self, split: str, max_images: int | None = None) -> DataLoader:
+        dataset = eval_dataset(self.cfg, split)
+        if max_images is not None and max_images < len(dataset):
+            dataset = Subset(dataset, range(max_images))
+        return DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=_as_list,
                           num_workers=self.cfg.data.num_workers)
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
+        """The first ``train.val_objects`` images of ``data.val``: validation runs the protocol on at most that
+        many objects, so reading further images would be wasted."""
+        return self._eval_loader("val", self.cfg.train.val_objects)
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
