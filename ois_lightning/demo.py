@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ def plot_curves(runs_dir: Path, labels: dict[str, str], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from .atomic import atomic_write
 
@@ -52,6 +52,7 @@ def plot_curves(runs_dir: Path, labels: dict[str, str], path: Path) -> None:
         if row in curves:
             ax.plot(np.arange(1, len(curves[row]) + 1), curves[row], marker="o", ms=3, label=label)
     ax.set(xlabel="clicks", ylabel="mIoU (%)", title="Demo: mIoU vs clicks (mean over seeds)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -141,7 +142,6 @@ def run_demo(fast: bool = False, out_dir: str | Path = "demo_out", parallel: int
     out = Path(out_dir)
     runs = out / "runs"
     extra = FAST_OVERRIDES if fast else []
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // parallel)))
     print(f"[1/3] training + evaluating the demo grid ({'fast' if fast else 'full'} settings) into {runs}")
     rc = run_local(DEMO / ("sweep_fast.yaml" if fast else "sweep.yaml"), extra, parallel, runs)
     if rc != 0:

@@ -140,6 +140,9 @@ def run_local(sweep_path: str | Path, extra: Optional[list[str]] = None, paralle
     out(f"sweep {sweep.name}: {n} points, {n - len(todo)} finished, {len(todo)} to run, {parallel} at a time")
     env = dict(os.environ)
     env.setdefault("WANDB_MODE", "offline")
+    # N runs share the machine's cores: without this every run starts one torch thread per core and the
+    # oversubscribed cores spin (tens of times slower on 2 cores).
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
     running: dict[subprocess.Popen, tuple[Job, float]] = {}
     failed: list[Job] = []
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
