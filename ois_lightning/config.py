@@ -48,6 +48,20 @@ class FusionKind(str, enum.Enum):
     dense_self_attention = "dense_self_attention"
 
 
+class LogitsResolution(str, enum.Enum):
+    """Where the decoder's last convolutions run (``model.decoder.logits``)."""
+
+    input = "input"  # DPT as in Depth Anything and the paper: output convolutions at the input resolution
+    quarter = "quarter"  # at the decoder's finest grid (4x the patch grid), logits upsampled (SAM, SimpleClick)
+
+
+class LrSchedule(str, enum.Enum):
+    """Learning-rate schedule over the run (``train.lr_schedule``)."""
+
+    constant = "constant"  # the paper states only Adam with lr 5e-5 (Sec. 4.1)
+    cosine = "cosine"  # cosine decay from train.lr to 0 over all training steps, stepped every batch
+
+
 class DepthSource(str, enum.Enum):
     """Where the depth map for order maps comes from (``data.depth.source``)."""
 
@@ -102,6 +116,11 @@ class DepthEncoderConfig:
 
 
 @dataclass
+class DecoderConfig:
+    logits: LogitsResolution = LogitsResolution.input  # docs/benchmarks.md: "quarter" makes a click ~1.5x cheaper
+
+
+@dataclass
 class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     input_size: int = 1036  # the paper's "1024" rounded up to a multiple of the patch size 14 (docs/architecture.md)
@@ -111,6 +130,7 @@ class ModelConfig:
     object: ObjectConfig = field(default_factory=ObjectConfig)
     sparse: SparseConfig = field(default_factory=SparseConfig)
     dense: DenseConfig = field(default_factory=DenseConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
 
 
 @dataclass
@@ -162,6 +182,7 @@ class EvalConfig:
 @dataclass
 class TrainConfig:
     lr: float = 5e-5  # Adam (Sec. 4.1)
+    lr_schedule: LrSchedule = LrSchedule.constant
     weight_decay: float = 0.0
     max_steps: int = -1
     max_epochs: int = 15

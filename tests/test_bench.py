@@ -59,16 +59,20 @@ def test_quick_bench_writes_parseable_json(tmp_path, capsys):
     assert main(["bench", "--quick", "--out", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["quick"] and r["machine"]["torch"] == torch.__version__
-    for key in ("ois_vs_dense_per_click_paper", "ois_vs_dense_per_click_tiny", "click20_vs_click1",
+    for key in ("ois_vs_dense_per_click_paper", "ois_vs_dense_per_click_paper_quarter_logits",
+                "ois_quarter_vs_input_logits_per_click", "ois_vs_dense_per_click_tiny", "click20_vs_click1",
                 "clicker_share_of_click", "train_click_simulation_overhead", "grid_with_cache_vs_one_row"):
         assert math.isfinite(r["ratios"][key]) and r["ratios"][key] > -1, key
-    assert set(r["targets"]) == set(TARGETS)
+    assert set(r["targets"]) == set(TARGETS) - {"train_click_simulation_overhead_vitb"}  # no ViT-B step in quick
     assert all(t["met"] == (t["value"] <= t["at_most"]) for t in r["targets"].values())
-    p = r["per_click"]["paper"]
+    p, q = r["per_click"]["paper"], r["per_click"]["paper_quarter_logits"]
     assert p["ratio"] == pytest.approx(p["ois_s"] / p["dense_s"])
+    assert (p["decoder_logits"], q["decoder_logits"]) == ("input", "quarter")
     assert set(r["clicks"]) >= {"click1_s", "click5_s", "click10_s", "click20_s"}
-    steps = r["train_step"]
-    assert steps["without_simulation"]["mean_rounds"] == 0 <= steps["with_simulation"]["mean_rounds"]
+    steps = r["train_step"]["tiny"]
+    assert steps["without_simulation"]["mean_rounds"] == 0 < steps["with_simulation"]["mean_rounds"]
+    assert steps["overhead_per_expected_rounds"] == pytest.approx(
+        steps["overhead"] * 1.5 / steps["with_simulation"]["mean_rounds"])
     assert r["grid"]["cached_equals_uncached"] and len(r["grid"]["rows"]) == 5
     assert "ois_vs_dense_per_click_paper" in capsys.readouterr().out
     assert format_table(r).startswith("ois bench on ")

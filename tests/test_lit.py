@@ -150,3 +150,24 @@ def test_training_lowers_loss_and_improves_noc(tmp_path):
           f"5-mIoU {before['5-mIoU']:.1f} -> {after['5-mIoU']:.1f}")
     assert loss_after < 0.95 * loss_before
     assert after["NoC90"] < before["NoC90"]
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_lr_schedule(tmp_path, schedule):
+    """train.lr_schedule=cosine decays the lr from train.lr towards 0 over the run, stepped every batch."""
+    steps = 4
+    cfg = load_config(TINY_YAML, QUICK + [f"train.lr_schedule={schedule}", "train.lr=0.01",
+                                          f"train.max_steps={steps}", "data.layered.train_length=8"])
+    seen: list[float] = []
+
+    class LrProbe(L.Callback):
+        def on_train_batch_start(self, trainer, *_) -> None:  # noqa: ANN001
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, limit_val_batches=0, num_sanity_val_steps=0,
+                        callbacks=[LrProbe()], default_root_dir=tmp_path)
+    trainer.fit(OISLitModule(cfg), datamodule=OISDataModule(cfg))
+    expected = [0.01 * (1 + np.cos(np.pi * i / steps)) / 2 for i in range(steps)] if schedule == "cosine" \
+        else [0.01] * steps
+    assert seen == pytest.approx(expected)

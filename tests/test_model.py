@@ -230,6 +230,23 @@ def test_unused_refinenet4_skip_is_dropped_from_trainable_head():
     assert not any(n.startswith("seg_head.scratch.refinenet4.resConfUnit1") for n in names)
 
 
+
+@pytest.mark.parametrize("logits,conv_size", [("input", (112, 112)), ("quarter", (32, 32))])
+def test_decoder_logits_flag_sets_where_the_output_convs_run(logits, conv_size):
+    """model.decoder.logits: the output convolutions run at the input size (DPT) or on the 4x patch grid
+    (112 / 14 * 4 = 32), then only the one-channel logits are resized; the parameters are the same."""
+    model = _model(f"model.decoder.logits={logits}")
+    seen: list[tuple[int, int]] = []
+    model.seg_head.scratch.output_conv2.register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape[-2:])))
+    _, da, _, prev = _inputs()
+    out = _logits(model, da, prev)
+    assert out.shape == (1, 1, 112, 112) and seen == [conv_size]
+    assert set(model.state_dict()) == set(_model().state_dict())  # same checkpoint layout
+    if logits == "quarter":
+        full = _model()  # same seed, same weights: only the resolution of the last convolutions differs
+        full.load_state_dict(model.state_dict())
+        assert not torch.allclose(_logits(full, da, prev), out)
+
 # --- loss ----------------------------------------------------------------------------------------------------
 
 def test_normalized_focal_loss_ignores_and_prefers_correct_predictions():

@@ -114,6 +114,13 @@ class OISLitModule(L.LightningModule):
             self.log("val/5-mIoU", float(totals[1] / totals[2]))
         self._val_curves = []
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
+        """Adam on the trainable parameters (Sec. 4.1); with ``train.lr_schedule=cosine``, cosine decay to 0 over
+        the run's optimizer steps (``trainer.estimated_stepping_batches``), stepped every batch."""
         params = [p for p in self.model.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay)
+        opt = torch.optim.Adam(params, lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay)
+        if getattr(self.cfg.train.lr_schedule, "value", self.cfg.train.lr_schedule) == "constant":
+            return opt
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}

@@ -68,8 +68,9 @@ def build_encoder(spec: BackboneSpec) -> ViTEncoder:
     )
 
 
-def build_head(spec: BackboneSpec, final_relu: bool, deepest_skip: bool) -> DPTHead:
-    return DPTHead(spec.embed_dim, spec.head_features, spec.head_out_channels, final_relu, deepest_skip)
+def build_head(spec: BackboneSpec, final_relu: bool, deepest_skip: bool, full_resolution: bool = True) -> DPTHead:
+    return DPTHead(spec.embed_dim, spec.head_features, spec.head_out_channels, final_relu, deepest_skip,
+                   full_resolution)
 
 
 class Backbone(nn.Module):

@@ -37,7 +37,7 @@ class FeatureFusionBlock(nn.Module):
         x = self.resConfUnit2(x)
         if size is None:
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
-        else:
+        elif tuple(size) != tuple(x.shape[-2:]):
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
         return self.out_conv(x)
 
@@ -51,6 +51,10 @@ class DPTHead(nn.Module):
         final_relu: True for depth (non-negative disparity), False for mask logits.
         deepest_skip: keep ``refinenet4.resConfUnit1`` (present in published checkpoints, never used in the
             forward pass); the trainable copy drops it so DDP needs no ``find_unused_parameters``.
+        full_resolution: True (DPT, the paper): ``refinenet1`` upsamples x2 and the output convolutions run on
+            the map resized to the input size. False: they run on the finest grid (4x the patch grid, stride
+            3.5 px for patch 14) and the one-channel output is resized bilinearly, as SAM and SimpleClick
+            predict at 1/4 resolution; same parameters, ~1.5x fewer FLOPs at 1036 (docs/benchmarks.md).
     """
 
     def __init__(
@@ -60,8 +64,10 @@ class DPTHead(nn.Module):
         out_channels: tuple[int, int, int, int],
         final_relu: bool,
         deepest_skip: bool = True,
+        full_resolution: bool = True,
     ) -> None:
         super().__init__()
+        self.full_resolution = full_resolution
         oc = list(out_channels)
         self.projects = nn.ModuleList([nn.Conv2d(in_dim, c, 1) for c in oc])
         self.resize_layers = nn.ModuleList(
@@ -96,6 +102,10 @@ class DPTHead(nn.Module):
         path = s.refinenet4(rn[3], size=rn[2].shape[2:])
         path = s.refinenet3(path, rn[2], size=rn[1].shape[2:])
         path = s.refinenet2(path, rn[1], size=rn[0].shape[2:])
-        path = s.refinenet1(path, rn[0])
+        if not self.full_resolution:
+            path = s.refinenet1(path, rn[0], size=rn[0].shape[2:])  # B,F,4h,4w: no x2 upsampling
+            out = s.output_conv2(s.output_conv1(path))  # B,1,4h,4w
+            return F.interpolate(out, size=out_size, mode="bilinear", align_corners=True)
+        path = s.refinenet1(path, rn[0])  # B,F,8h,8w
         out = F.interpolate(s.output_conv1(path), size=out_size, mode="bilinear", align_corners=True)
-        return s.output_conv2(out)
+        return s.output_conv2(out)  # B,1,H,W
