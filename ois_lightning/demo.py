@@ -118,7 +118,9 @@ def plot_qualitative(cfg_full, cfg_wo_order, path: Path) -> None:
         for ax, p, name in zip(axes[r, 3:], predictors, ("Full", "w/o order")):
             clicks, pred, score = _protocol_clicks(p, gt, QUALITATIVE_CLICKS)
             ax.imshow(sample.image)
-            ax.imshow(np.ma.masked_where(~pred, pred), cmap="autumn", alpha=0.5)
+            orange = np.zeros((*pred.shape, 4))  # H,W,RGBA: the prediction in orange, transparent elsewhere
+            orange[pred] = (1.0, 0.55, 0.0, 0.55)
+            ax.imshow(orange)
             ax.contour(gt == 1, levels=[0.5], colors="cyan", linewidths=0.8)
             for c in clicks:
                 ax.plot(c.x, c.y, "o", ms=6, mec="white", color="lime" if c.positive else "red")
