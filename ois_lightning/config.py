@@ -82,6 +82,7 @@ class OrderConfig:
     enabled: bool = True  # Eq. 3 order-aware attention (off: plain cross-attention, depth unused)
     clicks: OrderClicks = OrderClicks.pos_neg  # Table 9
     sigma_init: float = 5.0  # initial value of the learnable scale sigma in Eq. 3
+    write_back: bool = True  # our extension: the token-to-image write-back carries the transposed order bias too
 
 
 @dataclass

@@ -114,6 +114,13 @@ def test_wandb_logger_offline(tmp_path, monkeypatch):
     run_train(out, "train.max_steps=2", "logger.kind=wandb", "logger.tags=[test]")
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("run-*.wandb"))
+    run_id = (out / "wandb_run_id").read_text()
+    assert runs[0].name.endswith(f"-{run_id}")
+    run_train(out, "train.max_steps=3", "logger.kind=wandb", "ckpt_path=last")  # resumed: the same W&B run
+    assert (out / "wandb_run_id").read_text() == run_id
+    assert all(r.name.endswith(f"-{run_id}") for r in (out / "wandb").glob("offline-run-*"))
+    run_train(out, "train.max_steps=2", "logger.kind=wandb")  # a fresh run in the same folder: a new W&B run
+    assert (out / "wandb_run_id").read_text() != run_id
 
 
 def probe_loss(model, batch: dict) -> float:

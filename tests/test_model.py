@@ -172,6 +172,17 @@ def test_order_flag_controls_depth_dependence():
     assert all("log_sigma" not in n for n, _ in wo.named_parameters())
 
 
+def test_write_back_flag_keeps_eq3_and_drops_only_the_write_back_bias():
+    _, da, db, prev = _inputs()
+    full, wo = _model(), _model("model.order.write_back=false")
+    assert full.fusion.to_image.log_sigma is not None and wo.fusion.to_image.log_sigma is None
+    assert all(blk.order_attn.log_sigma is not None for blk in wo.fusion.blocks)  # Eq. 3 stays
+    assert not torch.allclose(_logits(wo, da, prev), _logits(wo, db, prev))  # depth still matters
+    state = {k: v for k, v in full.state_dict().items() if k != "fusion.to_image.log_sigma"}
+    wo.load_state_dict(state)  # same weights otherwise: only the write-back bias differs
+    assert not torch.allclose(_logits(full, da, prev), _logits(wo, da, prev))
+
+
 def test_object_flag_controls_previous_mask_dependence():
     _, da, _, prev = _inputs()
     full = _model()

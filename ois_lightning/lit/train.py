@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import secrets
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -11,8 +12,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from ..atomic import atomic_write
 from ..config import ConfigError
 from ..evaluate import EvalResult, evaluate, table_row, write_results
 from ..grid import run_identity
@@ -51,15 +54,31 @@ def wandb_offline() -> bool:
         return True
 
 
+WANDB_RUN_ID = "wandb_run_id"  # in output_dir: the W&B run a resumed training continues
+
+
+def wandb_run_id(cfg: DictConfig) -> str:
+    """The W&B run id of this run: when resuming (``ckpt_path`` set) the id saved in ``<output_dir>/wandb_run_id``
+    by the run being resumed, so its charts continue; otherwise a new id, saved there (by rank 0) for later."""
+    path = Path(cfg.output_dir) / WANDB_RUN_ID
+    if cfg.ckpt_path is not None and path.is_file():
+        return path.read_text().strip()
+    run_id = secrets.token_hex(4)  # 8 lowercase characters, like W&B's own ids
+    if rank_zero_only.rank == 0:
+        atomic_write(path, lambda f: f.write(run_id))
+    return run_id
+
+
 def build_logger(cfg: DictConfig) -> Logger | bool:
-    """The logger of ``logger.kind``: wandb (project/group/name/tags from :func:`run_identity`), csv, or none."""
+    """The logger of ``logger.kind``: wandb (project/group/name/tags from :func:`run_identity`; a resumed run
+    continues its W&B run, :func:`wandb_run_id`), csv, or none."""
     kind = cfg.logger.kind.value
     out = Path(cfg.output_dir)
     if kind == "wandb":
         out.mkdir(parents=True, exist_ok=True)
         project, group, name, tags = run_identity(cfg)  # table / row / seed (grid.py)
         return WandbLogger(name=name, project=project, group=group, tags=tags, save_dir=str(out),
-                           offline=wandb_offline())
+                           offline=wandb_offline(), id=wandb_run_id(cfg), resume="allow")
     if kind == "csv":
         return CSVLogger(save_dir=str(out), name="csv")
     return False

@@ -67,17 +67,20 @@ class SparseFusion(nn.Module):
     Args:
         feat_dim: encoder width D. dim: token width C (128). blocks: 3 in the paper.
         sigma_init: None disables order-aware attention (plain cross-attention, depth unused).
+        order_write_back: with order on, the write-back carries the transposed order bias (our extension,
+            ``model.order.write_back``); False keeps order in the fusion blocks only (Eq. 3 as written).
     """
 
     def __init__(
-        self, feat_dim: int, dim: int, heads: int, ffn_dim: int, blocks: int, sigma_init: float | None, order_first: bool
+        self, feat_dim: int, dim: int, heads: int, ffn_dim: int, blocks: int, sigma_init: float | None,
+        order_first: bool, order_write_back: bool = True,
     ) -> None:
         super().__init__()
         self.feat_proj = nn.Linear(feat_dim, dim)
         self.blocks = nn.ModuleList(
             [FusionBlock(dim, heads, ffn_dim, sigma_init, order_first) for _ in range(blocks)]
         )
-        self.to_image = TokenToImage(dim, heads, sigma_init)
+        self.to_image = TokenToImage(dim, heads, sigma_init if order_write_back else None)
         self.out_proj = nn.Linear(dim, feat_dim)
 
     def forward(

@@ -169,6 +169,7 @@ def build_model(cfg, depth=None) -> OISModel:
         fusion = SparseFusion(
             spec.embed_dim, s.dim, s.num_heads, s.ffn_dim, s.num_blocks,
             cfg.order.sigma_init if cfg.order.enabled else None, s.block_order.value == "order_first",
+            cfg.order.write_back,
         )
     dense = DenseClickEncoder(spec.embed_dim, spec.patch_size, cfg.dense.radius) if cfg.dense.enabled else None
     dense_fusion = None
