@@ -77,6 +77,21 @@ def test_ranks_split_the_epoch():
     assert len(shards[0]) == len(shards[1]) == 8 and not set(shards[0]) & set(shards[1])
 
 
+def test_resumed_sampler_skips_this_ranks_trained_indices_once():
+    cfg = tiny_cfg()
+    dm = OISDataModule(cfg)
+    dm.setup("fit")
+    for rank in (0, 1):
+        sampler = EpochSampler(dm.train_set, num_replicas=2, rank=rank, seed=0)
+        sampler.set_epoch(1)
+        full = list(sampler)
+        sampler.resume_at(1, 3)
+        assert list(sampler) == full[3:]  # this rank's shard, minus what it trained
+        assert list(sampler) == full  # only once
+        sampler.resume_at(0, 3)  # a resume point in another epoch does not touch this one
+        assert list(sampler) == full
+
+
 def test_global_batch_divided_by_world_size():
     assert per_device_batch(8, 1) == 8 and per_device_batch(8, 4) == 2
     with pytest.raises(ValueError, match="data.batch_size=8 is not divisible by the world size 3"):

@@ -103,6 +103,20 @@ def test_train_validate_resume_and_reproduce(tmp_path):
     assert evaluated["per_object"] == trained["per_object"]
 
 
+def test_mid_epoch_resume_trains_on_the_same_batches(tmp_path):
+    """2 steps + ckpt_path=last to 4 steps == 4 uninterrupted steps, weight for weight: the resumed loader skips
+    the batches already trained instead of re-reading the epoch from its start."""
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    run_train(whole, "train.max_steps=4", "seed=3")
+    run_train(parts, "train.max_steps=2", "seed=3")
+    state = torch.load(parts / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 0, "batches": 2}]
+    run_train(parts, "train.max_steps=4", "seed=3", "ckpt_path=last")
+    a, b = (torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True) for d in (whole, parts))
+    assert a["global_step"] == b["global_step"] == 4
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
 def test_resume_from_missing_checkpoint_is_config_error(tmp_path, capsys):
     assert main(["train", TINY_YAML, *QUICK, f"output_dir={tmp_path}", "ckpt_path=last"]) == 2
     assert "ckpt_path=last" in capsys.readouterr().err

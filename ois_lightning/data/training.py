@@ -8,6 +8,7 @@ The epoch reaches the workers inside the index itself (:class:`EpochSampler` yie
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Iterator
 
 import numpy as np
@@ -119,15 +120,25 @@ class EpochSampler(DistributedSampler):
     """Shuffled (seeded), rank-sharded indices, each offset by ``epoch * N`` so the items know their epoch.
 
     A ``DistributedSampler`` so that Lightning keeps it under DDP and calls :meth:`set_epoch` every epoch;
-    with one process it is a seeded shuffle.
+    with one process it is a seeded shuffle. :meth:`resume_at` makes the next pass over an epoch start after the
+    indices a resumed run has already trained on.
     """
 
     def __init__(self, dataset: TrainingSamples, num_replicas: int, rank: int, seed: int) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self._resume: tuple[int, int] | None = None  # (epoch, indices of this rank to skip once)
+
+    def resume_at(self, epoch: int, skip: int) -> None:
+        """Skip this rank's first ``skip`` indices the next time epoch ``epoch`` is iterated."""
+        self._resume = (epoch, skip)
 
     def __iter__(self) -> Iterator[int]:
         offset = self.epoch * len(self.dataset)
-        return (offset + i for i in super().__iter__())
+        indices = super().__iter__()
+        if self._resume is not None and self._resume[0] == self.epoch:
+            indices = itertools.islice(indices, self._resume[1], None)
+            self._resume = None
+        return (offset + i for i in indices)
 
 
 def per_device_batch(global_batch: int, world_size: int) -> int:

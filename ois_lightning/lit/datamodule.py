@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any, Callable
 
 import lightning as L
 from omegaconf import DictConfig
@@ -67,6 +68,24 @@ def _as_list(batch: list) -> list:
     return batch
 
 
+class ResumableLoader(DataLoader):
+    """The training loader, resumable mid-epoch: Lightning stores :meth:`state_dict` in each checkpoint (the epoch
+    and the batches of it already trained, read from ``processed()`` at save time) and, on ``ckpt_path=...``, hands
+    it back to :meth:`load_state_dict`, which makes the :class:`EpochSampler` skip those batches. With items seeded
+    per (seed, epoch, index) and clicks per step, a resumed run trains on exactly the batches an uninterrupted
+    one would."""
+
+    def __init__(self, *args: Any, processed: Callable[[], int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.processed = processed
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": int(self.sampler.epoch), "batches": int(self.processed())}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.resume_at(state["epoch"], state["batches"] * self.batch_size)
+
+
 class OISDataModule(L.LightningDataModule):
     """Data for ``OISLitModule``; batch layout in :class:`~ois_lightning.data.training.TrainingSamples`."""
 
@@ -102,14 +121,19 @@ class OISDataModule(L.LightningDataModule):
         self.setup("fit")
         world_size, rank = self._world()
         sampler = EpochSampler(self.train_set, world_size, rank, self.cfg.seed)
-        return DataLoader(
+        return ResumableLoader(
             self.train_set,
             batch_size=per_device_batch(self.cfg.data.batch_size, world_size),
             sampler=sampler,
             num_workers=self.cfg.data.num_workers,
             drop_last=True,
             pin_memory=False,
+            processed=self._batches_processed,
         )
+
+    def _batches_processed(self) -> int:
+        """Batches of the current epoch trained so far (Lightning's progress counter at checkpoint time)."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def _eval_loader(self, split: str, max_images: int | None = None) -> DataLoader:
         dataset = eval_dataset(self.cfg, split)
