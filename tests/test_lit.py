@@ -85,6 +85,7 @@ def test_train_validate_resume_and_reproduce(tmp_path):
     version = next((out / "csv").glob("version_*"))
     rows = list(csv.DictReader(open(version / "metrics.csv")))
     assert any(r.get("train/loss") for r in rows)
+    assert [float(r["lr-Adam"]) for r in rows if r.get("lr-Adam")][:1] == [pytest.approx(5e-4)]  # tiny.yaml's lr
     noc = [float(r["val/NoC90"]) for r in rows if r.get("val/NoC90")]
     miou = [float(r["val/5-mIoU"]) for r in rows if r.get("val/5-mIoU")]
     assert noc and miou and 1 <= noc[-1] <= 5 and 0 <= miou[-1] <= 100

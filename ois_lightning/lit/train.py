@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
@@ -95,17 +95,21 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Trainer of ``train.*``: ``last.ckpt`` checkpoints, epoch-end data warnings and, with a logger, the
+    learning rate logged every step (``lr-Adam``)."""
     t = cfg.train
     steps = t.val_every_n_steps
+    logger = build_logger(cfg)
+    monitor = [LearningRateMonitor(logging_interval="step")] if logger and not t.fast_dev_run else []
     return L.Trainer(
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
         precision=t.precision, max_steps=t.max_steps, max_epochs=t.max_epochs,
         log_every_n_steps=t.log_every_n_steps, gradient_clip_val=t.gradient_clip_val, fast_dev_run=t.fast_dev_run,
         val_check_interval=steps, check_val_every_n_epoch=None if steps else 1,
-        logger=build_logger(cfg), default_root_dir=cfg.output_dir,
+        logger=logger, default_root_dir=cfg.output_dir,
         callbacks=[Checkpoint(dirpath=Path(cfg.output_dir) / "checkpoints", save_last=True,
                               every_n_train_steps=steps, enable_version_counter=False),  # always last.ckpt
-                   EpochEndWarnings()],
+                   EpochEndWarnings(), *monitor],
     )
 
 
