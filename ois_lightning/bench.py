@@ -180,15 +180,17 @@ def _prev_mask(size: int, device: torch.device) -> torch.Tensor:
 # --- sections ------------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def bench_per_click(backbone: str, size: int, s: Settings, device: torch.device, logits: str = "input"
-                    ) -> tuple[dict, ImageEncoding, OISModel]:
+def bench_per_click(backbone: str, size: int, s: Settings, device: torch.device, logits: str = "input",
+                    enc: ImageEncoding | None = None) -> tuple[dict, ImageEncoding, OISModel]:
     """OIS vs dense fusion, one click round each, same encoding, clicks and decoder (``model.decoder.logits``);
-    also returns the OIS encoding and model."""
+    also returns the OIS encoding and model. ``enc``: an encoding of the bench image by the same frozen encoder
+    (same seed, same backbone), reused instead of encoding the image again."""
     widths = TINY_WIDTHS if backbone == "tiny" else [f"model.backbone.name={backbone}"]
     common = widths + [f"model.input_size={size}", f"model.decoder.logits={logits}"]
     ois, dense = _model(common, device), _model(common + DENSE, device)
-    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-    enc = ois.encode(image)
+    if enc is None:
+        image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+        enc = ois.encode(image)
     coords, labels = _clicks(s.compare_clicks, size, device)
     prev = _prev_mask(size, device)
     r = timed({"ois": lambda: ois(enc, coords, labels, prev), "dense": lambda: dense(enc, coords, labels, prev)},
@@ -376,8 +378,9 @@ def run(quick: bool = False, device: str = "auto", sections: tuple[str, ...] | N
         if "encoder" in want:
             out["encoder"] = bench_encoder(ois, s.paper_input, s, dev)
             ratios["encoder_vs_ois_click"] = out["encoder"]["s_per_image"] / paper["ois_s"]
-        del enc, ois
-        quarter, _, _ = bench_per_click(s.paper_backbone, s.paper_input, s, dev, logits="quarter")
+        del ois
+        quarter, _, _ = bench_per_click(s.paper_backbone, s.paper_input, s, dev, logits="quarter", enc=enc)
+        del enc
         out["per_click"]["paper_quarter_logits"] = quarter
         ratios["ois_vs_dense_per_click_paper_quarter_logits"] = quarter["ratio"]
         ratios["ois_quarter_vs_input_logits_per_click"] = quarter["ois_s"] / paper["ois_s"]

@@ -113,9 +113,8 @@ class Predictor:
 
 def predictor_for(model: OISModel, cfg: Any) -> Predictor:
     """The :class:`Predictor` a config asks for (input size, threshold, where depth comes from)."""
-    source = cfg.data.depth.source
-    source = getattr(source, "value", source)
-    return Predictor(model, cfg.model.input_size, cfg.clicks.threshold, depth_from_sample=source in ("file", "gt"))
+    return Predictor(model, cfg.model.input_size, cfg.clicks.threshold,
+                     depth_from_sample=cfg.data.depth.source in ("file", "gt"))
 
 
 def run_object(predictor: Predictor, gt: np.ndarray, max_clicks: int = 20) -> tuple[list[float], float]:

@@ -119,7 +119,7 @@ class OISLitModule(L.LightningModule):
         the run's optimizer steps (``trainer.estimated_stepping_batches``), stepped every batch."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay)
-        if getattr(self.cfg.train.lr_schedule, "value", self.cfg.train.lr_schedule) == "constant":
+        if self.cfg.train.lr_schedule == "constant":
             return opt
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)

@@ -173,10 +173,10 @@ def build_model(cfg, depth=None) -> OISModel:
         )
     dense = DenseClickEncoder(spec.embed_dim, spec.patch_size, cfg.dense.radius) if cfg.dense.enabled else None
     dense_fusion = None
-    if getattr(cfg.fusion, "value", cfg.fusion) == "dense_self_attention":  # config.validate: dense on, sparse off
+    if cfg.fusion == "dense_self_attention":  # config.validate: dense on, sparse off
         dense_fusion = DenseSelfAttentionFusion(spec.embed_dim, spec.num_heads, spec.patch_size)
     seg_head = build_head(spec, final_relu=False, deepest_skip=False,
-                          full_resolution=getattr(cfg.decoder.logits, "value", cfg.decoder.logits) == "input")
+                          full_resolution=cfg.decoder.logits == "input")
     if cfg.backbone.checkpoint is not None and backbone.depth_head is not None:
         init_from_depth_head(seg_head, backbone.depth_head)
     depth_encoder = None
