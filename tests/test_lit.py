@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import lightning as L
@@ -133,7 +134,9 @@ def test_wandb_logger_offline(tmp_path, monkeypatch):
     assert runs[0].name.endswith(f"-{run_id}")
     run_train(out, "train.max_steps=3", "logger.kind=wandb", "ckpt_path=last")  # resumed: the same W&B run
     assert (out / "wandb_run_id").read_text() == run_id
-    assert all(r.name.endswith(f"-{run_id}") for r in (out / "wandb").glob("offline-run-*"))
+    # wandb names a run folder offline-run-<time>-<id>, adding -1, -2 when that name exists (same second)
+    resumed = [r.name for r in (out / "wandb").glob("offline-run-*")]
+    assert len(resumed) == 2 and all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}(-\d+)?", n) for n in resumed)
     run_train(out, "train.max_steps=2", "logger.kind=wandb")  # a fresh run in the same folder: a new W&B run
     assert (out / "wandb_run_id").read_text() != run_id
 
