@@ -13,7 +13,8 @@ hits both alike. Sections (docs/benchmarks.md):
 * ``encoder``: encoder (+ depth head) time per image;
 * ``train_step``: a real Lightning training step with and without the iterative click simulation (the encoder
   runs once per batch either way), of the tiny config and (not with ``--quick``) of ViT-B widths at 518;
-* ``grid``: a 5-row Table 4 evaluation grid (tiny model) with and without the frozen-encoder feature cache.
+* ``grid``: a 5-row Table 4 evaluation grid (tiny model) with and without the frozen-encoder feature cache; from
+  the paper-size parts, how many clicks per object (isegm early stop) keep a cached grid within 2x one row.
 
 Peak memory is the CUDA allocator's peak on GPU and the peak resident set size above the section's start on CPU.
 """
@@ -339,6 +340,15 @@ def bench_grid(s: Settings, device: torch.device) -> dict:
     }
 
 
+def grid_at_paper_size(encoder_s: float, click_s: dict[str, float], rows: int = len(TABLE4_ROWS)) -> dict:
+    """What a cached ``rows``-row grid costs against one row at the paper's size, from the measured parts: with
+    E = encoder per image and c = one click, n clicks per object give (E + rows n c) / (E + n c), at most 2 iff
+    n <= E / ((rows - 2) c). ``click_s``: decoder variant -> c. One object per image (DAVIS)."""
+    return {name: {"break_even_clicks_per_object": encoder_s / ((rows - 2) * c),
+                   "ratio_at_20_clicks": (encoder_s + rows * 20 * c) / (encoder_s + 20 * c)}
+            for name, c in click_s.items()}
+
+
 # --- report --------------------------------------------------------------------------------------------------
 
 def machine() -> dict:
@@ -398,6 +408,12 @@ def run(quick: bool = False, device: str = "auto", sections: tuple[str, ...] | N
                     "data.depth.source=model"]
             out["train_step"]["vitb"] = bench_train_step(s.vitb_train_steps, 1, vitb, dev)
             ratios["train_click_simulation_overhead_vitb"] = out["train_step"]["vitb"]["overhead_per_expected_rounds"]
+    if "encoder" in out and "paper_quarter_logits" in out.get("per_click", {}):
+        pc = out["per_click"]
+        out["grid_paper_size"] = grid_at_paper_size(out["encoder"]["s_per_image"], {
+            "input_logits": pc["paper"]["ois_s"], "quarter_logits": pc["paper_quarter_logits"]["ois_s"]})
+        ratios["grid_break_even_clicks_per_object_paper"] = \
+            out["grid_paper_size"]["quarter_logits"]["break_even_clicks_per_object"]
     if "grid" in want:
         out["grid"] = bench_grid(s, dev)
         ratios["grid_with_cache_vs_one_row"] = out["grid"]["grid_cache_vs_one_row"]
@@ -442,6 +458,9 @@ def format_table(r: dict) -> str:
         lines.append(f"train step ({name} @ {w['input_size']}, batch {w['batch_size']}): without simulation "
                      f"{_ms(w['mean_step_s'])}, with {_ms(t['with_simulation']['mean_step_s'])}"
                      f" (mean {t['with_simulation']['mean_rounds']:.2f} rounds)")
+    for name, g in r.get("grid_paper_size", {}).items():
+        lines.append(f"cached 5-row grid at the paper size ({name}): <= 2x one row iff objects average <= "
+                     f"{g['break_even_clicks_per_object']:.1f} clicks; at 20 clicks {g['ratio_at_20_clicks']:.2f}x")
     if "grid" in r:
         g = r["grid"]
         lines.append(f"Table 4 grid ({len(g['rows'])} rows, {g['objects']} objects x {g['clicks_per_object']} clicks): "

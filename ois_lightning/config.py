@@ -170,6 +170,8 @@ class DataConfig:
 class ClicksConfig:
     max_extra: int = 3  # training: 0..max_extra clicks simulated from the model's own predictions
     max_eval: int = 20  # evaluation: clicks per object
+    target_iou: Optional[float] = None  # evaluation: stop an object at IoU >= target (isegm early stop); None = never
+    min_eval: int = 1  # evaluation: clicks every object runs before the early stop may end it
     threshold: float = 0.49  # prediction = prob > threshold (isegm protocol)
 
 
@@ -309,6 +311,12 @@ def validate(cfg: DictConfig, source: str = "config") -> None:
         raise ConfigError(f"{source}: model.input_size={m.input_size} must be a multiple of the patch size 14")
     if m.sparse.dim % m.sparse.num_heads != 0:
         raise ConfigError(f"{source}: model.sparse.dim={m.sparse.dim} not divisible by num_heads={m.sparse.num_heads}")
+    c = cfg.clicks
+    if c.target_iou is not None and not 0.0 < c.target_iou <= 1.0:
+        raise ConfigError(f"{source}: clicks.target_iou={c.target_iou} must be in (0, 1], or null to run all "
+                          f"clicks.max_eval clicks")
+    if not 1 <= c.min_eval <= c.max_eval:
+        raise ConfigError(f"{source}: clicks.min_eval={c.min_eval} must be in 1..clicks.max_eval={c.max_eval}")
     _validate_depth(cfg, source)
 
 

@@ -117,15 +117,35 @@ def predictor_for(model: OISModel, cfg: Any) -> Predictor:
                      depth_from_sample=cfg.data.depth.source in ("file", "gt"))
 
 
-def run_object(predictor: Predictor, gt: np.ndarray, max_clicks: int = 20) -> tuple[list[float], float]:
-    """The protocol for one object on the image set in ``predictor``: ``max_clicks`` clicks from the
-    :class:`Clicker`, pred = prob > threshold, IoU after each click -> (IoU curve, seconds in predict)."""
+@dataclass(frozen=True)
+class ClickBudget:
+    """How many clicks an object gets (isegm protocol): at most ``max_clicks``; once ``min_clicks`` are done, the
+    object stops at the first IoU >= ``target_iou`` (None: never stop early, as the k-mIoU curve needs)."""
+
+    max_clicks: int = 20
+    target_iou: float | None = None
+    min_clicks: int = 1
+
+    def done(self, curve: Sequence[float]) -> bool:
+        if len(curve) >= self.max_clicks:
+            return True
+        return self.target_iou is not None and len(curve) >= self.min_clicks and curve[-1] >= self.target_iou
+
+
+def click_budget(cfg: Any) -> ClickBudget:
+    """The :class:`ClickBudget` of ``cfg.clicks`` (max_eval, target_iou, min_eval)."""
+    return ClickBudget(int(cfg.clicks.max_eval), cfg.clicks.target_iou, int(cfg.clicks.min_eval))
+
+
+def run_object(predictor: Predictor, gt: np.ndarray, budget: ClickBudget = ClickBudget()) -> tuple[list[float], float]:
+    """The protocol for one object on the image set in ``predictor``: clicks from the :class:`Clicker` until
+    ``budget`` is done, pred = prob > threshold, IoU after each click -> (IoU curve, seconds in predict)."""
     clicker = Clicker(gt)
     pred = np.zeros(gt.shape, dtype=bool)  # H,W; empty prediction before the first click
     prev: np.ndarray | None = None
     curve: list[float] = []
     click_seconds = 0.0
-    for _ in range(max_clicks):
+    while not budget.done(curve):
         clicker.next_click(pred)
         start = time.perf_counter()
         prob = predictor.predict(clicker.clicks, prev)
@@ -145,16 +165,17 @@ class EvalResult:
     summary: dict = field(default_factory=dict)
 
 
-def evaluate_samples(predictor: Predictor, samples: Iterable[Sample], max_clicks: int = 20,
+def evaluate_samples(predictor: Predictor, samples: Iterable[Sample], budget: ClickBudget = ClickBudget(),
                      max_objects: int | None = None, progress: bool = False) -> EvalResult:
     """Every object (instance mask) of every sample, in order, one encoding shared by the objects of an image;
     stops after ``max_objects`` objects. The summary holds :func:`summarize_ious` and
-    :func:`summarize_timing` (SPC over the whole loop, encoder per image, decoder per click)."""
+    :func:`summarize_timing` (SPC over the whole loop per click actually run, encoder per image, decoder per
+    click)."""
     from tqdm import tqdm
 
-    if max_clicks < MIN_CLICKS:
-        raise ValueError(f"clicks.max_eval={max_clicks}: the protocol reports 5-mIoU, so run at least {MIN_CLICKS} "
-                         "clicks per object (the paper uses 20)")
+    if budget.max_clicks < MIN_CLICKS:
+        raise ValueError(f"clicks.max_eval={budget.max_clicks}: the protocol reports 5-mIoU, so run at least "
+                         f"{MIN_CLICKS} clicks per object (the paper uses 20)")
     ids: list[str] = []
     ious: list[list[float]] = []
     encoder_seconds = click_seconds = 0.0
@@ -173,7 +194,7 @@ def evaluate_samples(predictor: Predictor, samples: Iterable[Sample], max_clicks
         for k, gt in enumerate(sample.masks):
             if max_objects is not None and len(ids) >= max_objects:
                 break
-            curve, seconds = run_object(predictor, gt, max_clicks)
+            curve, seconds = run_object(predictor, gt, budget)
             click_seconds += seconds
             ids.append(f"{sample.id}#{k}")
             ious.append(curve)
@@ -182,21 +203,21 @@ def evaluate_samples(predictor: Predictor, samples: Iterable[Sample], max_clicks
     bar.close()
     if not ids:
         raise ValueError("evaluation found no objects (every sample has an empty mask list)")
-    summary = summarize_ious(ious, max_clicks)
-    summary.update(summarize_timing(total, encoder_seconds, click_seconds, len(ids) * max_clicks, num_images))
+    summary = summarize_ious(ious, budget.max_clicks)
+    summary.update(summarize_timing(total, encoder_seconds, click_seconds, sum(map(len, ious)), num_images))
     summary["num_images"] = num_images
     return EvalResult(ids, ious, summary)
 
 
 def evaluate(model: OISModel, dataset: Any, cfg: Any, progress: bool = True) -> EvalResult:
-    """Run the protocol (cfg.clicks.max_eval clicks, threshold cfg.clicks.threshold) on ``dataset``
+    """Run the protocol (:func:`click_budget` of cfg.clicks, threshold cfg.clicks.threshold) on ``dataset``
     (a sequence of :class:`Sample`), at most cfg.eval.max_objects objects; the model is put in eval mode."""
     model.eval()
     samples = (dataset[i] for i in range(len(dataset)))
     predictor = predictor_for(model, cfg)
     if cfg.eval.feature_cache is not None:
         predictor.feature_cache = FeatureCache(cfg.eval.feature_cache, cfg.eval.cache_max_gb, model)
-    return evaluate_samples(predictor, samples, cfg.clicks.max_eval, cfg.eval.max_objects, progress)
+    return evaluate_samples(predictor, samples, click_budget(cfg), cfg.eval.max_objects, progress)
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
@@ -210,19 +231,22 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
 
 
 def table_row(summary: dict) -> str:
-    """One Markdown table row in the paper's column order: NoC90 | NoC95 | 1-mIoU | 5-mIoU | NoF95."""
-    cells = [f"{summary[c]:.2f}" if isinstance(summary[c], float) else str(summary[c]) for c in TABLE_COLUMNS]
+    """One Markdown table row in the paper's column order: NoC90 | NoC95 | 1-mIoU | 5-mIoU | NoF95 ("n/a": a
+    metric an early stop left undetermined)."""
+    cells = [f"{v:.2f}" if isinstance(v, float) else "n/a" if v is None else str(v)
+             for v in (summary[c] for c in TABLE_COLUMNS)]
     return "| " + " | ".join(cells) + " |"
 
 
 def plot_miou(ious: Sequence[Sequence[float]], path: Path, title: str = "") -> None:
-    """mIoU (%) after 1..N clicks as a PNG (matplotlib Agg), written atomically."""
+    """mIoU (%) after 1..N clicks as a PNG (matplotlib Agg), written atomically; N is the shortest curve (all
+    clicks without an early stop)."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    curve = 100.0 * miou_curve(ious, len(ious[0]))
+    curve = 100.0 * miou_curve(ious, min(map(len, ious)))
     fig = Figure(figsize=(5, 3.5), dpi=100)
     ax = fig.add_subplot()
     ax.plot(np.arange(1, len(curve) + 1), curve, marker="o", markersize=3)

@@ -36,6 +36,12 @@ def miou_curve(per_object_ious: Sequence[Sequence[float]], max_clicks: int = 20)
     return _leading_ious(per_object_ious, max_clicks).mean(axis=0)
 
 
+def noc_determined(ious: Sequence[Sequence[float]], threshold: float, max_clicks: int = 20) -> bool:
+    """Whether NoC@threshold is known for every object: its curve reaches ``threshold`` or runs all
+    ``max_clicks`` clicks. An object stopped early at a lower target IoU (isegm early stop) leaves it open."""
+    return all(len(c) >= max_clicks or max(c, default=0.0) >= threshold for c in ious)
+
+
 def summarize_ious(per_object_ious: Sequence[Sequence[float]], max_clicks: int = 20,
                    thresholds: Sequence[float] = (0.85, 0.90, 0.95), miou_at: Sequence[int] = (1, 5)) -> dict:
     """Paper-table metrics from per-object IoU curves.
@@ -43,19 +49,27 @@ def summarize_ious(per_object_ious: Sequence[Sequence[float]], max_clicks: int =
     Keys, for t in ``thresholds`` written as a percentage (85, 90, 95) and k in ``miou_at``:
     ``NoC{t}`` (mean over objects, in clicks), ``NoC{t}_std`` (population std), ``NoF{t}`` (objects whose
     NoC equals ``max_clicks``, so reaching t exactly at the last click counts as a failure, as in the
-    reference), ``{k}-mIoU`` (mean IoU after k clicks in percent, 0..100), and ``num_objects``.
+    reference), ``{k}-mIoU`` (mean IoU after k clicks in percent, 0..100), ``num_objects`` and
+    ``clicks_per_object`` (mean curve length). With early-stopped (shorter) curves a metric the curves do not
+    determine is None: NoC/NoF at a threshold some stopped object never reached (see :func:`noc_determined`),
+    k-mIoU beyond the shortest curve.
     """
     if len(per_object_ious) == 0:
         raise ValueError("summarize_ious needs at least one object")
-    out: dict = {"num_objects": len(per_object_ious)}
+    out: dict = {"num_objects": len(per_object_ious),
+                 "clicks_per_object": float(np.mean([min(len(c), max_clicks) for c in per_object_ious]))}
     for t in thresholds:
         name = f"{round(100 * t)}"
+        if not noc_determined(per_object_ious, t, max_clicks):
+            out.update({f"NoC{name}": None, f"NoC{name}_std": None, f"NoF{name}": None})
+            continue
         noc = noc_per_object(per_object_ious, t, max_clicks)
         out[f"NoC{name}"] = float(noc.mean())
         out[f"NoC{name}_std"] = float(noc.std())
         out[f"NoF{name}"] = int(np.count_nonzero(noc == max_clicks))
+    shortest = min(len(c) for c in per_object_ious)
     for k in miou_at:
-        out[f"{k}-mIoU"] = 100.0 * float(_leading_ious(per_object_ious, k)[:, k - 1].mean())
+        out[f"{k}-mIoU"] = 100.0 * float(_leading_ious(per_object_ious, k)[:, k - 1].mean()) if k <= shortest else None
     return out
 
 

@@ -97,7 +97,8 @@ def plan(sweep: Sweep, runs_dir: str | Path, extra: list[str], python: str = sys
 def _summary_text(job: Job) -> str:
     s = json.loads(job.results.read_text())["summary"]
     keys = [k for k in ("NoC90", "5-mIoU", "NoF95") if k in s]
-    return ", ".join(f"{k} {s[k]:.2f}" if isinstance(s[k], float) else f"{k} {s[k]}" for k in keys)
+    return ", ".join(f"{k} {s[k]:.2f}" if isinstance(s[k], float) else f"{k} {'n/a' if s[k] is None else s[k]}"
+                     for k in keys)
 
 
 class _Terminated(Exception):

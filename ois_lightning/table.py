@@ -63,11 +63,15 @@ def read_results(path: str | Path) -> RunResult:
         raise ResultsError(f"{path}: per_object.ids and per_object.ious must be non-empty lists of equal length")
     if len(set(map(str, ids))) != len(ids):
         raise ResultsError(f"{path}: per_object.ids has duplicates")
-    max_clicks = int((config.get("clicks") or {}).get("max_eval", 20))
+    clicks = config.get("clicks") or {}
+    max_clicks, target, min_clicks = int(clicks.get("max_eval", 20)), clicks.get("target_iou"), clicks.get("min_eval", 1)
     for i, curve in enumerate(ious):
-        if (not isinstance(curve, list) or len(curve) < max_clicks
-                or not all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in curve)):
-            raise ResultsError(f"{path}: per_object.ious[{i}] must be {max_clicks} IoUs in [0, 1]")
+        if not isinstance(curve, list) or not all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in curve):
+            raise ResultsError(f"{path}: per_object.ious[{i}] must be a list of IoUs in [0, 1]")
+        stopped = target is not None and min_clicks <= len(curve) < max_clicks and curve[-1] >= target
+        if len(curve) < max_clicks and not stopped:
+            raise ResultsError(f"{path}: per_object.ious[{i}] has {len(curve)} IoUs; expected {max_clicks} "
+                               f"(clicks.max_eval), or fewer ending at IoU >= clicks.target_iou={target}")
     seed = data.get("seed", config.get("seed"))
     if not isinstance(seed, int):
         raise ResultsError(f"{path}: 'seed' must be an integer, got {seed!r}")
@@ -92,7 +96,13 @@ def _aggregate(metric: str) -> Any:
 
 
 def run_metrics(run: RunResult, metrics: Sequence[str]) -> dict[str, float]:
+    """The table's metrics of one run; :class:`ResultsError` for one its early-stopped curves leave undetermined."""
     summary = summarize_ious(run.ious, run.max_clicks)
+    missing = [m for m in metrics if summary[m] is None]
+    if missing:
+        raise ResultsError(f"{run.path}: {', '.join(missing)} undetermined: objects stopped early "
+                           "(clicks.target_iou); re-evaluate with clicks.target_iou=null, or a target and "
+                           "clicks.min_eval that cover the table's metrics")
     return {m: float(summary[m]) for m in metrics}
 
 
@@ -173,9 +183,9 @@ def build_table(spec: TableSpec, runs: list[RunResult], n_boot: int = 2000, rng_
             dup = sorted({s for s in seeds if seeds.count(s) > 1})
             raise ResultsError(f"row {name!r} has several results.json for seed(s) {dup}: "
                                + ", ".join(str(r.path) for r in rs if r.seed in dup))
-    averaged = {name: _seed_averaged(rs, spec.metrics) for name, rs in by_row.items()}
     means = {name: {m: [run_metrics(r, spec.metrics)[m] for r in rs] for m in spec.metrics}
              for name, rs in by_row.items()}
+    averaged = {name: _seed_averaged(rs, spec.metrics) for name, rs in by_row.items()}
     rows = []
     for s in spec.rows:
         row = Row(s.name, s.label, str(s.config) if s.config else None, s.reference, s.reference == s.name)

@@ -74,6 +74,11 @@ def test_quick_bench_writes_parseable_json(tmp_path, capsys):
     assert steps["overhead_per_expected_rounds"] == pytest.approx(
         steps["overhead"] * 1.5 / steps["with_simulation"]["mean_rounds"])
     assert r["grid"]["cached_equals_uncached"] and len(r["grid"]["rows"]) == 5
+    g = r["grid_paper_size"]["quarter_logits"]
+    e, c = r["encoder"]["s_per_image"], q["ois_s"]
+    assert g["break_even_clicks_per_object"] == pytest.approx(e / (3 * c))
+    assert (e + 5 * g["break_even_clicks_per_object"] * c) / (e + g["break_even_clicks_per_object"] * c) == \
+        pytest.approx(2.0)  # exactly at the break-even point the cached grid costs 2x one row
     assert "ois_vs_dense_per_click_paper" in capsys.readouterr().out
     assert format_table(r).startswith("ois bench on ")
     assert not list(out.parent.glob("*.tmp"))

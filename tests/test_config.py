@@ -63,6 +63,17 @@ def test_no_prompt_path_rejected():
         load_config(REPO / "experiments/tiny.yaml", ["model.sparse.enabled=false", "model.dense.enabled=false"])
 
 
+@pytest.mark.parametrize("override,message", [
+    ("clicks.target_iou=1.01", r"clicks.target_iou=1.01 must be in \(0, 1\], or null"),
+    ("clicks.min_eval=0", r"clicks.min_eval=0 must be in 1..clicks.max_eval=20"),
+    ("clicks.min_eval=21", r"clicks.min_eval=21 must be in 1..clicks.max_eval=20"),
+])
+def test_early_stop_settings_are_checked(override: str, message: str):
+    with pytest.raises(ConfigError, match=message):
+        load_config(REPO / "experiments/tiny.yaml", [override])
+    assert load_config(REPO / "experiments/tiny.yaml", ["clicks.target_iou=0.9"]).clicks.target_iou == 0.9
+
+
 def test_cli_error_is_one_line(tmp_path: Path):
     proc = subprocess.run(
         [sys.executable, "-m", "ois_lightning", "print-config", str(REPO / "experiments/tiny.yaml"), "seed=x"],

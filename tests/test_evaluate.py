@@ -14,7 +14,7 @@ from ois_lightning.clicks import Clicker
 from ois_lightning.config import load_config
 from ois_lightning.data import LayeredScenes, Sample
 from ois_lightning.evaluate import (
-    TABLE_COLUMNS, Predictor, evaluate, evaluate_samples, run_object, table_row, write_results,
+    TABLE_COLUMNS, ClickBudget, Predictor, evaluate, evaluate_samples, run_object, table_row, write_results,
 )
 from ois_lightning.model import ImageEncoding, build_model
 
@@ -123,8 +123,40 @@ def test_clicks_map_between_original_and_input_resolution():
     assert abs(py.mean() - ey) < 0.75 and abs(px.mean() - ex) < 0.75
     assert prev[50:].sum() == 0  # padding rows stay empty
 
-    curve, seconds = run_object(predictor, gt, max_clicks=5)
+    curve, seconds = run_object(predictor, gt, ClickBudget(5))
     assert len(curve) == 5 and curve[0] > 0.9 and seconds > 0
+    assert len(run_object(predictor, gt, ClickBudget(20, target_iou=0.9))[0]) == 1  # isegm early stop
+    assert len(run_object(predictor, gt, ClickBudget(20, target_iou=0.9, min_clicks=3))[0]) == 3
+    assert len(run_object(predictor, gt, ClickBudget(20, target_iou=1.0))[0]) == 20  # never reached
+
+
+def test_early_stop_keeps_the_metrics_it_determines(tmp_path):
+    """An early-stopped curve is the prefix of the full one, so NoC/NoF at thresholds <= target and k-mIoU for
+    k <= min clicks equal the full run's; metrics beyond are None (n/a), and SPC counts only the clicks run."""
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    samples = [LayeredScenes(3, size=112, seed=5, num_objects=(2, 2))[i] for i in range(3)]
+    full = evaluate_samples(Predictor(model, 112, depth_from_sample=True), samples, ClickBudget(20))
+    target = max(full.ious[0][:3])  # object 0 stops within 3 clicks
+    early = evaluate_samples(Predictor(model, 112, depth_from_sample=True), samples,
+                             ClickBudget(20, target_iou=target, min_clicks=1))
+    assert early.ids == full.ids and len(early.ious[0]) <= 3
+    for short, long in zip(early.ious, full.ious):
+        assert short == long[:len(short)] and (len(short) == 20 or short[-1] >= target)
+    s, f = early.summary, full.summary
+    for t in (85, 90, 95):
+        if t / 100 <= target:
+            assert (s[f"NoC{t}"], s[f"NoF{t}"]) == (f[f"NoC{t}"], f[f"NoF{t}"])
+        elif s[f"NoC{t}"] is None:
+            assert s[f"NoF{t}"] is None
+    assert s["1-mIoU"] == f["1-mIoU"] and s["5-mIoU"] is None
+    assert s["clicks_per_object"] == pytest.approx(np.mean([len(c) for c in early.ious]))
+    assert s["clicks_per_object"] < f["clicks_per_object"] == 20
+    row = table_row(s).strip("| ").split(" | ")
+    assert row[TABLE_COLUMNS.index("5-mIoU")] == "n/a"
+    write_results(early, tmp_path, tiny_cfg(f"clicks.target_iou={target}"), "layered")  # plots the common prefix
+    assert (tmp_path / "miou_vs_clicks.png").is_file()
 
 
 def test_depth_from_sample_is_required_when_configured():
@@ -140,7 +172,8 @@ def test_depth_from_sample_is_required_when_configured():
 def test_table_row_and_atomic_results(tmp_path):
     cfg = tiny_cfg("clicks.max_eval=5")
     model = build_model(cfg.model)
-    result = evaluate_samples(Predictor(model, 112, depth_from_sample=True), [LayeredScenes(1, size=112)[0]], 5)
+    result = evaluate_samples(Predictor(model, 112, depth_from_sample=True), [LayeredScenes(1, size=112)[0]],
+                              ClickBudget(5))
     row = table_row(result.summary)
     cells = row.strip("| ").split(" | ")
     assert len(cells) == len(TABLE_COLUMNS) == 5

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ois_lightning.metrics import miou_curve, noc_per_object, summarize_ious, summarize_timing
+from ois_lightning.metrics import miou_curve, noc_determined, noc_per_object, summarize_ious, summarize_timing
 
 
 def ramp(first_hit: int, level: float, n: int = 20, low: float = 0.5) -> list[float]:
@@ -47,24 +47,23 @@ def test_miou_at_k_in_percent():
 
 def test_custom_thresholds_and_miou_points():
     s = summarize_ious([[0.7, 0.8, 0.9]], max_clicks=3, thresholds=(0.8,), miou_at=(2, 3))
-    assert s == {"num_objects": 1, "NoC80": 2.0, "NoC80_std": 0.0, "NoF80": 0, "2-mIoU": pytest.approx(80.0),
+    assert s == {"num_objects": 1, "clicks_per_object": 3.0, "NoC80": 2.0, "NoC80_std": 0.0, "NoF80": 0, "2-mIoU": pytest.approx(80.0),
                  "3-mIoU": pytest.approx(90.0)}
 
 
-def test_short_curves_are_an_error_for_miou():
-    curves = [[0.9] * 20, [0.9, 0.95, 0.97]]  # object 1 stopped early after 3 clicks
-    with pytest.raises(ValueError, match=r"object 1 has 3 IoU values, need at least 5"):
-        summarize_ious(curves)
+def test_early_stopped_curves_leave_undetermined_metrics_open():
+    curves = [[0.9] * 20, [0.9, 0.95, 0.97]]  # object 1 stopped early after 3 clicks (target 0.95)
+    s = summarize_ious(curves)
+    assert s["5-mIoU"] is None and s["1-mIoU"] == pytest.approx(90.0)  # no IoU after click 5 for object 1
+    assert s["NoC90"] == pytest.approx((1 + 1) / 2) and s["NoC95"] == pytest.approx((20 + 2) / 2)
+    assert s["NoF95"] == 1 and s["clicks_per_object"] == pytest.approx(11.5)
     assert summarize_ious(curves, miou_at=(1, 3))["3-mIoU"] == pytest.approx(93.5)
+    stopped_low = [[0.9] * 20, [0.5, 0.86]]  # stopped at target 0.85: NoC90 and NoC95 of object 1 unknown
+    s = summarize_ious(stopped_low, miou_at=(1, 2))
+    assert s["NoC85"] == pytest.approx(1.5) and s["NoF85"] == 0
+    assert s["NoC90"] is None and s["NoC90_std"] is None and s["NoF90"] is None and s["NoC95"] is None
+    assert noc_determined(stopped_low, 0.86) and not noc_determined(stopped_low, 0.87)
     with pytest.raises(ValueError, match=r"object 1 has 3"):
         miou_curve(curves, 20)
     with pytest.raises(ValueError):
         summarize_ious([])
-
-
-def test_timing_division():
-    t = summarize_timing(total_seconds=12.0, encoder_seconds=3.0, click_seconds=6.0, num_clicks=400,
-                         num_images=10)
-    assert t == pytest.approx({"SPC": 0.03, "encoder_s_per_image": 0.3, "click_s_per_click": 0.015})
-    with pytest.raises(ValueError):
-        summarize_timing(1.0, 0.5, 0.5, num_clicks=0, num_images=1)

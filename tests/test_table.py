@@ -26,13 +26,14 @@ def curve(reach90_at: int, first: float = 0.5) -> list[float]:
     return c
 
 
-def write_run(root: Path, row: str, seed: int, curves: dict[str, list[float]], table: str = "table4") -> Path:
+def write_run(root: Path, row: str, seed: int, curves: dict[str, list[float]], table: str = "table4",
+              clicks: dict | None = None) -> Path:
     out = root / row / f"seed{seed}"
     out.mkdir(parents=True)
     payload = {
         "summary": {"NoC90": -1.0},  # ignored: `ois table` recomputes from the curves
         "per_object": {"ids": list(curves), "ious": list(curves.values())},
-        "config": {"table": table, "row": row, "seed": seed, "clicks": {"max_eval": 20}},
+        "config": {"table": table, "row": row, "seed": seed, "clicks": {"max_eval": 20, **(clicks or {})}},
         "git_commit": None, "seed": seed, "dataset": "davis",
     }
     (out / "results.json").write_text(json.dumps(payload))
@@ -144,5 +145,28 @@ def test_bad_inputs_give_one_line_errors(tmp_path: Path, capsys):
     bad = tmp_path / "r.json"
     bad.write_text(json.dumps({"summary": {}, "config": {}, "seed": 0,
                                "per_object": {"ids": ["a"], "ious": [[1.5] * 20]}}))
-    with pytest.raises(ResultsError, match=r"r\.json: per_object\.ious\[0\] must be 20 IoUs in \[0, 1\]"):
+    with pytest.raises(ResultsError, match=r"r\.json: per_object\.ious\[0\] must be a list of IoUs in \[0, 1\]"):
         read_results(bad)
+    short = write_run(tmp_path / "short", "full", 0, {"a": [0.5, 0.96]})
+    with pytest.raises(ResultsError, match=r"ious\[0\] has 2 IoUs; expected 20 \(clicks.max_eval\)"):
+        read_results(short)
+
+
+def test_early_stopped_runs_give_the_same_table_when_they_determine_its_metrics(tmp_path: Path):
+    """Stopping at IoU >= 0.95 after at least 5 clicks keeps NoC90, 5-mIoU and NoF95 (Table 4) exact; stopping at
+    0.90 leaves NoF95 undetermined, which is an error naming the run, not a wrong number."""
+    rng = np.random.default_rng(0)
+    runs = {(row, seed): {f"o{i}": sorted(rng.uniform(0.3, 1.0, 20).round(3).tolist()) for i in range(8)}
+            for row in ("full", "wo_order") for seed in (0, 1)}
+    for (row, seed), curves in runs.items():
+        write_run(tmp_path / "all", row, seed, curves)
+        stop = {k: c[:next((j + 1 for j, v in enumerate(c) if v >= 0.95 and j >= 4), 20)] for k, c in curves.items()}
+        write_run(tmp_path / "early", row, seed, stop, clicks={"target_iou": 0.95, "min_eval": 5})
+        assert any(len(c) < 20 for c in stop.values())
+        low = {k: c[:next((j + 1 for j, v in enumerate(c) if v >= 0.9), 20)] for k, c in curves.items()}
+        write_run(tmp_path / "low", row, seed, low, clicks={"target_iou": 0.9, "min_eval": 1})
+    spec = load_table_spec(TABLE4)
+    assert to_csv(build_table(spec, collect(tmp_path / "early")[0], n_boot=200)) == \
+        to_csv(build_table(spec, collect(tmp_path / "all")[0], n_boot=200))
+    with pytest.raises(ResultsError, match=r"low/full/seed0/results.json: NoF95 undetermined: objects stopped early"):
+        build_table(spec, collect(tmp_path / "low")[0], n_boot=200)

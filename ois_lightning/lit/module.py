@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..clicks import next_training_click
 from ..config import to_dict
-from ..evaluate import evaluate_samples, predictor_for
+from ..evaluate import ClickBudget, evaluate_samples, predictor_for
 from ..losses import NormalizedFocalLoss
 from ..metrics import summarize_ious
 from ..model import ImageEncoding, build_model
@@ -91,13 +91,15 @@ class OISLitModule(L.LightningModule):
         self._val_curves = []
 
     def validation_step(self, batch: list, batch_idx: int) -> None:
-        """``batch``: raw Samples; the objects share this rank's budget of train.val_objects / world size."""
-        budget = -(-self.cfg.train.val_objects // self.trainer.world_size) - len(self._val_curves)
-        if budget <= 0:
+        """``batch``: raw Samples; the objects share this rank's share of train.val_objects / world size. Every
+        object runs all clicks.max_eval clicks (no early stop), so val/5-mIoU is always defined."""
+        remaining = -(-self.cfg.train.val_objects // self.trainer.world_size) - len(self._val_curves)
+        if remaining <= 0:
             return
         if not any(len(sample.masks) for sample in batch):
             return
-        result = evaluate_samples(predictor_for(self.model, self.cfg), batch, self.cfg.clicks.max_eval, budget)
+        result = evaluate_samples(predictor_for(self.model, self.cfg), batch,
+                                  ClickBudget(self.cfg.clicks.max_eval), remaining)
         self._val_curves.extend(result.ious)
 
     def on_validation_epoch_end(self) -> None:

@@ -134,7 +134,8 @@ def train(cfg: DictConfig) -> EvalResult | None:
         return None
     result = finish(module.model.to(trainer.strategy.root_device), cfg)
     for logger in trainer.loggers:  # the test numbers next to the training curves
-        logger.log_metrics({f"test/{k}": v for k, v in result.summary.items()}, step=trainer.global_step)
+        logger.log_metrics({f"test/{k}": v for k, v in result.summary.items() if v is not None},  # None: early stop
+                           step=trainer.global_step)
         logger.save()
         if isinstance(logger, WandbLogger):
             logger.experiment.finish()  # close the run, so another run can start in this process
