@@ -2,14 +2,16 @@
 
 Per row: our number (mean ± sample std over seeds; each seed's metric recomputed from its per-object IoU
 curves with :func:`ois_lightning.metrics.summarize_ious`), the delta against the row's reference ("Full") row,
-and a 95% paired bootstrap confidence interval of that delta over evaluated objects.
+and a 95% paired bootstrap confidence interval of that delta over seeds and evaluated objects.
 
-Bootstrap: each object's metric value (NoC of that object, its IoU after k clicks, or whether it failed) is
-first **averaged over the row's seeds** (objects present in every seed), then rows are paired by object id with
-their reference row; objects are resampled with replacement (``n_boot`` times, RNG seeded with ``rng_seed``
-so the table is reproducible) and the delta statistic is recomputed (mean over objects; sum for the NoF
-counts); the interval is the 2.5-97.5 percentile range. It measures how much the delta depends on which
-objects were evaluated, not training noise (that is the ± over seeds).
+Bootstrap (two levels, so that the interval holds both sources of variation): each replicate draws, for the
+row and for its reference independently, the seeds with replacement (as many as the row has) and averages
+each object's metric value (NoC of that object, its IoU after k clicks, or whether it failed) over the drawn
+seeds; then it draws objects with replacement, the same objects for both rows (paired by object id, objects
+present in every seed of both), and recomputes the delta statistic (mean over objects; sum for the NoF counts).
+``n_boot`` replicates with the RNG seeded by ``rng_seed`` (the table is reproducible); the interval is the
+2.5-97.5 percentile range. With one seed per row it is the paired bootstrap over objects; with few seeds the
+seed level is coarse (two seeds give three possible means); more seeds make it more trustworthy.
 """
 from __future__ import annotations
 
@@ -113,12 +115,18 @@ def per_object_metrics(run: RunResult, metrics: Sequence[str]) -> dict[str, np.n
     return {m: np.array([s[m] for s in single], dtype=float) for m in metrics}
 
 
-def bootstrap_ci(diffs: np.ndarray, aggregate: Any, n_boot: int, rng_seed: int,
+def bootstrap_ci(row: np.ndarray, ref: np.ndarray, aggregate: Any, n_boot: int, rng_seed: int,
                  level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of ``aggregate`` over objects resampled with replacement. diffs: (N,)."""
+    """Percentile interval of aggregate(row) - aggregate(ref) under the two-level bootstrap of the module
+    docstring. row (S,N), ref (S',N): per-seed values of the same N objects in the same order."""
     rng = np.random.default_rng(rng_seed)
-    idx = rng.integers(0, diffs.size, size=(n_boot, diffs.size))  # n_boot,N
-    stats = aggregate(diffs[idx], axis=1)
+    n = row.shape[1]
+    objects = rng.integers(0, n, size=(n_boot, n))  # B,N; the same objects for both rows (paired)
+    stats = np.zeros(n_boot)
+    for sign, values in ((1.0, row), (-1.0, ref)):
+        seeds = rng.integers(0, values.shape[0], size=(n_boot, values.shape[0]))  # B,S
+        per_object = values[seeds].mean(axis=1)  # B,N: each object averaged over the drawn seeds
+        stats += sign * aggregate(np.take_along_axis(per_object, objects, axis=1), axis=1)
     lo, hi = np.percentile(stats, [50 * (1 - level), 50 * (1 + level)])
     return float(lo), float(hi)
 
@@ -152,8 +160,8 @@ class Table:
     unmatched: list[str]  # results.json files that belong to no row of the table
 
 
-def _seed_averaged(runs: list[RunResult], metrics: Sequence[str]) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Object ids present in every seed and, per metric, the (N,) per-object value averaged over seeds."""
+def _per_seed(runs: list[RunResult], metrics: Sequence[str]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Object ids present in every seed and, per metric, the (S,N) per-seed, per-object values."""
     common = set(runs[0].ids)
     for r in runs[1:]:
         common &= set(r.ids)
@@ -164,7 +172,7 @@ def _seed_averaged(runs: list[RunResult], metrics: Sequence[str]) -> tuple[list[
         take = np.array([position[i] for i in ids], dtype=int)
         for m, v in per_object_metrics(r, metrics).items():
             stacked[m].append(v[take])
-    return ids, {m: np.mean(np.stack(v), axis=0) for m, v in stacked.items()}
+    return ids, {m: np.stack(v) for m, v in stacked.items()}
 
 
 def build_table(spec: TableSpec, runs: list[RunResult], n_boot: int = 2000, rng_seed: int = 0) -> Table:
@@ -185,13 +193,13 @@ def build_table(spec: TableSpec, runs: list[RunResult], n_boot: int = 2000, rng_
                                + ", ".join(str(r.path) for r in rs if r.seed in dup))
     means = {name: {m: [run_metrics(r, spec.metrics)[m] for r in rs] for m in spec.metrics}
              for name, rs in by_row.items()}
-    averaged = {name: _seed_averaged(rs, spec.metrics) for name, rs in by_row.items()}
+    per_seed = {name: _per_seed(rs, spec.metrics) for name, rs in by_row.items()}
     rows = []
     for s in spec.rows:
         row = Row(s.name, s.label, str(s.config) if s.config else None, s.reference, s.reference == s.name)
         rs = by_row.get(s.name, [])
         row.seeds = sorted(r.seed for r in rs)
-        row.num_objects = len(averaged[s.name][0]) if rs else 0
+        row.num_objects = len(per_seed[s.name][0]) if rs else 0
         for m in spec.metrics:
             cell = Cell(paper=s.paper.get(m))
             ref_paper = spec.row(s.reference).paper.get(m)
@@ -204,7 +212,7 @@ def build_table(spec: TableSpec, runs: list[RunResult], n_boot: int = 2000, rng_
                 ref_values = means.get(s.reference, {}).get(m)
                 if ref_values is not None and not row.is_reference:
                     cell.delta = cell.mean - float(np.mean(ref_values))
-                    cell.ci = _paired_ci(averaged[s.name], averaged[s.reference], m, n_boot, rng_seed)
+                    cell.ci = _paired_ci(per_seed[s.name], per_seed[s.reference], m, n_boot, rng_seed)
             row.cells[m] = cell
         rows.append(row)
     return Table(spec, rows, unmatched)
@@ -212,13 +220,14 @@ def build_table(spec: TableSpec, runs: list[RunResult], n_boot: int = 2000, rng_
 
 def _paired_ci(row: tuple[list[str], dict[str, np.ndarray]], ref: tuple[list[str], dict[str, np.ndarray]],
                metric: str, n_boot: int, rng_seed: int) -> Optional[tuple[float, float]]:
+    """:func:`bootstrap_ci` of ``metric`` over the objects both rows evaluated (paired by id)."""
     ids = sorted(set(row[0]) & set(ref[0]))
     if not ids:
         return None
     pos_row = {i: k for k, i in enumerate(row[0])}
     pos_ref = {i: k for k, i in enumerate(ref[0])}
-    diffs = (row[1][metric][[pos_row[i] for i in ids]] - ref[1][metric][[pos_ref[i] for i in ids]])  # N
-    return bootstrap_ci(diffs, _aggregate(metric), n_boot, rng_seed)
+    return bootstrap_ci(row[1][metric][:, [pos_row[i] for i in ids]], ref[1][metric][:, [pos_ref[i] for i in ids]],
+                        _aggregate(metric), n_boot, rng_seed)
 
 
 # ------------------------------------------------------------------------------------------------ rendering
@@ -256,7 +265,8 @@ def to_markdown(table: Table, paper: bool = False) -> str:
         if paper:
             header.append(f"{m} (paper)")
     header += ["seeds", "objects"]
-    lines = [f"**{spec.title}** — ours: mean ± std over seeds (Δ vs reference [95% bootstrap CI over objects])",
+    lines = [f"**{spec.title}** — ours: mean ± std over seeds "
+             "(Δ vs reference [95% bootstrap CI over seeds and objects])",
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.rows:
         label = row.label + (" (ref)" if row.is_reference else "")

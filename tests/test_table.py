@@ -59,7 +59,9 @@ def test_delta_ci_std_and_pairing_by_object_id(tmp_path: Path):
     assert full.mean == pytest.approx(2.5) and full.std == pytest.approx(np.std([2, 3], ddof=1))
     assert full.delta is None and full.ci is None  # the reference row has no delta
     assert wo.mean == pytest.approx(5.0) and wo.delta == pytest.approx(2.5)
-    assert wo.ci == pytest.approx((2.5, 2.5))  # every seed-averaged object pair differs by 2.5 clicks
+    # every object pair differs by 2.5 clicks seed-averaged; resampled seeds give row means 4/5/6 vs 2/2.5/3,
+    # and the extreme deltas 1 and 4 each have probability 1/16 > 2.5 %
+    assert wo.ci == pytest.approx((1.0, 4.0))
     nof = cell(table, "wo_order", "NoF95")  # 0.92 < 0.95: every object fails 95% in both rows
     assert nof.mean == 6 and nof.delta == 0
     miou5 = cell(table, "wo_order", "5-mIoU")  # IoU after 5 clicks: 0.92 (Full) vs 0.92/0.8 (seed 0/1)
@@ -88,6 +90,19 @@ def test_bootstrap_ci_width_matches_normal_approximation_and_is_reproducible(tmp
     assert again.ci == c.ci  # fixed RNG seed: the table is reproducible
     other = cell(build_table(spec, runs, n_boot=2000, rng_seed=1), "wo_object", "NoC90")
     assert other.ci != c.ci
+
+
+def test_ci_includes_the_variation_between_seeds(tmp_path: Path):
+    """Every object is 4 clicks worse on average, but the ablated row's two seeds disagree (3 vs 9 clicks vs the
+    reference's 2): an object-only bootstrap would give the point interval [4, 4]; resampling the seeds gives
+    the deltas 1, 4 and 7 (seed means 3, 6, 9) with probabilities 1/4, 1/2, 1/4."""
+    ids = [f"o{i}" for i in range(30)]
+    write_run(tmp_path, "full", 0, {i: curve(2) for i in ids})
+    write_run(tmp_path, "full", 1, {i: curve(2) for i in ids})
+    write_run(tmp_path, "wo_order", 0, {i: curve(3) for i in ids})
+    write_run(tmp_path, "wo_order", 1, {i: curve(9) for i in ids})
+    c = cell(build_table(load_table_spec(TABLE4), collect(tmp_path)[0], n_boot=2000), "wo_order", "NoC90")
+    assert c.delta == pytest.approx(4.0) and c.ci == pytest.approx((1.0, 7.0))
 
 
 def test_ci_uses_only_objects_present_in_both_rows(tmp_path: Path):
