@@ -78,7 +78,7 @@ def _table(args: argparse.Namespace) -> int:
 
     try:
         make_table(args.runs, args.table, args.paper, args.n_boot, args.bootstrap_seed,
-                   None if args.no_wandb else args.wandb_project)
+                   None if args.no_wandb else args.wandb_project, dataset=args.dataset)
     except ResultsError as e:
         raise ConfigError(str(e)) from None
     return 0
@@ -96,6 +96,8 @@ def _add_grid_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("runs", help="directory searched for results.json, e.g. runs/table4")
     p.add_argument("--table", default=None, help="table.yaml (default experiments/<table of the runs>/table.yaml)")
     p.add_argument("--paper", action="store_true", help="print the paper's reported numbers beside ours")
+    p.add_argument("--dataset", default=None,
+                   help="test dataset to tabulate when runs were evaluated on several (default: the table's)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--bootstrap-seed", type=int, default=0, help="RNG seed of the bootstrap (default 0)")
     p.add_argument("--wandb-project", default="ois_lightning", help="W&B project the table is logged to (online)")

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 
 from .config import ConfigError
 from .grid import ARG_MACROS, GridPoint, Sweep, load_sweep, resolve_point
-from .table import ResultsError, read_results
+from .table import ResultsError, read_results, results_paths
 
 TERMINATE_GRACE_S = 30.0
 
@@ -41,14 +41,12 @@ class Job:
     def label(self) -> str:
         return f"{self.row} seed{self.point.seed}"
 
-    @property
-    def results(self) -> Path:
-        return self.output_dir / "results.json"
+    results: list[Path]  # one results.json per test dataset (ois_lightning.table.results_paths)
 
     def finished(self) -> bool:
-        """True when results.json exists, follows the schema and belongs to this seed."""
+        """True when every results.json exists, follows the schema and belongs to this seed."""
         try:
-            return read_results(self.results).seed == self.point.seed
+            return all(read_results(path).seed == self.point.seed for path in self.results)
         except ResultsError:
             return False
 
@@ -83,10 +81,11 @@ def plan(sweep: Sweep, runs_dir: str | Path, extra: list[str], python: str = sys
                           "use --runs-dir instead of an output_dir= override")
     jobs = []
     for i, point in enumerate(sweep.points):
-        row = resolve_point(point, extra).row or Path(point.config).stem
+        cfg = resolve_point(point, extra)
+        row = cfg.row or Path(point.config).stem
         out = Path(runs_dir) / sweep.name / row / f"seed{point.seed}"
         argv = expand_command(sweep, point, python) + list(extra) + [f"output_dir={out}"]
-        jobs.append(Job(i, point, row, out, argv))
+        jobs.append(Job(i, point, row, out, argv, list(results_paths(out, list(cfg.data.test)).values())))
     dirs = [j.output_dir for j in jobs]
     dup = sorted({str(d) for d in dirs if dirs.count(d) > 1})
     if dup:
@@ -95,10 +94,15 @@ def plan(sweep: Sweep, runs_dir: str | Path, extra: list[str], python: str = sys
 
 
 def _summary_text(job: Job) -> str:
-    s = json.loads(job.results.read_text())["summary"]
-    keys = [k for k in ("NoC90", "5-mIoU", "NoF95") if k in s]
-    return ", ".join(f"{k} {s[k]:.2f}" if isinstance(s[k], float) else f"{k} {'n/a' if s[k] is None else s[k]}"
-                     for k in keys)
+    """NoC90, 5-mIoU and NoF95 of each results.json of a finished job, prefixed by the dataset."""
+    parts = []
+    for path in job.results:
+        data = json.loads(path.read_text())
+        s = data["summary"]
+        cells = [f"{k} {s[k]:.2f}" if isinstance(s[k], float) else f"{k} {'n/a' if s[k] is None else s[k]}"
+                 for k in ("NoC90", "5-mIoU", "NoF95") if k in s]
+        parts.append(f"{data.get('dataset')}: " + ", ".join(cells))
+    return "; ".join(parts)
 
 
 class _Terminated(Exception):
@@ -135,7 +139,7 @@ def run_local(sweep_path: str | Path, extra: Optional[list[str]] = None, paralle
     todo = []
     for job in jobs:
         if job.finished():
-            out(f"[{job.index + 1}/{n}] {job.label}: finished, skipping ({job.results})")
+            out(f"[{job.index + 1}/{n}] {job.label}: finished, skipping ({', '.join(map(str, job.results))})")
         else:
             todo.append(job)
     out(f"sweep {sweep.name}: {n} points, {n - len(todo)} finished, {len(todo)} to run, {parallel} at a time")

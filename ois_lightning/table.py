@@ -46,6 +46,18 @@ class RunResult:
     ids: list[str]
     ious: list[list[float]]
     max_clicks: int
+    dataset: Optional[str] = None
+
+
+def results_paths(output_dir: str | Path, datasets: Sequence[str]) -> dict[str, Path]:
+    """Where each test dataset's results.json goes: ``<output_dir>/results.json`` for one dataset, else
+    ``<output_dir>/<dataset>/results.json`` for each (every benchmark is reported on its own, as in isegm)."""
+    out = Path(output_dir)
+    if not datasets:
+        raise ValueError("data.test is empty: name at least one dataset")
+    if len(datasets) == 1:
+        return {datasets[0]: out / "results.json"}
+    return {name: out / name / "results.json" for name in datasets}
 
 
 def read_results(path: str | Path) -> RunResult:
@@ -77,7 +89,9 @@ def read_results(path: str | Path) -> RunResult:
     seed = data.get("seed", config.get("seed"))
     if not isinstance(seed, int):
         raise ResultsError(f"{path}: 'seed' must be an integer, got {seed!r}")
-    return RunResult(path, config.get("table"), config.get("row"), seed, [str(i) for i in ids], ious, max_clicks)
+    dataset = data.get("dataset")
+    return RunResult(path, config.get("table"), config.get("row"), seed, [str(i) for i in ids], ious, max_clicks,
+                     str(dataset) if dataset is not None else None)
 
 
 def collect(runs_dir: str | Path) -> tuple[list[RunResult], list[str]]:
@@ -157,7 +171,8 @@ class Row:
 class Table:
     spec: TableSpec
     rows: list[Row]
-    unmatched: list[str]  # results.json files that belong to no row of the table
+    unmatched: list[str]  # results.json files that belong to no row of the table, or to another dataset
+    dataset: Optional[str] = None  # the test dataset of the runs shown
 
 
 def _per_seed(runs: list[RunResult], metrics: Sequence[str]) -> tuple[list[str], dict[str, np.ndarray]]:
@@ -175,16 +190,33 @@ def _per_seed(runs: list[RunResult], metrics: Sequence[str]) -> tuple[list[str],
     return ids, {m: np.stack(v) for m, v in stacked.items()}
 
 
-def build_table(spec: TableSpec, runs: list[RunResult], n_boot: int = 2000, rng_seed: int = 0) -> Table:
-    """Rows in the paper's order with our numbers, deltas, CIs and the paper's numbers."""
+def _choose_dataset(spec: TableSpec, runs: list[RunResult], dataset: Optional[str]) -> Optional[str]:
+    """The test dataset the table shows: ``dataset`` if given; else the one all runs share (None if they do not
+    say); else the table's own (``spec.dataset``) when runs were evaluated on several."""
+    if dataset is not None:
+        return dataset
+    present = sorted({r.dataset for r in runs if r.dataset is not None})
+    if len(present) <= 1:
+        return present[0] if present else None
+    if spec.dataset in present:
+        return spec.dataset
+    raise ResultsError(f"the runs were evaluated on several datasets {present} and none is the table's "
+                       f"({spec.dataset or 'unset'}); pick one with --dataset NAME")
+
+
+def build_table(spec: TableSpec, runs: list[RunResult], n_boot: int = 2000, rng_seed: int = 0,
+                dataset: Optional[str] = None) -> Table:
+    """Rows in the paper's order with our numbers, deltas, CIs and the paper's numbers, from the runs of one
+    test dataset (:func:`_choose_dataset`; a run evaluated on several datasets has one results.json each)."""
+    in_table = [r for r in runs if r.row is not None and r.table in (None, spec.name)
+                and any(s.name == r.row and s.config is not None for s in spec.rows)]
+    shown = _choose_dataset(spec, in_table, dataset)
     by_row: dict[str, list[RunResult]] = {}
-    unmatched = []
-    for r in runs:
-        if r.row is not None and any(s.name == r.row and s.config is not None for s in spec.rows) \
-                and r.table in (None, spec.name):
+    for r in in_table:
+        if shown is None or r.dataset in (None, shown):
             by_row.setdefault(r.row, []).append(r)
-        else:
-            unmatched.append(str(r.path))
+    used = {id(r) for rs in by_row.values() for r in rs}
+    unmatched = [str(r.path) for r in runs if id(r) not in used]
     for name, rs in by_row.items():
         seeds = [r.seed for r in rs]
         if len(set(seeds)) != len(seeds):
@@ -215,7 +247,7 @@ def build_table(spec: TableSpec, runs: list[RunResult], n_boot: int = 2000, rng_
                     cell.ci = _paired_ci(per_seed[s.name], per_seed[s.reference], m, n_boot, rng_seed)
             row.cells[m] = cell
         rows.append(row)
-    return Table(spec, rows, unmatched)
+    return Table(spec, rows, unmatched, shown)
 
 
 def _paired_ci(row: tuple[list[str], dict[str, np.ndarray]], ref: tuple[list[str], dict[str, np.ndarray]],
@@ -265,7 +297,8 @@ def to_markdown(table: Table, paper: bool = False) -> str:
         if paper:
             header.append(f"{m} (paper)")
     header += ["seeds", "objects"]
-    lines = [f"**{spec.title}** — ours: mean ± std over seeds "
+    on = f" on {table.dataset}" if table.dataset and table.dataset != spec.dataset else ""  # not the paper's set
+    lines = [f"**{spec.title}** — ours{on}: mean ± std over seeds "
              "(Δ vs reference [95% bootstrap CI over seeds and objects])",
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in table.rows:
@@ -316,7 +349,7 @@ def log_to_wandb(table: Table, project: str) -> bool:
 
 def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, paper: bool = False,
                n_boot: int = 2000, rng_seed: int = 0, wandb_project: Optional[str] = "ois_lightning",
-               out: Any = print) -> Table:
+               out: Any = print, dataset: Optional[str] = None) -> Table:
     """Collate ``runs_dir``, write ``table.md`` and ``table.csv`` there (atomically) and print the Markdown."""
     from .atomic import atomic_write
 
@@ -332,9 +365,10 @@ def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, pa
             raise ConfigError(f"{runs_dir}: cannot tell the table from results.json (found tables {tables}); "
                               "pass --table experiments/tableN/table.yaml")
         table_path = default_table_path(tables[0])
-    table = build_table(load_table_spec(table_path), runs, n_boot, rng_seed)
+    table = build_table(load_table_spec(table_path), runs, n_boot, rng_seed, dataset)
     for path in table.unmatched:
-        out(f"warning: {path} belongs to no row of {table.spec.name}")
+        out(f"warning: {path} belongs to no row of {table.spec.name}"
+            + (f" (or was evaluated on another dataset than {table.dataset})" if table.dataset else ""))
     markdown = to_markdown(table, paper)
     atomic_write(runs_dir / "table.md", lambda f: f.write(markdown))
     atomic_write(runs_dir / "table.csv", lambda f: f.write(to_csv(table)))

@@ -198,3 +198,25 @@ def test_ois_eval_bad_checkpoint_is_one_line_error(tmp_path, capsys):
     assert main(["eval", TINY_YAML, *TINY, f"ckpt={bad}", f"output_dir={tmp_path}"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"ckpt={bad}" in err and "not found" in err
+
+
+def test_ois_eval_reports_each_test_dataset_on_its_own(tmp_path, capsys):
+    """data.test=[layered, grabcut]: one results.json per dataset (as isegm reports each benchmark), equal to
+    evaluating that dataset alone; one printed row per dataset."""
+    from .test_data_layouts import grabcut_folder
+
+    gc = grabcut_folder(tmp_path / "GrabCut")
+    common = [*TINY, "data.layered.size=112", "data.layered.test_length=2", f"data.paths.grabcut={gc}",
+              "data.depth.source=model", "clicks.max_eval=5"]
+    assert main(["eval", TINY_YAML, *common, "data.test=[layered,grabcut]", f"output_dir={tmp_path / 'both'}"]) == 0
+    printed = capsys.readouterr().out
+    assert "| dataset | NoC90 | NoC95 | 1-mIoU | 5-mIoU | NoF95 |" in printed
+    assert "\n| layered | " in printed and "\n| grabcut | " in printed
+    assert not (tmp_path / "both" / "results.json").exists()
+    assert main(["eval", TINY_YAML, *common, "data.test=[grabcut]", f"output_dir={tmp_path / 'alone'}"]) == 0
+    both = json.loads((tmp_path / "both" / "grabcut" / "results.json").read_text())
+    alone = json.loads((tmp_path / "alone" / "results.json").read_text())
+    assert both["dataset"] == alone["dataset"] == "grabcut"
+    assert both["per_object"] == alone["per_object"] and len(alone["per_object"]["ids"]) == 2  # a, b (c is empty)
+    layered = json.loads((tmp_path / "both" / "layered" / "results.json").read_text())
+    assert layered["dataset"] == "layered" and all(i.startswith("layered/") for i in layered["per_object"]["ids"])

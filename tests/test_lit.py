@@ -167,7 +167,7 @@ def test_training_lowers_loss_and_improves_noc(tmp_path):
     untrained = OISLitModule(cfg).model  # train() seeds the same way, so it starts from these weights
     loss_before = probe_loss(untrained, probe)
     before = evaluate(untrained, eval_dataset(cfg, "test"), cfg, progress=False).summary
-    after = train(cfg).summary
+    after = train(cfg)["layered"].summary
     cfg.ckpt = str(tmp_path / "checkpoints" / "last.ckpt")
     trained = load_weights(cfg)
     loss_after = probe_loss(trained, probe)

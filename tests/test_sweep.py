@@ -78,6 +78,9 @@ def test_plan_matches_the_wandb_agent_argv(monkeypatch, tmp_path: Path):
         cfg = load_config(argv[1], argv[2:])
         assert (cfg.row, cfg.seed, cfg.train.max_steps) == (job.row, job.point.seed, 3)
         assert Path(cfg.output_dir) == job.output_dir == tmp_path / "runs/table4" / job.row / f"seed{job.point.seed}"
+        assert job.results == [job.output_dir / "results.json"]  # Table 4 tests on DAVIS alone
+    two = plan(load_sweep("sweeps/table4.yaml"), tmp_path / "runs", ["data.test=[davis,grabcut]"], python="PY")[0]
+    assert two.results == [two.output_dir / "davis" / "results.json", two.output_dir / "grabcut" / "results.json"]
 
 
 def test_runs_every_point_then_skips_finished_and_redoes_broken(fake, tmp_path: Path):

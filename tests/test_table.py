@@ -27,14 +27,14 @@ def curve(reach90_at: int, first: float = 0.5) -> list[float]:
 
 
 def write_run(root: Path, row: str, seed: int, curves: dict[str, list[float]], table: str = "table4",
-              clicks: dict | None = None) -> Path:
+              clicks: dict | None = None, dataset: str = "davis") -> Path:
     out = root / row / f"seed{seed}"
     out.mkdir(parents=True)
     payload = {
         "summary": {"NoC90": -1.0},  # ignored: `ois table` recomputes from the curves
         "per_object": {"ids": list(curves), "ious": list(curves.values())},
         "config": {"table": table, "row": row, "seed": seed, "clicks": {"max_eval": 20, **(clicks or {})}},
-        "git_commit": None, "seed": seed, "dataset": "davis",
+        "git_commit": None, "seed": seed, "dataset": dataset,
     }
     (out / "results.json").write_text(json.dumps(payload))
     return out / "results.json"
@@ -103,6 +103,26 @@ def test_ci_includes_the_variation_between_seeds(tmp_path: Path):
     write_run(tmp_path, "wo_order", 1, {i: curve(9) for i in ids})
     c = cell(build_table(load_table_spec(TABLE4), collect(tmp_path)[0], n_boot=2000), "wo_order", "NoC90")
     assert c.delta == pytest.approx(4.0) and c.ci == pytest.approx((1.0, 7.0))
+
+
+def test_runs_evaluated_on_several_datasets_give_one_table_per_dataset(tmp_path: Path, capsys):
+    """A run with data.test=[davis, grabcut] has a results.json per dataset: the table shows the table's dataset
+    (DAVIS for Table 4) or the one named; runs all on one other dataset are tabulated as they are."""
+    write_run(tmp_path, "full", 0, {"a": curve(2)})
+    other = write_run(tmp_path / "grabcut", "full", 0, {"a": curve(9)}, dataset="grabcut")  # same row and seed
+    spec = load_table_spec(TABLE4)
+    table = build_table(spec, collect(tmp_path)[0], n_boot=100)
+    assert cell(table, "full", "NoC90").mean == 2.0 and table.unmatched == [str(other)] and table.dataset == "davis"
+    assert main(["table", str(tmp_path), "--no-wandb", "--n-boot", "50"]) == 0
+    assert "(or was evaluated on another dataset than davis)" in capsys.readouterr().out
+    picked = build_table(spec, collect(tmp_path)[0], n_boot=100, dataset="grabcut")
+    assert cell(picked, "full", "NoC90").mean == 9.0 and "ours on grabcut:" in to_markdown(picked)
+    alone = build_table(spec, collect(tmp_path / "grabcut")[0], n_boot=100)  # Table 4's rows run on GrabCut
+    assert cell(alone, "full", "NoC90").mean == 9.0 and alone.dataset == "grabcut" and alone.unmatched == []
+    write_run(tmp_path / "grabcut" / "berkeley", "full", 0, {"a": curve(5)}, dataset="berkeley")
+    with pytest.raises(ResultsError, match=r"several datasets \['berkeley', 'grabcut'\] and none is the table's "
+                                           r"\(davis\); pick one with --dataset NAME"):
+        build_table(spec, collect(tmp_path / "grabcut")[0], n_boot=100)
 
 
 def test_ci_uses_only_objects_present_in_both_rows(tmp_path: Path):

@@ -1,5 +1,5 @@
 """``ois train`` / ``ois eval``: Lightning Trainer, checkpoints, resume and loggers from the config; the final
-evaluation on ``data.test`` writes ``<output_dir>/results.json`` (schema in docs/training.md)."""
+evaluation on ``data.test`` writes ``<output_dir>/results.json`` per test dataset (schema in docs/training.md)."""
 from __future__ import annotations
 
 import netrc
@@ -19,8 +19,9 @@ from ..atomic import atomic_write
 from ..config import ConfigError
 from ..evaluate import EvalResult, evaluate, table_row, write_results
 from ..grid import run_identity
+from ..table import results_paths
 from ..model import OISModel, build_model
-from .datamodule import EpochEndWarnings, OISDataModule, eval_dataset
+from .datamodule import EpochEndWarnings, OISDataModule, build_split
 from .module import OISLitModule
 
 
@@ -113,17 +114,20 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     )
 
 
-def finish(model: OISModel, cfg: DictConfig) -> EvalResult:
-    """Evaluate on ``data.test``, write results.json + plot into output_dir and print the table row."""
-    result = evaluate(model, eval_dataset(cfg, "test"), cfg)
-    path = write_results(result, cfg.output_dir, cfg, "+".join(cfg.data.test))
-    print(f"wrote {path}")
-    print("| NoC90 | NoC95 | 1-mIoU | 5-mIoU | NoF95 |")
-    print(table_row(result.summary))
-    return result
+def finish(model: OISModel, cfg: DictConfig) -> dict[str, EvalResult]:
+    """Evaluate on each ``data.test`` dataset on its own, write its results.json + plot (:func:`results_paths`)
+    and print one table row per dataset."""
+    results = {}
+    for name, path in results_paths(cfg.output_dir, list(cfg.data.test)).items():
+        results[name] = evaluate(model, build_split(cfg, name, "test"), cfg)
+        print(f"wrote {write_results(results[name], path.parent, cfg, name)}")
+    print("| dataset | NoC90 | NoC95 | 1-mIoU | 5-mIoU | NoF95 |")
+    for name, result in results.items():
+        print(f"| {name} {table_row(result.summary)}")
+    return results
 
 
-def train(cfg: DictConfig) -> EvalResult | None:
+def train(cfg: DictConfig) -> dict[str, EvalResult] | None:
     """Fit (resuming from ``ckpt_path``), then evaluate the final weights on data.test on rank 0."""
     L.seed_everything(cfg.seed, workers=True)
     ckpt_path = resolve_ckpt_path(cfg)
@@ -132,14 +136,16 @@ def train(cfg: DictConfig) -> EvalResult | None:
     trainer.fit(module, datamodule=OISDataModule(cfg), ckpt_path=ckpt_path)
     if not trainer.is_global_zero:
         return None
-    result = finish(module.model.to(trainer.strategy.root_device), cfg)
+    results = finish(module.model.to(trainer.strategy.root_device), cfg)
     for logger in trainer.loggers:  # the test numbers next to the training curves
-        logger.log_metrics({f"test/{k}": v for k, v in result.summary.items() if v is not None},  # None: early stop
-                           step=trainer.global_step)
+        for name, result in results.items():
+            prefix = "test/" if len(results) == 1 else f"test/{name}/"
+            logger.log_metrics({prefix + k: v for k, v in result.summary.items() if v is not None},  # None: early stop
+                               step=trainer.global_step)
         logger.save()
         if isinstance(logger, WandbLogger):
             logger.experiment.finish()  # close the run, so another run can start in this process
-    return result
+    return results
 
 
 def load_weights(cfg: DictConfig) -> OISModel:
@@ -163,7 +169,7 @@ def load_weights(cfg: DictConfig) -> OISModel:
     return model
 
 
-def evaluate_checkpoint(cfg: DictConfig) -> EvalResult:
+def evaluate_checkpoint(cfg: DictConfig) -> dict[str, EvalResult]:
     """``ois eval``: weights from cfg.ckpt, evaluated on data.test."""
     torch.manual_seed(cfg.seed)
     model = load_weights(cfg)
