@@ -220,3 +220,20 @@ def test_ois_eval_reports_each_test_dataset_on_its_own(tmp_path, capsys):
     assert both["per_object"] == alone["per_object"] and len(alone["per_object"]["ids"]) == 2  # a, b (c is empty)
     layered = json.loads((tmp_path / "both" / "layered" / "results.json").read_text())
     assert layered["dataset"] == "layered" and all(i.startswith("layered/") for i in layered["per_object"]["ids"])
+
+
+def test_ois_eval_logs_an_evaluation_run(tmp_path):
+    """W&B (offline here): a run of its own with the numbers and the mIoU plot, leaving the training run's id
+    alone; csv: test/<metric> rows in csv_eval/."""
+    common = [*TINY, "data.layered.size=112", "data.layered.test_length=2", "clicks.max_eval=5"]
+    out = tmp_path / "w"
+    assert main(["eval", TINY_YAML, *common, "logger.kind=wandb", f"output_dir={out}"]) == 0
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("run-*.wandb")) and not (out / "wandb_run_id").exists()
+    assert [p.name for p in runs[0].rglob("*.png") if "miou_vs_clicks" in p.name]  # the plot, as W&B media
+    out = tmp_path / "c"
+    assert main(["eval", TINY_YAML, *common, "logger.kind=csv", f"output_dir={out}"]) == 0
+    header, values = (out / "csv_eval" / "version_0" / "metrics.csv").read_text().splitlines()[:2]
+    logged = dict(zip(header.split(","), values.split(",")))
+    summary = json.loads((out / "results.json").read_text())["summary"]
+    assert float(logged["test/NoC90"]) == pytest.approx(summary["NoC90"])

@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from ..atomic import atomic_write
-from ..config import ConfigError
+from ..config import ConfigError, to_dict
 from ..evaluate import EvalResult, evaluate, table_row, write_results
 from ..grid import run_identity
 from ..table import results_paths
@@ -70,18 +70,23 @@ def wandb_run_id(cfg: DictConfig) -> str:
     return run_id
 
 
-def build_logger(cfg: DictConfig) -> Logger | bool:
+def build_logger(cfg: DictConfig, eval_only: bool = False) -> Logger | bool:
     """The logger of ``logger.kind``: wandb (project/group/name/tags from :func:`run_identity`; a resumed run
-    continues its W&B run, :func:`wandb_run_id`), csv, or none."""
+    continues its W&B run, :func:`wandb_run_id`), csv, or none. ``eval_only`` (``ois eval``): a W&B run of its
+    own (``<name>-eval``, job type eval, in the training run's group; the training run id is left alone), or
+    ``csv_eval/``."""
     kind = cfg.logger.kind.value
     out = Path(cfg.output_dir)
     if kind == "wandb":
         out.mkdir(parents=True, exist_ok=True)
         project, group, name, tags = run_identity(cfg)  # table / row / seed (grid.py)
+        if eval_only:
+            return WandbLogger(name=f"{name}-eval", project=project, group=group, tags=tags + ["eval"],
+                               save_dir=str(out), offline=wandb_offline(), job_type="eval")
         return WandbLogger(name=name, project=project, group=group, tags=tags, save_dir=str(out),
                            offline=wandb_offline(), id=wandb_run_id(cfg), resume="allow")
     if kind == "csv":
-        return CSVLogger(save_dir=str(out), name="csv")
+        return CSVLogger(save_dir=str(out), name="csv_eval" if eval_only else "csv")
     return False
 
 
@@ -138,14 +143,23 @@ def train(cfg: DictConfig) -> dict[str, EvalResult] | None:
         return None
     results = finish(module.model.to(trainer.strategy.root_device), cfg)
     for logger in trainer.loggers:  # the test numbers next to the training curves
-        for name, result in results.items():
-            prefix = "test/" if len(results) == 1 else f"test/{name}/"
-            logger.log_metrics({prefix + k: v for k, v in result.summary.items() if v is not None},  # None: early stop
-                               step=trainer.global_step)
-        logger.save()
-        if isinstance(logger, WandbLogger):
-            logger.experiment.finish()  # close the run, so another run can start in this process
+        log_test(logger, results, cfg, trainer.global_step)
     return results
+
+
+def log_test(logger: Logger, results: dict[str, EvalResult], cfg: DictConfig, step: int) -> None:
+    """Each dataset's summary as ``test/<metric>`` (``test/<dataset>/<metric>`` with several; metrics an early
+    stop left undetermined are skipped) and, on W&B, its mIoU-vs-clicks plot; then the logger is closed."""
+    paths = results_paths(cfg.output_dir, list(results))
+    for name, result in results.items():
+        prefix = "test/" if len(results) == 1 else f"test/{name}/"
+        logger.log_metrics({prefix + k: v for k, v in result.summary.items() if v is not None}, step=step)
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=prefix + "miou_vs_clicks", images=[str(paths[name].parent / "miou_vs_clicks.png")],
+                             step=step)
+    logger.save()
+    if isinstance(logger, WandbLogger):
+        logger.experiment.finish()  # close the run, so another run can start in this process
 
 
 def load_weights(cfg: DictConfig) -> OISModel:
@@ -170,8 +184,14 @@ def load_weights(cfg: DictConfig) -> OISModel:
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, EvalResult]:
-    """``ois eval``: weights from cfg.ckpt, evaluated on data.test."""
+    """``ois eval``: weights from cfg.ckpt, evaluated on data.test; the numbers (and plots) go to the logger of
+    ``logger.kind`` as an evaluation run (:func:`build_logger` with ``eval_only``)."""
     torch.manual_seed(cfg.seed)
     model = load_weights(cfg)
     use_gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
-    return finish(model.to("cuda" if use_gpu else "cpu"), cfg)
+    results = finish(model.to("cuda" if use_gpu else "cpu"), cfg)
+    logger = build_logger(cfg, eval_only=True)
+    if logger:
+        logger.log_hyperparams(to_dict(cfg))
+        log_test(logger, results, cfg, step=0)
+    return results
