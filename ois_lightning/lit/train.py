@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from ..atomic import atomic_write
 from ..config import ConfigError, to_dict
-from ..evaluate import EvalResult, evaluate, table_row, write_results
+from ..evaluate import TABLE_COLUMNS, EvalResult, evaluate, table_row, write_results
 from ..grid import run_identity
 from ..table import results_paths
 from ..model import OISModel, build_model
@@ -126,7 +126,7 @@ def finish(model: OISModel, cfg: DictConfig) -> dict[str, EvalResult]:
     for name, path in results_paths(cfg.output_dir, list(cfg.data.test)).items():
         results[name] = evaluate(model, build_split(cfg, name, "test"), cfg)
         print(f"wrote {write_results(results[name], path.parent, cfg, name)}")
-    print("| dataset | NoC90 | NoC95 | 1-mIoU | 5-mIoU | NoF95 |")
+    print("| dataset | " + " | ".join(TABLE_COLUMNS) + " |")
     for name, result in results.items():
         print(f"| {name} {table_row(result.summary)}")
     return results
