@@ -11,6 +11,8 @@ hits both alike. Sections (docs/benchmarks.md):
 * ``clicks``: OIS per-click latency after 1, 5, 10 and 20 clicks (should stay flat);
 * ``clicker``: the evaluation clicker's share of one click (exact EDT at full resolution);
 * ``encoder``: encoder (+ depth head) time per image;
+* ``sat``: SAT latency (Table 3): one image segmented from a 16 x 16 grid of point prompts (paper size on CUDA,
+  tiny size on CPU);
 * ``train_step``: a real Lightning training step with and without the iterative click simulation (the encoder
   runs once per batch either way), of the tiny config and (not with ``--quick``) of ViT-B widths at 518;
 * ``grid``: a 5-row Table 4 evaluation grid (tiny model) with and without the frozen-encoder feature cache; from
@@ -74,13 +76,20 @@ class Settings:
     vitb_train_steps: int
     grid_objects: int  # objects evaluated per row (layered scenes hold 3-5 each)
     grid_clicks: int
+    sat_backbone: str  # SAT latency (Table 3): backbone, input size and points per side of the prompt grid
+    sat_input: int
+    sat_grid: int
     compare_clicks: int = 5
+    sat_batch: int = 16  # points decoded at once over the shared encoding
 
     @classmethod
-    def make(cls, quick: bool) -> "Settings":
+    def make(cls, quick: bool, device: torch.device = torch.device("cpu")) -> "Settings":
+        """The paper's sizes (tiny ones with ``quick``); the 16 x 16 SAT grid runs at the paper's size on CUDA and
+        at the tiny size on CPU, where 256 paper-size click rounds would take about ten minutes."""
         if quick:
-            return cls(True, 112, "tiny", 112, 1, 3, 1, 3, 2, 0, 0, 1, 5)
-        return cls(False, 1036, "dav2-vitb", 224, 1, 5, 3, 12, 8, 518, 6, 6, 20)
+            return cls(True, 112, "tiny", 112, 1, 3, 1, 3, 2, 0, 0, 1, 5, "tiny", 112, 4)
+        sat = ("dav2-vitb", 1036) if device.type == "cuda" else ("tiny", 224)
+        return cls(False, 1036, "dav2-vitb", 224, 1, 5, 3, 12, 8, 518, 6, 6, 20, *sat, 16)
 
 
 # --- measuring -----------------------------------------------------------------------------------------------
@@ -280,6 +289,32 @@ def _train_steps(max_extra: int, steps: int, batch: int, overrides: list[str], d
             "batch_size": int(cfg.data.batch_size), "input_size": int(cfg.model.input_size), "peak_mb": mem.mb}
 
 
+@torch.no_grad()
+def bench_sat(s: Settings, device: torch.device) -> dict:
+    """SAT latency (Sec. 4.1, Table 3): the Segment Anything Task on one image, prompted by a ``sat_grid`` x
+    ``sat_grid`` grid of single positive points: one encoder pass, then one first-round click per point, decoded
+    ``sat_batch`` points at a time over the shared encoding. Mask post-processing (SAM's quality filter and NMS)
+    is not included."""
+    widths = TINY_WIDTHS if s.sat_backbone == "tiny" else [f"model.backbone.name={s.sat_backbone}"]
+    size, n = s.sat_input, s.sat_grid
+    model = _model(widths + [f"model.input_size={size}"], device)
+    image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(2)).to(device)
+    centres = (torch.arange(n, dtype=torch.float32) + 0.5) * size / n - 0.5  # pixel centres of the grid cells
+    coords = torch.cartesian_prod(centres, centres).view(-1, 1, 2).to(device)  # P,1,2 (y, x)
+    labels = torch.ones(coords.shape[0], 1, dtype=torch.long, device=device)  # P,1
+
+    def sat() -> None:
+        enc = model.encode(image)
+        for start in range(0, coords.shape[0], s.sat_batch):
+            b = min(s.sat_batch, coords.shape[0] - start)
+            shared = enc.select(torch.zeros(b, dtype=torch.long, device=device))  # the one encoding, b times
+            model(shared, coords[start:start + b], labels[start:start + b])
+
+    r = timed({"sat": sat}, s.warmup, s.slow_repeats, device)["sat"]
+    return {"backbone": s.sat_backbone, "input_size": size, "points": int(coords.shape[0]), "batch": s.sat_batch,
+            "s": r["s"], "per_point_s": r["s"] / coords.shape[0], "peak_mb": r["peak_mb"]}
+
+
 def bench_train_step(steps: int, batch: int, overrides: list[str], device: torch.device) -> dict:
     """Training steps without (clicks.max_extra=0) and with (the paper's 0..3 rounds) click simulation.
 
@@ -367,10 +402,10 @@ def machine() -> dict:
 
 def run(quick: bool = False, device: str = "auto", sections: tuple[str, ...] | None = None) -> dict:
     """All sections (or the named ones) -> the bench.json payload."""
-    s = Settings.make(quick)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
-    want = set(sections or ("per_click", "clicks", "clicker", "encoder", "train_step", "grid"))
+    s = Settings.make(quick, dev)
+    want = set(sections or ("per_click", "clicks", "clicker", "encoder", "sat", "train_step", "grid"))
     out: dict[str, Any] = {"machine": machine(), "device": str(dev), "quick": quick,
                            "settings": {"warmup": s.warmup, "repeats": s.repeats, "slow_repeats": s.slow_repeats}}
     ratios: dict[str, float] = {}
@@ -397,6 +432,8 @@ def run(quick: bool = False, device: str = "auto", sections: tuple[str, ...] | N
         tiny, _, _ = bench_per_click("tiny", s.tiny_input, s, dev)
         out["per_click"]["tiny"] = tiny
         ratios["ois_vs_dense_per_click_tiny"] = tiny["ratio"]
+    if "sat" in want:
+        out["sat"] = bench_sat(s, dev)
     if "train_step" in want:
         small = ["model.input_size=112", "data.layered.size=112"] if s.quick else []
         out["train_step"] = {"tiny": bench_train_step(s.train_steps, s.train_batch, small, dev)}
@@ -453,6 +490,10 @@ def format_table(r: dict) -> str:
     if "encoder" in r:
         e = r["encoder"]
         lines.append(f"encoder @ {e['input_size']}: {_ms(e['s_per_image'])} per image ({e['peak_mb']:.0f} MB)")
+    if "sat" in r:
+        t = r["sat"]
+        lines.append(f"SAT latency ({t['backbone']} @ {t['input_size']}, {t['points']} points, {t['batch']} at a time):"
+                     f" {t['s']:.2f} s ({_ms(t['per_point_s']).strip()} per point)")
     for name, t in r.get("train_step", {}).items():
         w = t["without_simulation"]
         lines.append(f"train step ({name} @ {w['input_size']}, batch {w['batch_size']}): without simulation "

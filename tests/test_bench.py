@@ -10,7 +10,11 @@ import torch
 
 from ois_lightning.bench import TARGETS, PeakMemory, format_table, timed
 from ois_lightning.cli import main
+from ois_lightning.config import load_config
+from ois_lightning.model import build_model
 from ois_lightning.model.prompts import NEG, POS, click_disks
+
+from .conftest import REPO, TINY
 
 
 def _disks_every_pixel(coords, labels, size, radius):
@@ -74,6 +78,7 @@ def test_quick_bench_writes_parseable_json(tmp_path, capsys):
     assert steps["overhead_per_expected_rounds"] == pytest.approx(
         steps["overhead"] * 1.5 / steps["with_simulation"]["mean_rounds"])
     assert r["grid"]["cached_equals_uncached"] and len(r["grid"]["rows"]) == 5
+    assert r["sat"]["points"] == 16 and r["sat"]["s"] == pytest.approx(16 * r["sat"]["per_point_s"])
     g = r["grid_paper_size"]["quarter_logits"]
     e, c = r["encoder"]["s_per_image"], q["ois_s"]
     assert g["break_even_clicks_per_object"] == pytest.approx(e / (3 * c))
@@ -82,3 +87,19 @@ def test_quick_bench_writes_parseable_json(tmp_path, capsys):
     assert "ois_vs_dense_per_click_paper" in capsys.readouterr().out
     assert format_table(r).startswith("ois bench on ")
     assert not list(out.parent.glob("*.tmp"))
+
+
+def test_sat_points_decoded_together_equal_one_at_a_time():
+    """The SAT bench decodes a batch of single-point prompts over one shared encoding (``ImageEncoding.select``
+    with repeated indices): each mask is the one that point alone gives."""
+    torch.manual_seed(0)
+    model = build_model(load_config(REPO / "experiments" / "tiny.yaml",
+                                    [*TINY, "data.depth.source=model"]).model).eval()
+    enc = model.encode(torch.rand(1, 3, 112, 112))
+    coords = torch.tensor([[[10.0, 20.0]], [[60.0, 90.0]], [[100.0, 5.0]]])  # 3,1,2
+    labels = torch.ones(3, 1, dtype=torch.long)
+    with torch.no_grad():
+        together = model(enc.select(torch.zeros(3, dtype=torch.long)), coords, labels)  # 3,1,S,S
+        alone = torch.cat([model(enc, coords[i:i + 1], labels[i:i + 1]) for i in range(3)])
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(together[0], together[1])  # the points do give different masks
