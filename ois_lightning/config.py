@@ -307,8 +307,14 @@ def validate(cfg: DictConfig, source: str = "config") -> None:
         raise ConfigError(
             f"{source}: model.sparse.enabled=false and model.dense.enabled=false leave no prompt path; enable one"
         )
-    if m.input_size % 14 != 0 and m.backbone.name != "mae-vitb":
-        raise ConfigError(f"{source}: model.input_size={m.input_size} must be a multiple of the patch size 14")
+    from .model.backbones import SPECS
+
+    spec = SPECS.get(m.backbone.name)
+    if spec is None:
+        raise ConfigError(f"{source}: model.backbone.name={m.backbone.name!r} is not one of {', '.join(SPECS)}")
+    if m.input_size % spec.patch_size != 0:
+        raise ConfigError(f"{source}: model.input_size={m.input_size} must be a multiple of {m.backbone.name}'s "
+                          f"patch size {spec.patch_size}")
     if m.sparse.dim % m.sparse.num_heads != 0:
         raise ConfigError(f"{source}: model.sparse.dim={m.sparse.dim} not divisible by num_heads={m.sparse.num_heads}")
     c = cfg.clicks
@@ -318,6 +324,12 @@ def validate(cfg: DictConfig, source: str = "config") -> None:
     if not 1 <= c.min_eval <= c.max_eval:
         raise ConfigError(f"{source}: clicks.min_eval={c.min_eval} must be in 1..clicks.max_eval={c.max_eval}")
     _validate_depth(cfg, source)
+
+
+def uses_depth(model: Any) -> bool:
+    """Whether the network of a ``model`` config reads a depth map: order-aware attention on the sparse tokens
+    (Sec. 3.2) or the depth encoder (App. A.4). Depth is loaded, predicted and validated only then."""
+    return bool((model.order.enabled and model.sparse.enabled) or model.depth_encoder.enabled)
 
 
 def _validate_depth(cfg: DictConfig, source: str) -> None:
@@ -331,10 +343,12 @@ def _validate_depth(cfg: DictConfig, source: str) -> None:
     if m.depth_encoder.enabled and m.depth_encoder.dim % m.depth_encoder.num_heads != 0:
         raise ConfigError(f"{source}: model.depth_encoder.dim={m.depth_encoder.dim} not divisible by "
                           f"num_heads={m.depth_encoder.num_heads}")
-    uses_depth = (m.order.enabled and m.sparse.enabled) or m.depth_encoder.enabled
     if d.model is not None:
         from .model.depth_models import depth_model_kind, depth_model_names
 
+        if not uses_depth(m):
+            raise ConfigError(f"{source}: data.depth.model={d.model} is unused: no part of the model reads depth "
+                              "(model.order or model.sparse off, model.depth_encoder off); drop it")
         if d.model not in depth_model_names():
             raise ConfigError(f"{source}: data.depth.model={d.model!r} is not one of {depth_model_names()}")
         if d.source == DepthSource.gt:
@@ -344,11 +358,10 @@ def _validate_depth(cfg: DictConfig, source: str) -> None:
                 f"{source}: data.depth.kind={d.kind} but data.depth.model={d.model} gives "
                 f"'{depth_model_kind(d.model)}' maps; set data.depth.kind={depth_model_kind(d.model)}"
             )
-    elif uses_depth and d.source == DepthSource.model:
+    elif uses_depth(m) and d.source == DepthSource.model:
         from .model.backbones import SPECS
 
-        spec = SPECS.get(m.backbone.name)
-        if spec is not None and not spec.has_depth_head:
+        if not SPECS[m.backbone.name].has_depth_head:
             raise ConfigError(
                 f"{source}: model.backbone.name={m.backbone.name} has no depth head; set data.depth.model "
                 "(e.g. dav2-vitb) or data.depth.source=file|gt"

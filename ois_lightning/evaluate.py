@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .atomic import atomic_write
 from .clicks import Click, Clicker, iou
+from .config import uses_depth
 from .data import Sample, apply, build_eval_transform
 from .data.transforms import EXACT_NEAREST
 from .feature_cache import FeatureCache
@@ -114,7 +115,7 @@ class Predictor:
 def predictor_for(model: OISModel, cfg: Any) -> Predictor:
     """The :class:`Predictor` a config asks for (input size, threshold, where depth comes from)."""
     return Predictor(model, cfg.model.input_size, cfg.clicks.threshold,
-                     depth_from_sample=cfg.data.depth.source in ("file", "gt"))
+                     depth_from_sample=cfg.data.depth.source in ("file", "gt") and uses_depth(cfg.model))
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,6 @@ TINY = ["model.backbone.name=tiny", "model.input_size=112", "model.sparse.dim=32
 
 
 @pytest.fixture
-def tiny_overrides() -> list[str]:
-    return list(TINY)
-
-
-@pytest.fixture
 def grabcut_root() -> Path:
     root = SHARED / "datasets" / "GrabCut"
     if not root.is_dir():

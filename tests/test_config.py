@@ -74,6 +74,17 @@ def test_early_stop_settings_are_checked(override: str, message: str):
     assert load_config(REPO / "experiments/tiny.yaml", ["clicks.target_iou=0.9"]).clicks.target_iou == 0.9
 
 
+def test_settings_that_would_do_nothing_or_break_later_are_refused():
+    tiny = REPO / "experiments/tiny.yaml"
+    with pytest.raises(ConfigError, match=r"data.depth.model=dav2-vits is unused: no part of the model reads depth"):
+        load_config(tiny, ["model.order.enabled=false", "data.depth.source=model", "data.depth.model=dav2-vits"])
+    with pytest.raises(ConfigError, match=r"model.input_size=1036 must be a multiple of mae-vitb's patch size 16"):
+        load_config(tiny, ["model.backbone.name=mae-vitb", "model.input_size=1036", "data.depth.source=gt"])
+    with pytest.raises(ConfigError, match=r"model.backbone.name='vit-huge' is not one of"):
+        load_config(tiny, ["model.backbone.name=vit-huge"])
+    assert load_config(tiny, ["model.backbone.name=mae-vitb", "model.input_size=224"]).model.input_size == 224
+
+
 def test_cli_error_is_one_line(tmp_path: Path):
     proc = subprocess.run(
         [sys.executable, "-m", "ois_lightning", "print-config", str(REPO / "experiments/tiny.yaml"), "seed=x"],

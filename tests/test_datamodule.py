@@ -12,7 +12,7 @@ import torch
 from ois_lightning.config import load_config
 from ois_lightning.data import Sample, SegDataset, build_eval_transform, build_train_transform, write_depth
 from ois_lightning.data.training import EpochSampler, TrainingSamples, per_device_batch
-from ois_lightning.lit.datamodule import OISDataModule, dataset_root
+from ois_lightning.lit.datamodule import OISDataModule, build_split, dataset_root
 
 from .conftest import REPO, TINY
 
@@ -173,10 +173,13 @@ def test_file_depth_source_and_dataset_paths(tmp_path: Path):
     assert dataset_root(cfg, "grabcut") == str(Path("data") / "GrabCut")
     batch = first_batch(cfg)
     assert batch["depth_kind"] == ["depth", "depth"]
-    dm = OISDataModule(cfg)
-    test = next(iter(dm.test_dataloader()))
-    assert isinstance(test, list) and len(test) == 1 and test[0].depth.shape == (60, 80)
-    assert test[0].depth_kind == "depth"
+    test = build_split(cfg, "davis", "test")[0]
+    assert test.depth.shape == (60, 80) and test.depth_kind == "depth"
+    no_order = tiny_cfg("data.train=[davis]", "data.test=[davis]", f"data.paths.davis={davis}",
+                        "data.depth.source=file", f"data.depth.folder={tmp_path / 'nowhere'}", "data.batch_size=2",
+                        "model.order.enabled=false")  # a row that reads no depth needs no depth files
+    assert OISDataModule(no_order).with_depth is False and "depth" not in first_batch(no_order)
+    assert build_split(no_order, "davis", "test")[0].depth is None
 
 
 def test_file_depth_source_without_folder_is_rejected():
@@ -188,4 +191,3 @@ def test_file_depth_source_without_folder_is_rejected():
 def test_val_loader_reads_only_the_images_validation_uses():
     dm = OISDataModule(tiny_cfg("train.val_objects=3", "data.layered.val_length=8"))
     assert len(dm.val_dataloader()) == 3
-    assert len(dm.test_dataloader()) == load_config(REPO / "experiments" / "tiny.yaml").data.layered.test_length

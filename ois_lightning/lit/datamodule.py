@@ -19,6 +19,7 @@ import lightning as L
 from omegaconf import DictConfig
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
+from ..config import uses_depth
 from ..data import DepthFolder, SegDataset, build_dataset, build_train_transform
 from ..data.training import EpochSampler, TrainingSamples, per_device_batch
 
@@ -42,13 +43,15 @@ def dataset_root(cfg: DictConfig, name: str) -> str:
 
 def build_split(cfg: DictConfig, name: str, split: str) -> SegDataset:
     """Dataset ``name`` of ``split`` with the configured depth source applied."""
-    kw = {}
+    kw: dict[str, Any] = {}
     if name == "layered":
         layered = cfg.data.layered
         kw = dict(length=int(layered[f"{split}_length"]), size=int(layered.size))
+    elif name in ("coco", "lvis"):  # objects below data.min_object_area are dropped when the JSON is read
+        kw = dict(min_area=int(cfg.data.min_object_area))
     dataset = build_dataset(name, dataset_root(cfg, name), split, **kw)
     depth = cfg.data.depth
-    if depth.source.value == "file":
+    if depth.source.value == "file" and uses_depth(cfg.model):  # rows without depth need no depth files
         if depth.folder is None:
             raise ValueError("data.depth.source=file needs data.depth.folder (a folder of <dataset>/<stem>.npy)")
         dataset = DepthFolder(dataset, Path(depth.folder) / dataset.name, depth.kind)
@@ -97,7 +100,8 @@ class OISDataModule(L.LightningDataModule):
 
     @property
     def with_depth(self) -> bool:
-        return self.cfg.data.depth.source.value != "model"
+        """Batches carry depth maps: they come from the data (source file / gt) and the model reads depth."""
+        return self.cfg.data.depth.source.value != "model" and uses_depth(self.cfg.model)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
@@ -146,9 +150,6 @@ class OISDataModule(L.LightningDataModule):
         """The first ``train.val_objects`` images of ``data.val``: validation runs the protocol on at most that
         many objects, so reading further images would be wasted."""
         return self._eval_loader("val", self.cfg.train.val_objects)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if isinstance(batch, dict) and "skipped" in batch:

@@ -43,8 +43,9 @@ class CrossAttention(nn.Module):
 
 
 def allowed_to_bias(allowed: Tensor) -> Tensor:
-    """Bool (B,N,L) "may attend" -> additive bias 0 / -inf. A row with nothing allowed is left unmasked
-    (as Mask2Former does), so a query never sees an empty softmax."""
+    """Bool (B,N,L) "may attend" -> additive bias 0 / -inf: the mask H of Eq. 5 (object-aware attention,
+    Sec. 3.3). A row with nothing allowed is left unmasked (as Mask2Former does), so a query never sees an
+    empty softmax."""
     allowed = allowed | ~allowed.any(dim=-1, keepdim=True)
     zero = torch.zeros((), dtype=torch.float32, device=allowed.device)
     return torch.where(allowed, zero, torch.tensor(float("-inf"), device=allowed.device))

@@ -13,7 +13,11 @@ from .order import OrderAwareAttention
 
 
 class FusionBlock(nn.Module):
-    """Object-aware attention, order-aware attention (either order, Table 7), then LN(S + FFN(S))."""
+    """Object-aware attention, order-aware attention (either order, Table 7), then LN(S + FFN(S)).
+
+    One block of object- and order-level understanding (Sec. 3.2-3.3); Sec. 4.1: three such blocks, FFN a
+    2-layer MLP, every attention followed by a LayerNorm.
+    """
 
     def __init__(self, dim: int, heads: int, ffn_dim: int, sigma_init: float | None, order_first: bool) -> None:
         super().__init__()
@@ -64,8 +68,10 @@ class TokenToImage(nn.Module):
 class SparseFusion(nn.Module):
     """The sparse path: project features to C, run the fusion blocks on the click tokens, write back.
 
+    Sparse fusion of Sec. 3.4 (order-aware attention Eq. 3, object-aware attention Eq. 4-5).
+
     Args:
-        feat_dim: encoder width D. dim: token width C (128). blocks: 3 in the paper.
+        feat_dim: encoder width D. dim: token width C (128). blocks: 3 in the paper (Sec. 4.1).
         sigma_init: None disables order-aware attention (plain cross-attention, depth unused).
         order_write_back: with order on, the write-back carries the transposed order bias (our extension,
             ``model.order.write_back``); False keeps order in the fusion blocks only (Eq. 3 as written).

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..config import uses_depth
 from .backbones import BackboneSpec, build, build_head
 from .checkpoints import init_from_depth_head
 from .depth_encoder import DepthEncoder
@@ -184,9 +185,8 @@ def build_model(cfg, depth=None) -> OISModel:
         e = cfg.depth_encoder
         grid = cfg.input_size // spec.patch_size
         depth_encoder = DepthEncoder(spec.embed_dim, spec.patch_size, grid, e.dim, e.num_blocks, e.num_heads)
-    uses_depth = (cfg.order.enabled and cfg.sparse.enabled) or cfg.depth_encoder.enabled
     depth_model = None
-    if uses_depth and depth is not None and depth.model is not None and depth.source == "model":
+    if uses_depth(cfg) and depth is not None and depth.model is not None and depth.source == "model":
         depth_model = build_depth_model(depth.model, depth.checkpoint)
     return OISModel(
         spec=spec,

@@ -29,7 +29,8 @@ def normalize_depth(depth: Tensor, kind: str = "disparity", eps: float = 1e-6) -
 
 
 def sample_at_clicks(depth: Tensor, coords: Tensor) -> Tensor:
-    """Depth value at each click's pixel: depth (B,1,H,W), coords (B,N,2) (y, x) -> (B,N)."""
+    """Depth value at each click's pixel, R_p of Eq. 1-2 (Sec. 3.2): depth (B,1,H,W), coords (B,N,2) (y, x)
+    -> (B,N)."""
     h, w = depth.shape[-2:]
     y = coords[..., 0].round().long().clamp(0, h - 1)
     x = coords[..., 1].round().long().clamp(0, w - 1)

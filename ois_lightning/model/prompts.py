@@ -38,7 +38,10 @@ def click_disks(coords: Tensor, labels: Tensor, size: tuple[int, int], radius: f
 
 
 class DenseClickEncoder(nn.Module):
-    """Dense prompt: click-disk map -> one conv (kernel = stride = patch) -> (B,D,h,w), added to the features."""
+    """Dense prompt: click-disk map -> one conv (kernel = stride = patch) -> (B,D,h,w), added to the features.
+
+    Dense embeddings D of Sec. 3.4; Sec. 4.1: a two-channel (positive / negative) map, one convolution layer.
+    """
 
     def __init__(self, out_dim: int, patch_size: int, radius: float) -> None:
         super().__init__()

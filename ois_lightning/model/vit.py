@@ -7,8 +7,6 @@ The encoder runs once per image (paper Sec. 3.1); its features are reused for ev
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from timm.layers import PatchEmbed, resample_abs_pos_embed
@@ -92,7 +90,3 @@ class ViTEncoder(nn.Module):
                 f = self.norm(x)[:, 1:]  # B,N,C
                 feats.append(f.transpose(1, 2).reshape(b, self.embed_dim, gh, gw))
         return feats
-
-    @property
-    def num_grid_tokens(self) -> int:
-        return int(math.isqrt(self.pos_embed.shape[1] - 1)) ** 2
