@@ -40,7 +40,7 @@ import torch
 
 from .atomic import atomic_write
 from .clicks import Clicker
-from .config import load_config
+from .config import ClicksConfig, load_config
 from .model import ImageEncoding, OISModel, build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -245,7 +245,7 @@ def bench_encoder(model: OISModel, size: int, s: Settings, device: torch.device)
             "peak_mb": r["encoder"]["peak_mb"]}
 
 
-def _train_steps(max_extra: int, steps: int, batch: int, overrides: list[str], device: torch.device) -> dict:
+def _train_steps(max_extra: int | None, steps: int, batch: int, overrides: list[str], device: torch.device) -> dict:
     """Median and mean seconds of real Lightning training steps (training_step + backward + Adam) of
     ``experiments/tiny.yaml`` + ``overrides`` on layered scenes."""
     import lightning as L
@@ -254,7 +254,7 @@ def _train_steps(max_extra: int, steps: int, batch: int, overrides: list[str], d
     from .lit.module import OISLitModule
 
     cfg = load_config(EXPERIMENTS / "tiny.yaml", overrides + [
-        f"clicks.max_extra={max_extra}", "logger.kind=none", f"train.max_steps={steps}", "data.num_workers=0",
+        *([] if max_extra is None else [f"clicks.max_extra={max_extra}"]), "logger.kind=none", f"train.max_steps={steps}", "data.num_workers=0",
         f"data.batch_size={batch}", f"data.layered.train_length={batch * steps}"])
 
     class StepTimer(L.Callback):
@@ -286,7 +286,8 @@ def _train_steps(max_extra: int, steps: int, batch: int, overrides: list[str], d
     skip = min(2, len(timer.times) - 1)  # warm-up steps
     return {"step_s": statistics.median(timer.times[skip:]), "mean_step_s": float(np.mean(timer.times[skip:])),
             "mean_rounds": float(np.mean(timer.rounds[skip:])), "steps": len(timer.times) - skip,
-            "batch_size": int(cfg.data.batch_size), "input_size": int(cfg.model.input_size), "peak_mb": mem.mb}
+            "batch_size": int(cfg.data.batch_size), "input_size": int(cfg.model.input_size), "peak_mb": mem.mb,
+            "max_extra": int(cfg.clicks.max_extra)}
 
 
 @torch.no_grad()
@@ -316,16 +317,18 @@ def bench_sat(s: Settings, device: torch.device) -> dict:
 
 
 def bench_train_step(steps: int, batch: int, overrides: list[str], device: torch.device) -> dict:
-    """Training steps without (clicks.max_extra=0) and with (the paper's 0..3 rounds) click simulation.
+    """Training steps without (clicks.max_extra=0) and with (the config's 0..clicks.max_extra rounds, 0..3 in
+    the paper) click simulation.
 
     ``overhead`` is measured over the timed steps, whose simulated rounds depend on the step index;
-    ``overhead_per_expected_rounds`` rescales it to the expected 1.5 rounds of 0..3 (cost per round x 1.5)."""
-    without, with_sim = _train_steps(0, steps, batch, overrides, device), _train_steps(3, steps, batch, overrides,
-                                                                                         device)
+    ``overhead_per_expected_rounds`` rescales it to the expected max_extra / 2 rounds (cost per round x that)."""
+    without, with_sim = _train_steps(0, steps, batch, overrides, device), _train_steps(None, steps, batch,
+                                                                                        overrides, device)
     extra = with_sim["mean_step_s"] / without["mean_step_s"] - 1.0
-    rounds = with_sim["mean_rounds"]
+    rounds, expected = with_sim["mean_rounds"], with_sim["max_extra"] / 2
     return {"without_simulation": without, "with_simulation": with_sim, "overhead": extra,
-            "overhead_per_expected_rounds": extra * 1.5 / rounds if rounds else float("nan")}
+            "expected_rounds": expected,
+            "overhead_per_expected_rounds": extra * expected / rounds if rounds else float("nan")}
 
 
 def bench_grid(s: Settings, device: torch.device) -> dict:
@@ -375,12 +378,14 @@ def bench_grid(s: Settings, device: torch.device) -> dict:
     }
 
 
-def grid_at_paper_size(encoder_s: float, click_s: dict[str, float], rows: int = len(TABLE4_ROWS)) -> dict:
+def grid_at_paper_size(encoder_s: float, click_s: dict[str, float], max_clicks: int,
+                       rows: int = len(TABLE4_ROWS)) -> dict:
     """What a cached ``rows``-row grid costs against one row at the paper's size, from the measured parts: with
     E = encoder per image and c = one click, n clicks per object give (E + rows n c) / (E + n c), at most 2 iff
-    n <= E / ((rows - 2) c). ``click_s``: decoder variant -> c. One object per image (DAVIS)."""
-    return {name: {"break_even_clicks_per_object": encoder_s / ((rows - 2) * c),
-                   "ratio_at_20_clicks": (encoder_s + rows * 20 * c) / (encoder_s + 20 * c)}
+    n <= E / ((rows - 2) c); ``ratio_at_max_clicks`` is n = ``max_clicks`` (no early stop). ``click_s``: decoder
+    variant -> c. One object per image (DAVIS)."""
+    return {name: {"break_even_clicks_per_object": encoder_s / ((rows - 2) * c), "max_clicks": max_clicks,
+                   "ratio_at_max_clicks": (encoder_s + rows * max_clicks * c) / (encoder_s + max_clicks * c)}
             for name, c in click_s.items()}
 
 
@@ -448,7 +453,8 @@ def run(quick: bool = False, device: str = "auto", sections: tuple[str, ...] | N
     if "encoder" in out and "paper_quarter_logits" in out.get("per_click", {}):
         pc = out["per_click"]
         out["grid_paper_size"] = grid_at_paper_size(out["encoder"]["s_per_image"], {
-            "input_logits": pc["paper"]["ois_s"], "quarter_logits": pc["paper_quarter_logits"]["ois_s"]})
+            "input_logits": pc["paper"]["ois_s"], "quarter_logits": pc["paper_quarter_logits"]["ois_s"]},
+            ClicksConfig().max_eval)
         ratios["grid_break_even_clicks_per_object_paper"] = \
             out["grid_paper_size"]["quarter_logits"]["break_even_clicks_per_object"]
     if "grid" in want:
@@ -501,7 +507,8 @@ def format_table(r: dict) -> str:
                      f" (mean {t['with_simulation']['mean_rounds']:.2f} rounds)")
     for name, g in r.get("grid_paper_size", {}).items():
         lines.append(f"cached 5-row grid at the paper size ({name}): <= 2x one row iff objects average <= "
-                     f"{g['break_even_clicks_per_object']:.1f} clicks; at 20 clicks {g['ratio_at_20_clicks']:.2f}x")
+                     f"{g['break_even_clicks_per_object']:.1f} clicks; at {g['max_clicks']} clicks "
+                     f"{g['ratio_at_max_clicks']:.2f}x")
     if "grid" in r:
         g = r["grid"]
         lines.append(f"Table 4 grid ({len(g['rows'])} rows, {g['objects']} objects x {g['clicks_per_object']} clicks): "

@@ -228,9 +228,10 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path) -> dict:
+    """A YAML file whose top level is a mapping; :class:`ConfigError` naming the file otherwise."""
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: file not found")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
@@ -250,7 +251,7 @@ def _base_chain(path: Path) -> list[tuple[Path, dict]]:
         if current in seen:
             raise ConfigError(f"{current}: circular base chain")
         seen.add(current)
-        data = _read_yaml(current)
+        data = read_yaml(current)
         chain.append((current, data))
         base = data.get("base")
         if base is not None and not isinstance(base, str):

@@ -60,20 +60,6 @@ def plot_curves(runs_dir: Path, labels: dict[str, str], path: Path) -> None:
     plt.close(fig)
 
 
-def _protocol_clicks(predictor, gt: np.ndarray, n: int):
-    """The first ``n`` protocol clicks on the image set in ``predictor`` -> (clicks, final prob, IoU)."""
-    from .clicks import Clicker, iou
-
-    clicker = Clicker(gt)
-    pred = np.zeros(gt.shape, bool)
-    prev = None
-    for _ in range(n):
-        clicker.next_click(pred)
-        prob = predictor.predict(clicker.clicks, prev)
-        pred = prev = prob > predictor.threshold
-    return clicker.clicks, pred, iou(gt, pred)
-
-
 def _first_click_order_map(predictor, gt: np.ndarray) -> np.ndarray:
     """Eq. 1 order map of the protocol's first (positive) click, in the original frame (H,W)."""
     import cv2
@@ -98,7 +84,7 @@ def plot_qualitative(cfg_full, cfg_wo_order, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     from .atomic import atomic_write
-    from .evaluate import predictor_for
+    from .evaluate import ClickBudget, predictor_for, run_object
     from .lit.datamodule import eval_dataset
     from .lit.train import load_weights
 
@@ -116,7 +102,8 @@ def plot_qualitative(cfg_full, cfg_wo_order, path: Path) -> None:
             ax.imshow(img, cmap=None if img.ndim == 3 else "gray")
             ax.set_title(title, fontsize=9)
         for ax, p, name in zip(axes[r, 3:], predictors, ("Full", "w/o order")):
-            clicks, pred, score = _protocol_clicks(p, gt, QUALITATIVE_CLICKS)
+            run = run_object(p, gt, ClickBudget(QUALITATIVE_CLICKS))
+            clicks, pred, score = run.clicks, run.pred, run.curve[-1]
             ax.imshow(sample.image)
             orange = np.zeros((*pred.shape, 4))  # H,W,RGBA: the prediction in orange, transparent elsewhere
             orange[pred] = (1.0, 0.55, 0.0, 0.55)

@@ -138,9 +138,20 @@ def click_budget(cfg: Any) -> ClickBudget:
     return ClickBudget(int(cfg.clicks.max_eval), cfg.clicks.target_iou, int(cfg.clicks.min_eval))
 
 
-def run_object(predictor: Predictor, gt: np.ndarray, budget: ClickBudget = ClickBudget()) -> tuple[list[float], float]:
+@dataclass
+class ObjectRun:
+    """One object under the protocol: IoU after each click, seconds spent in ``predict``, the clicks placed
+    (original pixels) and the final bool (H,W) prediction."""
+
+    curve: list[float]
+    seconds: float
+    clicks: list[Click]
+    pred: np.ndarray
+
+
+def run_object(predictor: Predictor, gt: np.ndarray, budget: ClickBudget = ClickBudget()) -> ObjectRun:
     """The protocol for one object on the image set in ``predictor``: clicks from the :class:`Clicker` until
-    ``budget`` is done, pred = prob > threshold, IoU after each click -> (IoU curve, seconds in predict)."""
+    ``budget`` is done, pred = prob > threshold, IoU after each click."""
     clicker = Clicker(gt)
     pred = np.zeros(gt.shape, dtype=bool)  # H,W; empty prediction before the first click
     prev: np.ndarray | None = None
@@ -154,7 +165,7 @@ def run_object(predictor: Predictor, gt: np.ndarray, budget: ClickBudget = Click
         pred = prob > predictor.threshold
         prev = pred
         curve.append(iou(gt, pred))
-    return curve, click_seconds
+    return ObjectRun(curve, click_seconds, list(clicker.clicks), pred)
 
 
 @dataclass
@@ -195,10 +206,10 @@ def evaluate_samples(predictor: Predictor, samples: Iterable[Sample], budget: Cl
         for k, gt in enumerate(sample.masks):
             if max_objects is not None and len(ids) >= max_objects:
                 break
-            curve, seconds = run_object(predictor, gt, budget)
-            click_seconds += seconds
+            run = run_object(predictor, gt, budget)
+            click_seconds += run.seconds
             ids.append(f"{sample.id}#{k}")
-            ious.append(curve)
+            ious.append(run.curve)
             bar.update(1)
     total = time.perf_counter() - start
     bar.close()

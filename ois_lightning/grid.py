@@ -10,13 +10,14 @@ the same argv and nothing is read from ``wandb.config``.
 from __future__ import annotations
 
 import itertools
+import netrc
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import urlparse
 
-import yaml
-
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, read_yaml
 
 # Metric names (keys of ois_lightning.metrics.summarize_ious) a table may list, with the better direction.
 METRIC_GOALS: dict[str, str] = {
@@ -28,18 +29,6 @@ CONFIG_PARAM = "config"  # the sweep parameter whose value is the row's experime
 SUBCOMMANDS_WITH_CONFIG = ("train", "eval", "print-config")
 # Values of the W&B command macros the local runner understands.
 ARG_MACROS = ("${args_no_hyphens}", "${args}")
-
-
-def _read_mapping(path: Path) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
 
 
 # ---------------------------------------------------------------------------------------------- table specs
@@ -76,7 +65,7 @@ class TableSpec:
 def load_table_spec(path: str | Path) -> TableSpec:
     """Read and check ``table.yaml``: known metrics, existing row configs, a reference row that has a config."""
     path = Path(path)
-    data = _read_mapping(path)
+    data = read_yaml(path)
     for key in ("table", "metrics", "reference", "rows"):
         if key not in data:
             raise ConfigError(f"{path}: missing key '{key}'")
@@ -171,7 +160,7 @@ def load_sweep(path: str | Path, check_configs: bool = True) -> Sweep:
     With ``check_configs`` every row config must exist (relative to the working directory, as for the agent).
     """
     path = Path(path)
-    data = _read_mapping(path)
+    data = read_yaml(path)
     if data.get("method") != "grid":
         raise ConfigError(f"{path}: key 'method' must be 'grid', got {data.get('method')!r}")
     params = data.get("parameters")
@@ -237,3 +226,16 @@ def run_identity(cfg: Any) -> tuple[str, str, str, list[str]]:
         name = f"{cfg.name}-seed{seed}"
     tags = list(log.tags) + [t for t in (table, row) if t] + [f"seed{seed}"]
     return str(log.project), str(group), str(name), list(dict.fromkeys(tags))
+
+
+def wandb_offline() -> bool:
+    """Offline unless the user is logged in: WANDB_MODE=offline (or disabled), or no API key (env or netrc)."""
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun", "disabled"):
+        return True
+    if os.environ.get("WANDB_API_KEY"):
+        return False
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        return netrc.netrc().authenticators(host) is None
+    except (OSError, netrc.NetrcParseError):
+        return True

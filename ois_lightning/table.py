@@ -19,7 +19,6 @@ import csv
 import io
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -27,7 +26,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .config import ConfigError
-from .grid import METRIC_GOALS, TableSpec, default_table_path, load_table_spec
+from .grid import METRIC_GOALS, TableSpec, default_table_path, load_table_spec, wandb_offline
 from .metrics import summarize_ious
 
 
@@ -334,12 +333,10 @@ def to_csv(table: Table) -> str:
 
 def log_to_wandb(table: Table, project: str) -> bool:
     """Log the CSV table as a ``wandb.Table`` in its own run when W&B is online and logged in; else False."""
-    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
+    if wandb_offline():
         return False
     import wandb
 
-    if not wandb.login(prompt=False, verify=False):
-        return False
     rows = list(csv.reader(io.StringIO(to_csv(table))))
     with wandb.init(project=project, group=table.spec.name, job_type="table", name=f"{table.spec.name}-table",
                     tags=[table.spec.name, "table"]) as run:

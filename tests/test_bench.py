@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 import torch
 
-from ois_lightning.bench import TARGETS, PeakMemory, format_table, timed
+from ois_lightning.bench import TARGETS, PeakMemory, format_table, grid_at_paper_size, timed
 from ois_lightning.cli import main
 from ois_lightning.config import load_config
 from ois_lightning.model import build_model
@@ -55,7 +56,9 @@ def test_timed_reports_median_per_callable():
     r = timed({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, warmup=1, repeats=3,
               device=torch.device("cpu"))
     assert calls == ["a", "b"] * 4  # alternated, warm-up included
-    assert set(r) == {"a", "b"} and all(v["s"] >= 0 and v["min_s"] <= v["s"] for v in r.values())
+    assert set(r) == {"a", "b"}
+    slow = timed({"sleep": lambda: time.sleep(0.02)}, warmup=0, repeats=3, device=torch.device("cpu"))["sleep"]
+    assert 0.02 <= slow["min_s"] < 1.0 and slow["s"] >= 0.02  # a known duration is measured, in seconds
 
 
 def test_quick_bench_writes_parseable_json(tmp_path, capsys):
@@ -68,22 +71,15 @@ def test_quick_bench_writes_parseable_json(tmp_path, capsys):
                 "clicker_share_of_click", "train_click_simulation_overhead", "grid_with_cache_vs_one_row"):
         assert math.isfinite(r["ratios"][key]) and r["ratios"][key] > -1, key
     assert set(r["targets"]) == set(TARGETS) - {"train_click_simulation_overhead_vitb"}  # no ViT-B step in quick
-    assert all(t["met"] == (t["value"] <= t["at_most"]) for t in r["targets"].values())
     p, q = r["per_click"]["paper"], r["per_click"]["paper_quarter_logits"]
-    assert p["ratio"] == pytest.approx(p["ois_s"] / p["dense_s"])
     assert (p["decoder_logits"], q["decoder_logits"]) == ("input", "quarter")
     assert set(r["clicks"]) >= {"click1_s", "click5_s", "click10_s", "click20_s"}
     steps = r["train_step"]["tiny"]
-    assert steps["without_simulation"]["mean_rounds"] == 0 < steps["with_simulation"]["mean_rounds"]
-    assert steps["overhead_per_expected_rounds"] == pytest.approx(
-        steps["overhead"] * 1.5 / steps["with_simulation"]["mean_rounds"])
+    assert steps["without_simulation"]["mean_rounds"] == 0 < steps["with_simulation"]["mean_rounds"] <= 3
+    assert steps["expected_rounds"] == 1.5  # the paper's 0..3 simulated rounds (clicks.max_extra)
     assert r["grid"]["cached_equals_uncached"] and len(r["grid"]["rows"]) == 5
-    assert r["sat"]["points"] == 16 and r["sat"]["s"] == pytest.approx(16 * r["sat"]["per_point_s"])
-    g = r["grid_paper_size"]["quarter_logits"]
-    e, c = r["encoder"]["s_per_image"], q["ois_s"]
-    assert g["break_even_clicks_per_object"] == pytest.approx(e / (3 * c))
-    assert (e + 5 * g["break_even_clicks_per_object"] * c) / (e + g["break_even_clicks_per_object"] * c) == \
-        pytest.approx(2.0)  # exactly at the break-even point the cached grid costs 2x one row
+    assert r["sat"]["points"] == 16 and r["sat"]["s"] > 0
+    assert set(r["grid_paper_size"]) == {"input_logits", "quarter_logits"}
     assert "ois_vs_dense_per_click_paper" in capsys.readouterr().out
     assert format_table(r).startswith("ois bench on ")
     assert not list(out.parent.glob("*.tmp"))
@@ -103,3 +99,10 @@ def test_sat_points_decoded_together_equal_one_at_a_time():
         alone = torch.cat([model(enc, coords[i:i + 1], labels[i:i + 1]) for i in range(3)])
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(together[0], together[1])  # the points do give different masks
+
+
+def test_grid_at_paper_size_from_known_parts():
+    """E = 12 s, c = 1 s: 5 rows cost (12 + 5n) / (12 + n) x one row, which is 2 at n = 4 and 3.5 at n = 20."""
+    g = grid_at_paper_size(12.0, {"x": 1.0}, max_clicks=20)["x"]
+    assert g["break_even_clicks_per_object"] == pytest.approx(4.0)
+    assert g["ratio_at_max_clicks"] == pytest.approx(112 / 32) and g["max_clicks"] == 20

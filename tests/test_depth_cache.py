@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ois_lightning.cli import main
 from ois_lightning.config import ConfigError, load_config
 from ois_lightning.data import DataError, DepthFolder, build_dataset
-from ois_lightning.model.depth_models import ZoeDepthDepth, build_depth_model
+from ois_lightning.model.depth_models import DepthAnythingDepth, ZoeDepthDepth, build_depth_model
 from ois_lightning.model.order import normalize_depth
 
 from .conftest import REPO, TINY
@@ -131,3 +131,20 @@ def test_depth_cache_of_the_backbone_head_defaults_to_disparity(tmp_path):
     assert main(argv) == 0
     assert json.loads((tmp_path / "layered" / "depth_meta.json").read_text())["kind"] == "disparity"
     assert len(list((tmp_path / "layered").glob("*.npy"))) == 2
+
+
+@pytest.mark.parametrize("row,cls", [("dav1", DepthAnythingDepth), ("zoedepth", ZoeDepthDepth)])
+def test_table6_rows_order_clicks_with_their_own_depth_model(row, cls, tmp_path, zoe_dir, monkeypatch):
+    """`ois eval` of a Table 6 row (tiny widths, depth from the model): the row's separate depth model (DAv1
+    random init, or the tiny ZoeDepth directory) predicts the depth of every image it evaluates."""
+    calls = []
+    raw = cls.raw
+    monkeypatch.setattr(cls, "raw", lambda self, image: calls.append(image.shape) or raw(self, image))
+    checkpoint = [f"data.depth.checkpoint={zoe_dir}"] if row == "zoedepth" else []
+    argv = ["eval", str(REPO / "experiments" / "table6" / f"{row}.yaml"), *TINY, "data.test=[layered]",
+            "data.layered.test_length=2", "data.layered.size=64", "data.depth.source=model", *checkpoint,
+            "clicks.max_eval=5", "logger.kind=none", f"output_dir={tmp_path}"]
+    assert main(argv) == 0
+    assert len(calls) == 2  # one depth prediction per image
+    assert json.loads((tmp_path / "results.json").read_text())["config"]["data"]["depth"]["model"] == \
+        ("dav1-vitb" if row == "dav1" else "zoedepth")

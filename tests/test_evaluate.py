@@ -123,11 +123,14 @@ def test_clicks_map_between_original_and_input_resolution():
     assert abs(py.mean() - ey) < 0.75 and abs(px.mean() - ex) < 0.75
     assert prev[50:].sum() == 0  # padding rows stay empty
 
-    curve, seconds = run_object(predictor, gt, ClickBudget(5))
-    assert len(curve) == 5 and curve[0] > 0.9 and seconds > 0
-    assert len(run_object(predictor, gt, ClickBudget(20, target_iou=0.9))[0]) == 1  # isegm early stop
-    assert len(run_object(predictor, gt, ClickBudget(20, target_iou=0.9, min_clicks=3))[0]) == 3
-    assert len(run_object(predictor, gt, ClickBudget(20, target_iou=1.0))[0]) == 20  # never reached
+    run = run_object(predictor, gt, ClickBudget(5))
+    assert len(run.curve) == 5 and run.curve[0] > 0.9 and run.seconds > 0
+    assert len(run.clicks) == 5 and (run.clicks[0].y, run.clicks[0].x) == (cy, cx)
+    assert run.pred.shape == gt.shape and run.curve[-1] == pytest.approx((run.pred & (gt == 1)).sum()
+                                                                         / (run.pred | (gt == 1)).sum())
+    assert len(run_object(predictor, gt, ClickBudget(20, target_iou=0.9)).curve) == 1  # isegm early stop
+    assert len(run_object(predictor, gt, ClickBudget(20, target_iou=0.9, min_clicks=3)).curve) == 3
+    assert len(run_object(predictor, gt, ClickBudget(20, target_iou=1.0)).curve) == 20  # never reached
 
 
 def test_early_stop_keeps_the_metrics_it_determines(tmp_path):

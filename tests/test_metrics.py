@@ -67,3 +67,11 @@ def test_early_stopped_curves_leave_undetermined_metrics_open():
         miou_curve(curves, 20)
     with pytest.raises(ValueError):
         summarize_ious([])
+
+
+def test_spc_and_timing_split_from_known_timings():
+    t = summarize_timing(total_seconds=30.0, encoder_seconds=6.0, click_seconds=12.0, num_clicks=60, num_images=3)
+    assert t == {"SPC": pytest.approx(0.5), "encoder_s_per_image": pytest.approx(2.0),
+                 "click_s_per_click": pytest.approx(0.2)}
+    with pytest.raises(ValueError, match="num_clicks=0"):
+        summarize_timing(1.0, 0.5, 0.5, 0, 1)

@@ -2,11 +2,8 @@
 evaluation on ``data.test`` writes ``<output_dir>/results.json`` per test dataset (schema in docs/training.md)."""
 from __future__ import annotations
 
-import netrc
-import os
 import secrets
 from pathlib import Path
-from urllib.parse import urlparse
 
 import lightning as L
 import torch
@@ -18,7 +15,7 @@ from omegaconf import DictConfig
 from ..atomic import atomic_write
 from ..config import ConfigError, to_dict
 from ..evaluate import TABLE_COLUMNS, EvalResult, evaluate, table_row, write_results
-from ..grid import run_identity
+from ..grid import run_identity, wandb_offline
 from ..table import results_paths
 from ..model import OISModel, build_model
 from .datamodule import EpochEndWarnings, OISDataModule, build_split
@@ -40,19 +37,6 @@ class Checkpoint(ModelCheckpoint):
             candidates = self._monitor_candidates(trainer)
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
-
-
-def wandb_offline() -> bool:
-    """Offline unless the user is logged in: WANDB_MODE=offline, or no API key (env or netrc) -> True."""
-    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun"):
-        return True
-    if os.environ.get("WANDB_API_KEY"):
-        return False
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
-    try:
-        return netrc.netrc().authenticators(host) is None
-    except (OSError, netrc.NetrcParseError):
-        return True
 
 
 WANDB_RUN_ID = "wandb_run_id"  # in output_dir: the W&B run a resumed training continues

@@ -11,7 +11,7 @@ from ..config import uses_depth
 from .backbones import BackboneSpec, build, build_head
 from .checkpoints import init_from_depth_head
 from .depth_encoder import DepthEncoder
-from .depth_models import DepthModel, build_depth_model
+from .depth_models import IMAGENET_MEAN, IMAGENET_STD, DepthModel, build_depth_model
 from .dpt import DPTHead
 from .objectness import object_mask
 from .order import normalize_depth, order_maps
@@ -19,9 +19,6 @@ from .prompts import PAD, DenseClickEncoder, SparseClickEncoder
 from .fusion import SparseFusion
 from .dense_fusion import DenseSelfAttentionFusion
 from .vit import ViTEncoder
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
