@@ -1,6 +1,7 @@
 """Atomic file writes: nothing already computed is lost or half-written when a run is interrupted."""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -21,3 +22,38 @@ def atomic_write(path: str | Path, write: Callable[[IO[Any]], Any], mode: str = 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+class Journal:
+    """An append-only JSON-lines record of finished work, so an interrupted job resumes where it stopped.
+
+    The first line holds ``fingerprint`` (what the work depends on); a file with another fingerprint is from
+    other work and is started afresh. Each :meth:`add` appends one line and fsyncs it; a line torn by a crash
+    is dropped (and the file rewritten without it) when the journal is opened again. ``records`` maps the
+    ``key`` field of every record read back or added."""
+
+    def __init__(self, path: str | Path, fingerprint: str, key: str) -> None:
+        self.path, self.key = Path(path), key
+        self.records: dict[str, dict] = {}
+        lines = self.path.read_text().splitlines() if self.path.is_file() else []
+        valid = []
+        for line in lines:
+            try:
+                valid.append(json.loads(line))
+            except ValueError:
+                break  # a torn last line: everything after it is unusable
+        if valid and valid[0].get("fingerprint") == fingerprint:
+            self.records = {r[key]: r for r in valid[1:] if key in r}
+        header = {"fingerprint": fingerprint}
+        rows = [header, *self.records.values()]
+        atomic_write(self.path, lambda f: f.writelines(json.dumps(r) + "\n" for r in rows))
+
+    def add(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.records[record[self.key]] = record
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)

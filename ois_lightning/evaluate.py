@@ -9,6 +9,7 @@ with clicks mapped from original to input pixels and the probability map mapped 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .atomic import atomic_write
+from .atomic import Journal, atomic_write
 from .clicks import Click, Clicker, iou
 from .config import uses_depth
 from .data import Sample, apply, build_eval_transform
@@ -178,11 +179,13 @@ class EvalResult:
 
 
 def evaluate_samples(predictor: Predictor, samples: Iterable[Sample], budget: ClickBudget = ClickBudget(),
-                     max_objects: int | None = None, progress: bool = False) -> EvalResult:
+                     max_objects: int | None = None, progress: bool = False,
+                     journal: Journal | None = None) -> EvalResult:
     """Every object (instance mask) of every sample, in order, one encoding shared by the objects of an image;
     stops after ``max_objects`` objects. The summary holds :func:`summarize_ious` and
     :func:`summarize_timing` (SPC over the whole loop per click actually run, encoder per image, decoder per
-    click)."""
+    click). With a ``journal`` every finished image is recorded (curves and timings) and an image already in
+    it is taken from there without being encoded again: an interrupted evaluation resumes."""
     from tqdm import tqdm
 
     if budget.max_clicks < MIN_CLICKS:
@@ -190,28 +193,29 @@ def evaluate_samples(predictor: Predictor, samples: Iterable[Sample], budget: Cl
                          f"{MIN_CLICKS} clicks per object (the paper uses 20)")
     ids: list[str] = []
     ious: list[list[float]] = []
-    encoder_seconds = click_seconds = 0.0
+    encoder_seconds = click_seconds = total = 0.0
     num_images = 0
     bar = tqdm(total=max_objects, unit="obj", desc="eval", disable=not progress)
-    start = time.perf_counter()
+    since = time.perf_counter()  # the loop's time for an image includes loading it
     for sample in samples:
         if max_objects is not None and len(ids) >= max_objects:
             break
         if len(sample.masks) == 0:
             continue
-        t0 = time.perf_counter()
-        predictor.set_image(sample)
-        encoder_seconds += time.perf_counter() - t0
+        record = journal.records.get(sample.id) if journal is not None else None
+        if record is None:
+            record = _evaluate_image(predictor, sample, budget, None if max_objects is None else max_objects - len(ids))
+            record["wall_seconds"] = time.perf_counter() - since
+            if journal is not None:
+                journal.add(record)
+        ids += record["ids"]
+        ious += record["ious"]
+        encoder_seconds += record["encoder_seconds"]
+        click_seconds += record["click_seconds"]
+        total += record["wall_seconds"]
         num_images += 1
-        for k, gt in enumerate(sample.masks):
-            if max_objects is not None and len(ids) >= max_objects:
-                break
-            run = run_object(predictor, gt, budget)
-            click_seconds += run.seconds
-            ids.append(f"{sample.id}#{k}")
-            ious.append(run.curve)
-            bar.update(1)
-    total = time.perf_counter() - start
+        bar.update(len(record["ids"]))
+        since = time.perf_counter()
     bar.close()
     if not ids:
         raise ValueError("evaluation found no objects (every sample has an empty mask list)")
@@ -221,15 +225,53 @@ def evaluate_samples(predictor: Predictor, samples: Iterable[Sample], budget: Cl
     return EvalResult(ids, ious, summary)
 
 
-def evaluate(model: OISModel, dataset: Any, cfg: Any, progress: bool = True) -> EvalResult:
+def _evaluate_image(predictor: Predictor, sample: Sample, budget: ClickBudget, max_objects: int | None) -> dict:
+    """One encoder pass, then the protocol for each object of ``sample`` (at most ``max_objects``) -> the
+    image's record: ``image`` id, object ``ids``, IoU ``ious``, ``encoder_seconds``, ``click_seconds``."""
+    t0 = time.perf_counter()
+    predictor.set_image(sample)
+    record: dict[str, Any] = {"image": sample.id, "ids": [], "ious": [],
+                              "encoder_seconds": time.perf_counter() - t0, "click_seconds": 0.0}
+    for k, gt in enumerate(sample.masks[:max_objects]):
+        run = run_object(predictor, gt, budget)
+        record["ids"].append(f"{sample.id}#{k}")
+        record["ious"].append(run.curve)
+        record["click_seconds"] += run.seconds
+    return record
+
+
+def fingerprint(model: OISModel, cfg: Any, dataset: str) -> str:
+    """What an evaluation's results depend on: every weight of ``model`` (bytes), the ``model``, ``data`` and
+    ``clicks`` config sections, ``eval.max_objects`` and the dataset name (SHA-256, hex)."""
+    from .config import to_dict
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    settings = {k: to_dict(cfg)[k] for k in ("model", "data", "clicks")}
+    settings.update(max_objects=cfg.eval.max_objects, dataset=dataset)
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def evaluate(model: OISModel, dataset: Any, cfg: Any, progress: bool = True,
+             journal: str | Path | None = None) -> EvalResult:
     """Run the protocol (:func:`click_budget` of cfg.clicks, threshold cfg.clicks.threshold) on ``dataset``
-    (a sequence of :class:`Sample`), at most cfg.eval.max_objects objects; the model is put in eval mode."""
+    (a sequence of :class:`Sample`), at most cfg.eval.max_objects objects; the model is put in eval mode.
+    ``journal``: a file recording finished images (:class:`~ois_lightning.atomic.Journal`, keyed by
+    :func:`fingerprint`), so a rerun after an interruption evaluates only the rest."""
     model.eval()
     samples = (dataset[i] for i in range(len(dataset)))
     predictor = predictor_for(model, cfg)
     if cfg.eval.feature_cache is not None:
         predictor.feature_cache = FeatureCache(cfg.eval.feature_cache, cfg.eval.cache_max_gb, model)
-    return evaluate_samples(predictor, samples, click_budget(cfg), cfg.eval.max_objects, progress)
+    log = None
+    if journal is not None:
+        log = Journal(journal, fingerprint(model, cfg, str(getattr(dataset, "name", ""))), key="image")
+        if log.records:
+            print(f"resuming the evaluation: {len(log.records)} images already in {journal}")
+    return evaluate_samples(predictor, samples, click_budget(cfg), cfg.eval.max_objects, progress, log)
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:

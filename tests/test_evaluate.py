@@ -240,3 +240,52 @@ def test_ois_eval_logs_an_evaluation_run(tmp_path):
     logged = dict(zip(header.split(","), values.split(",")))
     summary = json.loads((out / "results.json").read_text())["summary"]
     assert float(logged["test/NoC90"]) == pytest.approx(summary["NoC90"])
+
+
+def test_interrupted_evaluation_resumes_from_its_journal(tmp_path, monkeypatch):
+    """Finished images are journaled; after a crash the rerun encodes only the images not in the journal and
+    gives the uninterrupted run's curves; other weights or settings start afresh."""
+    from ois_lightning.atomic import Journal
+
+    cfg = tiny_cfg("clicks.max_eval=5")
+    torch.manual_seed(0)
+    model = build_model(cfg.model)
+    scenes = LayeredScenes(4, size=112, seed=3, num_objects=(2, 2))
+    reference = evaluate(model, scenes, cfg, progress=False)
+    encoded = []
+    set_image = Predictor.set_image
+
+    def crash_on_third(self, sample):
+        encoded.append(sample.id)
+        if len(encoded) == 3 and crash:
+            raise KeyboardInterrupt("simulated interruption")
+        set_image(self, sample)
+
+    monkeypatch.setattr(Predictor, "set_image", crash_on_third)
+    journal = tmp_path / "eval_journal.jsonl"
+    crash = True
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(model, scenes, cfg, progress=False, journal=journal)
+    assert len(journal.read_text().splitlines()) == 1 + 2  # fingerprint + the two finished images
+    with journal.open("a") as f:
+        f.write('{"image": "layered/torn", "ids": [')  # a line cut short by the crash
+    crash, encoded[:] = False, []
+    resumed = evaluate(model, scenes, cfg, progress=False, journal=journal)
+    assert encoded == [scenes[2].id, scenes[3].id]  # only the images not finished before
+    assert resumed.ids == reference.ids and resumed.ious == reference.ious
+    assert {k: resumed.summary[k] for k in ("NoC90", "5-mIoU", "num_images")} == \
+        {k: reference.summary[k] for k in ("NoC90", "5-mIoU", "num_images")}
+    assert len(Journal(journal, "another fingerprint", key="image").records) == 0  # other work: started afresh
+    encoded[:] = []
+    evaluate(model, scenes, cfg, progress=False, journal=journal)
+    assert len(encoded) == 4  # the journal of other work was not reused
+    encoded[:] = []
+    evaluate(model, scenes, tiny_cfg("clicks.max_eval=5", "clicks.threshold=0.6"), progress=False, journal=journal)
+    assert len(encoded) == 4  # another threshold: another fingerprint
+
+
+def test_ois_eval_leaves_no_journal(tmp_path):
+    out = tmp_path / "e"
+    assert main(["eval", TINY_YAML, *TINY, "data.layered.size=112", "data.layered.test_length=1",
+                 "clicks.max_eval=5", f"output_dir={out}"]) == 0
+    assert (out / "results.json").is_file() and not (out / "eval_journal.jsonl").exists()

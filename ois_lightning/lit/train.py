@@ -40,6 +40,7 @@ class Checkpoint(ModelCheckpoint):
 
 
 WANDB_RUN_ID = "wandb_run_id"  # in output_dir: the W&B run a resumed training continues
+EVAL_JOURNAL = "eval_journal.jsonl"  # beside results.json while the evaluation runs
 
 
 def wandb_run_id(cfg: DictConfig) -> str:
@@ -105,11 +106,15 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 
 def finish(model: OISModel, cfg: DictConfig) -> dict[str, EvalResult]:
     """Evaluate on each ``data.test`` dataset on its own, write its results.json + plot (:func:`results_paths`)
-    and print one table row per dataset."""
+    and print one table row per dataset. Finished images are journaled beside results.json until it is written,
+    so a rerun after an interruption (``ois eval`` again, or ``ois train ... ckpt_path=last``) evaluates only
+    the rest."""
     results = {}
     for name, path in results_paths(cfg.output_dir, list(cfg.data.test)).items():
-        results[name] = evaluate(model, build_split(cfg, name, "test"), cfg)
+        journal = path.parent / EVAL_JOURNAL  # finished images; an interrupted evaluation resumes from it
+        results[name] = evaluate(model, build_split(cfg, name, "test"), cfg, journal=journal)
         print(f"wrote {write_results(results[name], path.parent, cfg, name)}")
+        journal.unlink(missing_ok=True)
     print("| dataset | " + " | ".join(TABLE_COLUMNS) + " |")
     for name, result in results.items():
         print(f"| {name} {table_row(result.summary)}")
