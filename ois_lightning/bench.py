@@ -254,7 +254,8 @@ def _train_steps(max_extra: int | None, steps: int, batch: int, overrides: list[
     from .lit.module import OISLitModule
 
     cfg = load_config(EXPERIMENTS / "tiny.yaml", overrides + [
-        *([] if max_extra is None else [f"clicks.max_extra={max_extra}"]), "logger.kind=none", f"train.max_steps={steps}", "data.num_workers=0",
+        *([] if max_extra is None else [f"clicks.max_extra={max_extra}"]), "logger.kind=none",
+        f"train.max_steps={steps}", "data.num_workers=0",
         f"data.batch_size={batch}", f"data.layered.train_length={batch * steps}"])
 
     class StepTimer(L.Callback):

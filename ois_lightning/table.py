@@ -77,7 +77,8 @@ def read_results(path: str | Path) -> RunResult:
     if len(set(map(str, ids))) != len(ids):
         raise ResultsError(f"{path}: per_object.ids has duplicates")
     clicks = config.get("clicks") or {}
-    max_clicks, target, min_clicks = int(clicks.get("max_eval", 20)), clicks.get("target_iou"), clicks.get("min_eval", 1)
+    max_clicks, target = int(clicks.get("max_eval", 20)), clicks.get("target_iou")
+    min_clicks = int(clicks.get("min_eval", 1))
     for i, curve in enumerate(ious):
         if not isinstance(curve, list) or not all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in curve):
             raise ResultsError(f"{path}: per_object.ious[{i}] must be a list of IoUs in [0, 1]")

@@ -47,8 +47,8 @@ def test_miou_at_k_in_percent():
 
 def test_custom_thresholds_and_miou_points():
     s = summarize_ious([[0.7, 0.8, 0.9]], max_clicks=3, thresholds=(0.8,), miou_at=(2, 3))
-    assert s == {"num_objects": 1, "clicks_per_object": 3.0, "NoC80": 2.0, "NoC80_std": 0.0, "NoF80": 0, "2-mIoU": pytest.approx(80.0),
-                 "3-mIoU": pytest.approx(90.0)}
+    assert s == {"num_objects": 1, "clicks_per_object": 3.0, "NoC80": 2.0, "NoC80_std": 0.0, "NoF80": 0,
+                 "2-mIoU": pytest.approx(80.0), "3-mIoU": pytest.approx(90.0)}
 
 
 def test_early_stopped_curves_leave_undetermined_metrics_open():
