@@ -249,7 +249,8 @@ def fingerprint(model: OISModel, cfg: Any, dataset: str) -> str:
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
-    settings = {k: to_dict(cfg)[k] for k in ("model", "data", "clicks")}
+    full = to_dict(cfg)
+    settings = {k: full[k] for k in ("model", "data", "clicks")}
     settings.update(max_objects=cfg.eval.max_objects, dataset=dataset)
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()

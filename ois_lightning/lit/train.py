@@ -16,8 +16,8 @@ from ..atomic import atomic_write
 from ..config import ConfigError, to_dict
 from ..evaluate import TABLE_COLUMNS, EvalResult, evaluate, table_row, write_results
 from ..grid import run_identity, wandb_offline
-from ..table import results_paths
 from ..model import OISModel, build_model
+from ..table import results_paths
 from .datamodule import EpochEndWarnings, OISDataModule, build_split
 from .module import OISLitModule
 
