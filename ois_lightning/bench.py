@@ -167,6 +167,11 @@ def timed(fns: dict[str, Callable[[], Any]], warmup: int, repeats: int, device: 
 
 # --- inputs --------------------------------------------------------------------------------------------------
 
+def _widths(backbone: str) -> list[str]:
+    """Overrides for ``backbone`` at its own widths (the tiny one with small prompt widths)."""
+    return TINY_WIDTHS if backbone == "tiny" else [f"model.backbone.name={backbone}"]
+
+
 def _model(overrides: list[str], device: torch.device, seed: int = 0) -> OISModel:
     torch.manual_seed(seed)
     cfg = load_config(EXPERIMENTS / "base.yaml", overrides)
@@ -195,8 +200,7 @@ def bench_per_click(backbone: str, size: int, s: Settings, device: torch.device,
     """OIS vs dense fusion, one click round each, same encoding, clicks and decoder (``model.decoder.logits``);
     also returns the OIS encoding and model. ``enc``: an encoding of the bench image by the same frozen encoder
     (same seed, same backbone), reused instead of encoding the image again."""
-    widths = TINY_WIDTHS if backbone == "tiny" else [f"model.backbone.name={backbone}"]
-    common = widths + [f"model.input_size={size}", f"model.decoder.logits={logits}"]
+    common = _widths(backbone) + [f"model.input_size={size}", f"model.decoder.logits={logits}"]
     ois, dense = _model(common, device), _model(common + DENSE, device)
     if enc is None:
         image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
@@ -297,20 +301,19 @@ def bench_sat(s: Settings, device: torch.device) -> dict:
     ``sat_grid`` grid of single positive points: one encoder pass, then one first-round click per point, decoded
     ``sat_batch`` points at a time over the shared encoding. Mask post-processing (SAM's quality filter and NMS)
     is not included."""
-    widths = TINY_WIDTHS if s.sat_backbone == "tiny" else [f"model.backbone.name={s.sat_backbone}"]
     size, n = s.sat_input, s.sat_grid
-    model = _model(widths + [f"model.input_size={size}"], device)
+    model = _model(_widths(s.sat_backbone) + [f"model.input_size={size}"], device)
     image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(2)).to(device)
     centres = (torch.arange(n, dtype=torch.float32) + 0.5) * size / n - 0.5  # pixel centres of the grid cells
     coords = torch.cartesian_prod(centres, centres).view(-1, 1, 2).to(device)  # P,1,2 (y, x)
     labels = torch.ones(coords.shape[0], 1, dtype=torch.long, device=device)  # P,1
 
     def sat() -> None:
-        enc = model.encode(image)
+        enc = model.encode(image)  # once for the image
+        shared = enc.select(torch.zeros(s.sat_batch, dtype=torch.long, device=device))  # that encoding, batch times
         for start in range(0, coords.shape[0], s.sat_batch):
             b = min(s.sat_batch, coords.shape[0] - start)
-            shared = enc.select(torch.zeros(b, dtype=torch.long, device=device))  # the one encoding, b times
-            model(shared, coords[start:start + b], labels[start:start + b])
+            model(shared.select(slice(0, b)), coords[start:start + b], labels[start:start + b])
 
     r = timed({"sat": sat}, s.warmup, s.slow_repeats, device)["sat"]
     return {"backbone": s.sat_backbone, "input_size": size, "points": int(coords.shape[0]), "batch": s.sat_batch,

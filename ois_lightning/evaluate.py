@@ -25,11 +25,11 @@ from torch import Tensor
 
 from .atomic import Journal, atomic_write
 from .clicks import Click, Clicker, iou
-from .config import uses_depth
+from .config import to_dict, uses_depth
 from .data import Sample, apply, build_eval_transform
 from .data.transforms import EXACT_NEAREST
 from .feature_cache import FeatureCache
-from .metrics import miou_curve, summarize_ious, summarize_timing
+from .metrics import format_metric, miou_curve, summarize_ious, summarize_timing
 from .model import ImageEncoding, OISModel
 from .model.prompts import NEG, POS
 
@@ -243,8 +243,6 @@ def _evaluate_image(predictor: Predictor, sample: Sample, budget: ClickBudget, m
 def fingerprint(model: OISModel, cfg: Any, dataset: str) -> str:
     """What an evaluation's results depend on: every weight of ``model`` (bytes), the ``model``, ``data`` and
     ``clicks`` config sections, ``eval.max_objects`` and the dataset name (SHA-256, hex)."""
-    from .config import to_dict
-
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
@@ -288,9 +286,7 @@ def git_commit(cwd: str | Path | None = None) -> str | None:
 def table_row(summary: dict) -> str:
     """One Markdown table row in the paper's column order: NoC90 | NoC95 | 1-mIoU | 5-mIoU | NoF95 ("n/a": a
     metric an early stop left undetermined)."""
-    cells = [f"{v:.2f}" if isinstance(v, float) else "n/a" if v is None else str(v)
-             for v in (summary[c] for c in TABLE_COLUMNS)]
-    return "| " + " | ".join(cells) + " |"
+    return "| " + " | ".join(format_metric(summary[c]) for c in TABLE_COLUMNS) + " |"
 
 
 def plot_miou(ious: Sequence[Sequence[float]], path: Path, title: str = "") -> None:
@@ -316,8 +312,6 @@ def plot_miou(ious: Sequence[Sequence[float]], path: Path, title: str = "") -> N
 
 def write_results(result: EvalResult, output_dir: str | Path, cfg: Any, dataset: str) -> Path:
     """``output_dir``/results.json (schema in docs/training.md) and ``miou_vs_clicks.png``, both atomic."""
-    from .config import to_dict
-
     out = Path(output_dir)
     payload = {
         "summary": result.summary,

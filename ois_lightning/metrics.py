@@ -73,6 +73,14 @@ def summarize_ious(per_object_ious: Sequence[Sequence[float]], max_clicks: int =
     return out
 
 
+def format_metric(value: float | int | None) -> str:
+    """A summary value as printed: floats with 2 decimals, counts as integers, "n/a" for a metric an early stop
+    left undetermined (None)."""
+    if value is None:
+        return "n/a"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
 def summarize_timing(total_seconds: float, encoder_seconds: float, click_seconds: float, num_clicks: int,
                      num_images: int) -> dict:
     """Efficiency numbers (Table 3): ``SPC`` = wall-clock seconds of the whole evaluation loop per simulated

@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional
 
 from .config import ConfigError
 from .grid import ARG_MACROS, GridPoint, Sweep, load_sweep, resolve_point
+from .metrics import format_metric
 from .table import ResultsError, read_results, results_paths
 
 TERMINATE_GRACE_S = 30.0
@@ -99,8 +100,7 @@ def _summary_text(job: Job) -> str:
     for path in job.results:
         data = json.loads(path.read_text())
         s = data["summary"]
-        cells = [f"{k} {s[k]:.2f}" if isinstance(s[k], float) else f"{k} {'n/a' if s[k] is None else s[k]}"
-                 for k in ("NoC90", "5-mIoU", "NoF95") if k in s]
+        cells = [f"{k} {format_metric(s[k])}" for k in ("NoC90", "5-mIoU", "NoF95") if k in s]
         parts.append(f"{data.get('dataset')}: " + ", ".join(cells))
     return "; ".join(parts)
 
