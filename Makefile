@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Torch for this environment (local wheels); pyproject keeps a range.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench gpu-check clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m ois_lightning bench
+
+# The CUDA-only tests and the paper-size bench in one report, gpu_check.json (<= 8 min; skips without CUDA).
+gpu-check: $(STAMP)
+	WANDB_MODE=offline $(PY) -m ois_lightning.gpu_check
 
 clean:
 	rm -rf $(VENV) demo_out runs .pytest_cache

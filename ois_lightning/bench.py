@@ -14,7 +14,7 @@ hits both alike. Sections (docs/benchmarks.md):
 * ``sat``: SAT latency (Table 3): one image segmented from a 16 x 16 grid of point prompts (paper size on CUDA,
   tiny size on CPU);
 * ``train_step``: a real Lightning training step with and without the iterative click simulation (the encoder
-  runs once per batch either way), of the tiny config and (not with ``--quick``) of ViT-B widths at 518;
+  runs once per batch either way), of the tiny config and (not with ``--quick``) of ViT-B widths at 518 (1036 on CUDA);
 * ``grid``: a 5-row Table 4 evaluation grid (tiny model) with and without the frozen-encoder feature cache; from
   the paper-size parts, how many clicks per object (isegm early stop) keep a cached grid within 2x one row.
 
@@ -49,6 +49,8 @@ TABLE4_ROWS = ("full", "wo_order", "wo_object", "wo_sparse", "wo_dense")
 DENSE = ["model.fusion=dense_self_attention", "model.sparse.enabled=false"]
 TINY_WIDTHS = ["model.backbone.name=tiny", "model.sparse.dim=64", "model.sparse.num_heads=4",
                "model.sparse.ffn_dim=128"]
+PAPER_WIDTHS = ["model.backbone.name=dav2-vitb", "model.sparse.dim=128", "model.sparse.num_heads=8",
+                "model.sparse.ffn_dim=512"]  # the paper's widths over experiments/tiny.yaml
 TARGETS = {  # acceptance targets (issue #8): ratio key -> upper bound
     "ois_vs_dense_per_click_paper": 0.5,
     "ois_vs_dense_per_click_paper_quarter_logits": 0.5,
@@ -84,12 +86,13 @@ class Settings:
 
     @classmethod
     def make(cls, quick: bool, device: torch.device = torch.device("cpu")) -> "Settings":
-        """The paper's sizes (tiny ones with ``quick``); the 16 x 16 SAT grid runs at the paper's size on CUDA and
-        at the tiny size on CPU, where 256 paper-size click rounds would take about ten minutes."""
+        """The paper's sizes (tiny ones with ``quick``); the SAT grid and the ViT-B training step run at the paper's
+        size on CUDA, at the tiny size / 518 on CPU (there 256 paper-size clicks take ~10 min, a 1036 step minutes)."""
         if quick:
             return cls(True, 112, "tiny", 112, 1, 3, 1, 3, 2, 0, 0, 1, 5, "tiny", 112, 4)
-        sat = ("dav2-vitb", 1036) if device.type == "cuda" else ("tiny", 224)
-        return cls(False, 1036, "dav2-vitb", 224, 1, 5, 3, 12, 8, 518, 6, 6, 20, *sat, 16)
+        cuda = device.type == "cuda"
+        sat = ("dav2-vitb", 1036) if cuda else ("tiny", 224)
+        return cls(False, 1036, "dav2-vitb", 224, 1, 5, 3, 12, 8, 1036 if cuda else 518, 6, 6, 20, *sat, 16)
 
 
 # --- measuring -----------------------------------------------------------------------------------------------
@@ -403,10 +406,9 @@ def machine() -> dict:
         cpu = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), cpu)
     except (OSError, subprocess.SubprocessError):
         pass
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    return info
 
 
 def run(quick: bool = False, device: str = "auto", sections: tuple[str, ...] | None = None) -> dict:
@@ -449,9 +451,7 @@ def run(quick: bool = False, device: str = "auto", sections: tuple[str, ...] | N
         ratios["train_click_simulation_overhead"] = out["train_step"]["tiny"]["overhead_per_expected_rounds"]
         if s.vitb_train_input:
             size = s.vitb_train_input
-            vitb = [f"model.backbone.name={s.paper_backbone}", "model.sparse.dim=128", "model.sparse.num_heads=8",
-                    "model.sparse.ffn_dim=512", f"model.input_size={size}", f"data.layered.size={size}",
-                    "data.depth.source=model"]
+            vitb = PAPER_WIDTHS + [f"model.input_size={size}", f"data.layered.size={size}", "data.depth.source=model"]
             out["train_step"]["vitb"] = bench_train_step(s.vitb_train_steps, 1, vitb, dev)
             ratios["train_click_simulation_overhead_vitb"] = out["train_step"]["vitb"]["overhead_per_expected_rounds"]
     if "encoder" in out and "paper_quarter_logits" in out.get("per_click", {}):
