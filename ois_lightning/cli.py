@@ -33,6 +33,13 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_data(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    from .check_data import check_data
+
+    return check_data(cfg)
+
+
 def _eval(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     from .lit.train import evaluate_checkpoint
@@ -108,15 +115,9 @@ def _add_grid_commands(sub: argparse._SubParsersAction) -> None:
 # --- depth maps from a separate depth model (issue #6): `ois depth-cache` ----------------------------------------
 def _depth_cache(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    from .data import DataError
     from .depth_cache import cache_depth
-    from .model.checkpoints import CheckpointError
 
-    try:
-        counts = cache_depth(cfg, args.split, args.device)
-    except (CheckpointError, DataError) as e:
-        print(f"ois: {e}", file=sys.stderr)
-        return 2
+    counts = cache_depth(cfg, args.split, args.device)
     print(f"depth-cache: {counts['written']} written, {counts['skipped']} already present")
     return 0
 
@@ -166,8 +167,12 @@ def _add_bench_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_bench)
 
 
+DEBUG_HELP = "show the traceback of a config, data or checkpoint error (default: one line, exit code 2)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ois", description="Order-Aware Interactive Segmentation")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("print-config", help="print the fully resolved config")
     _add_config_args(p)
@@ -179,11 +184,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate the weights of ckpt=PATH on data.test (writes results.json)")
     _add_config_args(p)
     p.set_defaults(func=_eval)
+    p = sub.add_parser("check-data", help="read every image / mask / depth file of data.train, val and test once "
+                                          "and report each problem by file (exit 1 if any would stop a run)")
+    _add_config_args(p)
+    p.set_defaults(func=_check_data)
     _add_grid_commands(sub)
     _add_depth_cache_command(sub)
     _add_demo_command(sub)
     _add_bench_command(sub)
+    for command in sub.choices.values():  # `ois --debug CMD` or `ois CMD --debug`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
+
+
+def user_error(e: BaseException) -> str | None:
+    """The label of an error caused by the user's config, data or checkpoint (shown as one line), else None."""
+    from .data.base import DataError
+    from .model.checkpoints import CheckpointError
+
+    labels = ((ConfigError, "config error"), (DataError, "data error"), (CheckpointError, "checkpoint error"))
+    return next((label for kind, label in labels if isinstance(e, kind)), None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except ConfigError as e:
-        print(f"ois: config error: {e}", file=sys.stderr)
+    except Exception as e:
+        label = user_error(e)
+        if label is None or args.debug:
+            raise
+        print(f"ois: {label}: {e}", file=sys.stderr)
         return 2

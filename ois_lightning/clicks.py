@@ -1,7 +1,7 @@
 """Click simulation for training and evaluation (paper Sec. 4.1 and Appendix A.1).
 
 OIS uses the click protocol of the isegm lineage (RITM, SimpleClick, SegNext) unchanged; the rules below are
-implemented from the protocol facts in ``/work/shared/notes/protocol.md``:
+implemented from the protocol facts in ``../shared/notes/protocol.md``:
 
 * evaluation: :class:`Clicker` puts each click at the centre (exact-EDT maximum) of the largest error;
 * training: :func:`sample_initial_clicks` (the "multi-point sampler") draws the initial clicks and

@@ -141,6 +141,9 @@ class DepthConfig:
     kind: str = "disparity"  # for source=file: "disparity" (larger = closer) or "depth" (larger = farther)
     model: Optional[str] = None  # Table 6 depth model (dav2-vitb | dav1-vitb | zoedepth); None = the network's own head
     checkpoint: Optional[str] = None  # weights of data.depth.model (file or HF-format directory)
+    # how a depth model (data.depth.model, or the backbone's head in `ois depth-cache`) sees the image:
+    # "official" = the model's own inference code (Depth Anything: shorter side 518), "input" = at the given size
+    preprocess: str = "official"
 
 
 @dataclass
@@ -160,8 +163,10 @@ class DataConfig:
     test: list[str] = field(default_factory=lambda: ["davis"])
     batch_size: int = 8  # global batch: divided by the world size
     num_workers: int = 4
-    min_object_area: int = 1000  # training: smaller objects are skipped (isegm protocol)
+    min_object_area: int = 1000  # training: objects smaller after augmentation are not targets (isegm protocol)
     merge_prob: float = 0.15  # training: probability that two objects of an image form one target
+    stuff_prob: float = 0.3  # cocolvis training: probability that a sample's stuff regions are objects (RITM)
+    cocolvis_allow_list: Optional[str] = None  # cocolvis: JSON list of image ids to keep (relative to <root>/<split>)
     depth: DepthConfig = field(default_factory=DepthConfig)
     layered: LayeredDataConfig = field(default_factory=LayeredDataConfig)
 
@@ -175,11 +180,24 @@ class ClicksConfig:
     threshold: float = 0.49  # prediction = prob > threshold (isegm protocol)
 
 
+class EvalResize(str, enum.Enum):
+    """How evaluation maps an image to the square model input (``eval.resize``; docs/training.md)."""
+
+    letterbox = "letterbox"  # longest side to model.input_size, top-left pad (our training transform)
+    stretch = "stretch"  # the whole image to input_size x input_size, aspect ignored (SegNext)
+
+
 @dataclass
 class EvalConfig:
     max_objects: Optional[int] = None  # evaluate only the first N objects (None = all)
     feature_cache: Optional[str] = None  # folder of cached frozen-encoder features shared across rows (None = off)
     cache_max_gb: float = 20.0
+    resize: EvalResize = EvalResize.letterbox
+    zoom_in: bool = False  # RITM/SimpleClick ZoomIn: from click 2 the model sees (and encodes) a crop of the object
+    # side of a zoom-in crop's input (None = model.input_size; a multiple of the patch size). The references use
+    # RITM 400 (600 on DAVIS), longest side; SimpleClick 448 (672 on DAVIS), square.
+    zoom_in_size: Optional[int] = None
+    flip: bool = False  # RITM/SimpleClick: average with the mirrored image's logits (two encodings per image/crop)
 
 
 @dataclass
@@ -199,6 +217,7 @@ class TrainConfig:
     gradient_clip_val: Optional[float] = None
     log_every_n_steps: int = 10
     fast_dev_run: bool = False  # Lightning smoke test: one train + one val batch, no logger/checkpoints
+    check_data: bool = True  # build every split first and fail listing its data problems (ois check-data)
 
 
 @dataclass
@@ -316,6 +335,10 @@ def validate(cfg: DictConfig, source: str = "config") -> None:
     if m.input_size % spec.patch_size != 0:
         raise ConfigError(f"{source}: model.input_size={m.input_size} must be a multiple of {m.backbone.name}'s "
                           f"patch size {spec.patch_size}")
+    zoom = cfg.eval.zoom_in_size
+    if zoom is not None and (zoom <= 0 or zoom % spec.patch_size != 0):
+        raise ConfigError(f"{source}: eval.zoom_in_size={zoom} must be a positive multiple of {m.backbone.name}'s "
+                          f"patch size {spec.patch_size} (or null for model.input_size)")
     if m.sparse.dim % m.sparse.num_heads != 0:
         raise ConfigError(f"{source}: model.sparse.dim={m.sparse.dim} not divisible by num_heads={m.sparse.num_heads}")
     c = cfg.clicks

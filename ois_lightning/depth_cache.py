@@ -1,11 +1,13 @@
 """``ois depth-cache CONFIG [overrides]``: precompute depth maps with a depth model (paper App. A.9, Table 6).
 
-For every dataset of the chosen split (``data.test`` by default), each image goes through the depth model with
-its longer side at ``model.input_size`` (sides rounded to the model's multiple), the map is resized back to the
-image resolution and written atomically as ``data.depth.folder/<dataset>/<stem>.npy`` -- the layout
-``data.depth.source=file`` reads. Files already written are skipped, so an interrupted run resumes. Each dataset
-folder records the model and the depth convention in ``depth_meta.json``; ``DepthFolder`` refuses a folder
-whose recorded kind differs from ``data.depth.kind``.
+For every dataset of the chosen split (``data.test`` by default), each image goes through the depth model as
+``data.depth.preprocess`` says: "official" (default) as the model's own inference code prepares it (Depth
+Anything's ``infer_image``: shorter side 518), or "input" with its longer side at ``model.input_size`` (sides
+rounded to the model's multiple). The map is resized back to the image resolution and written atomically as
+``data.depth.folder/<dataset>/<stem>.npy`` -- the layout ``data.depth.source=file`` reads. Files already written
+are skipped, so an interrupted run resumes. Each dataset folder records the model, the preprocessing and the
+depth convention in ``depth_meta.json``; ``DepthFolder`` refuses a folder whose recorded kind differs from
+``data.depth.kind``.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ def depth_model_choice(cfg: DictConfig) -> tuple[str, str | None]:
 
 def _datasets(cfg: DictConfig, split: str) -> list[SegDataset]:
     """The raw datasets of ``data.<split>`` (no depth folder applied: that is what we are writing)."""
-    from .lit.datamodule import build_split
+    from .data.splits import build_split
 
     raw = copy.deepcopy(cfg)
     raw.data.depth.source = DepthSource.model
@@ -47,13 +49,17 @@ def _datasets(cfg: DictConfig, split: str) -> list[SegDataset]:
 
 def cache_depth(cfg: DictConfig, split: str = "test", device: str | None = None) -> dict[str, int]:
     """Write the depth maps of ``data.<split>``; returns {"written": n, "skipped": m}."""
-    from .model.depth_models import build_depth_model, depth_model_kind
+    from .model.depth_models import PREPROCESS, build_depth_model, depth_model_kind
 
     if cfg.data.depth.folder is None:
         raise ConfigError("ois depth-cache writes to data.depth.folder: set it (e.g. data.depth.folder=depth/zoedepth)")
     name, checkpoint = depth_model_choice(cfg)
-    side = int(cfg.model.input_size)
-    meta = {"kind": depth_model_kind(name), "model": name, "checkpoint": checkpoint, "side": side}
+    preprocess = cfg.data.depth.preprocess
+    if preprocess not in PREPROCESS:
+        raise ConfigError(f"data.depth.preprocess={preprocess!r} is not one of {PREPROCESS}")
+    side = int(cfg.model.input_size) if preprocess == "input" else None
+    meta = {"kind": depth_model_kind(name), "model": name, "checkpoint": checkpoint, "preprocess": preprocess,
+            "side": side}
     datasets = _datasets(cfg, split)
     folders = [Path(cfg.data.depth.folder) / ds.name for ds in datasets]
     for folder in folders:
@@ -77,7 +83,7 @@ def cache_depth(cfg: DictConfig, split: str = "test", device: str | None = None)
                 counts["skipped"] += 1
                 continue
             if model is None:
-                model = build_depth_model(name, checkpoint).to(dev)
+                model = build_depth_model(name, checkpoint, preprocess).to(dev)
             depth, _ = model.predict(sample.image, side)
             write_depth(path, depth)
             counts["written"] += 1

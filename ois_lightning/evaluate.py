@@ -1,11 +1,12 @@
-"""The isegm evaluation protocol for OIS (paper Sec. 4.1, App. A.1; ``/work/shared/notes/protocol.md``).
+"""The isegm evaluation protocol for OIS (paper Sec. 4.1, App. A.1; ``../shared/notes/protocol.md``).
 
-:class:`Predictor` wraps an :class:`~ois_lightning.model.OISModel` for one image: the eval transform (longest
-side to ``input_size``, top-left pad), one encoder pass per image, then one cheap decoder pass per click round,
-with clicks mapped from original to input pixels and the probability map mapped back. :func:`evaluate` runs the
+:class:`~ois_lightning.predictor.Predictor` wraps an :class:`~ois_lightning.model.OISModel` for one image under
+the configured protocol (``eval.resize`` letterbox | stretch, ``eval.zoom_in``, ``eval.flip``): one encoder pass
+per image, then one cheap decoder pass per click round. :func:`evaluate` runs the
 :class:`~ois_lightning.clicks.Clicker` for 20 clicks on every object and reports the paper's metrics
-(NoC, NoF, k-mIoU, SPC with the encoder and per-click parts apart); :func:`write_results` writes results.json
-(atomically), the mIoU-vs-clicks plot and the table row.
+(NoC, NoF, k-mIoU, SPC with the encoder and per-click parts apart); samples without an object are counted as
+skipped. :func:`write_results` writes results.json (atomically, with the protocol and the skipped samples), the
+mIoU-vs-clicks plot and the table row.
 """
 from __future__ import annotations
 
@@ -17,106 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from .atomic import Journal, atomic_write
 from .clicks import Click, Clicker, iou
-from .config import to_dict, uses_depth
-from .data import Sample, apply, build_eval_transform
-from .data.transforms import EXACT_NEAREST
+from .config import to_dict
+from .data import Sample
 from .feature_cache import FeatureCache
 from .metrics import format_metric, miou_curve, summarize_ious, summarize_timing
-from .model import ImageEncoding, OISModel
-from .model.prompts import NEG, POS
+from .model import OISModel
+from .predictor import Predictor, predictor_for, protocol
 
 MIN_CLICKS = 5  # 5-mIoU needs every object run to at least 5 clicks
 TABLE_COLUMNS = ("NoC90", "NoC95", "1-mIoU", "5-mIoU", "NoF95")  # the paper's column order (Tables 1-2)
-
-
-class Predictor:
-    """Interactive prediction on one image at a time (paper Fig. 2: encode once, decode per click).
-
-    ``set_image`` transforms and encodes; ``predict`` maps integer (y, x) clicks of the original image to
-    input pixels, runs one click round and returns the (H,W) probability map in the original resolution.
-    The encoder call lives in :meth:`encode` alone, so a feature cache can wrap or override it.
-    """
-
-    def __init__(self, model: OISModel, input_size: int, threshold: float = 0.49,
-                 depth_from_sample: bool = False) -> None:
-        self.model = model
-        self.input_size = input_size
-        self.threshold = threshold
-        self.depth_from_sample = depth_from_sample  # data.depth.source is file/gt: the sample carries depth
-        self.transform = build_eval_transform(input_size)
-        self.enc: ImageEncoding | None = None
-        self.original_size = (0, 0)  # (H, W) of the original image
-        self.resized_size = (0, 0)  # (h, w) of the image inside the padded input
-        self.feature_cache: FeatureCache | None = None  # eval.feature_cache: encodings shared across runs
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @torch.no_grad()
-    def set_image(self, sample: Sample) -> None:
-        """Transform ``sample`` to the input frame and run the encoder once."""
-        if self.depth_from_sample and sample.depth is None:
-            raise ValueError(f"sample {sample.id}: no depth map, but data.depth.source needs one (file or gt)")
-        x, _ = apply(self.transform, sample)
-        assert x.valid is not None
-        self.original_size = sample.image.shape[:2]
-        self.resized_size = (int(x.valid.any(1).sum()), int(x.valid.any(0).sum()))
-        image = torch.from_numpy(x.image).to(self.device).permute(2, 0, 1)[None].float() / 255.0  # 1,3,S,S
-        depth = None
-        if self.depth_from_sample:
-            depth = torch.from_numpy(np.ascontiguousarray(x.depth, np.float32)).to(self.device)[None, None]  # 1,1,S,S
-        self.enc = self.encode(image, depth, sample.depth_kind)
-
-    def encode(self, image: Tensor, depth: Tensor | None, depth_kind: str) -> ImageEncoding:
-        """The one encoder pass per image, read from / written to ``feature_cache`` when one is set."""
-        if self.feature_cache is not None:
-            return self.feature_cache.encode(image, depth, depth_kind)
-        return self.model.encode(image, depth, depth_kind)
-
-    def to_input(self, y: float, x: float) -> tuple[float, float]:
-        """Original pixel (y, x) -> input pixel: pixel centres map to pixel centres, padding is top-left."""
-        (h, w), (rh, rw) = self.original_size, self.resized_size
-        return (y + 0.5) * rh / h - 0.5, (x + 0.5) * rw / w - 0.5
-
-    def _prev_input(self, prev_mask: np.ndarray) -> Tensor:
-        """(H,W) previous prediction in the original frame -> (1,1,S,S) float {0,1} in the input frame."""
-        rh, rw = self.resized_size
-        resized = cv2.resize(prev_mask.astype(np.uint8), (rw, rh), interpolation=EXACT_NEAREST)  # rh,rw
-        padded = np.zeros((self.input_size, self.input_size), np.float32)
-        padded[:rh, :rw] = resized
-        return torch.from_numpy(padded).to(self.device)[None, None]
-
-    @torch.no_grad()
-    def predict(self, clicks: Sequence[Click], prev_mask: np.ndarray | None = None) -> np.ndarray:
-        """One click round: all ``clicks`` so far (original pixels) and the previous round's bool (H,W)
-        prediction (None in round 1) -> (H,W) float32 probability in the original resolution."""
-        if self.enc is None:
-            raise RuntimeError("Predictor.predict called before set_image")
-        coords = torch.tensor([self.to_input(c.y, c.x) for c in clicks], dtype=torch.float32,
-                              device=self.device).view(1, -1, 2)  # 1,K,2
-        labels = torch.tensor([POS if c.positive else NEG for c in clicks], dtype=torch.long,
-                              device=self.device).view(1, -1)  # 1,K
-        prev = self._prev_input(prev_mask) if prev_mask is not None else None
-        logits = self.model(self.enc, coords, labels, prev)  # 1,1,S,S
-        rh, rw = self.resized_size
-        logits = F.interpolate(logits[..., :rh, :rw].float(), size=self.original_size, mode="bilinear",
-                               align_corners=False)  # 1,1,H,W
-        return torch.sigmoid(logits)[0, 0].cpu().numpy()
-
-
-def predictor_for(model: OISModel, cfg: Any) -> Predictor:
-    """The :class:`Predictor` a config asks for (input size, threshold, where depth comes from)."""
-    return Predictor(model, cfg.model.input_size, cfg.clicks.threshold,
-                     depth_from_sample=cfg.data.depth.source in ("file", "gt") and uses_depth(cfg.model))
 
 
 @dataclass(frozen=True)
@@ -171,11 +86,13 @@ def run_object(predictor: Predictor, gt: np.ndarray, budget: ClickBudget = Click
 
 @dataclass
 class EvalResult:
-    """Per-object IoU curves (``ious[i][c]`` after click c + 1) and the summary (metrics + timing)."""
+    """Per-object IoU curves (``ious[i][c]`` after click c + 1), the summary (metrics + timing) and the ids of
+    the samples skipped for having no object mask."""
 
     ids: list[str]
     ious: list[list[float]]
     summary: dict = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
 
 
 def evaluate_samples(predictor: Predictor, samples: Iterable[Sample], budget: ClickBudget = ClickBudget(),
@@ -184,8 +101,9 @@ def evaluate_samples(predictor: Predictor, samples: Iterable[Sample], budget: Cl
     """Every object (instance mask) of every sample, in order, one encoding shared by the objects of an image;
     stops after ``max_objects`` objects. The summary holds :func:`summarize_ious` and
     :func:`summarize_timing` (SPC over the whole loop per click actually run, encoder per image, decoder per
-    click). With a ``journal`` every finished image is recorded (curves and timings) and an image already in
-    it is taken from there without being encoded again: an interrupted evaluation resumes."""
+    click). A sample without instance masks is skipped and its id listed in ``skipped``. With a ``journal``
+    every finished image is recorded (curves and timings) and an image already in it is taken from there
+    without being encoded again: an interrupted evaluation resumes (skipped samples are found again)."""
     from tqdm import tqdm
 
     if budget.max_clicks < MIN_CLICKS:
@@ -193,6 +111,7 @@ def evaluate_samples(predictor: Predictor, samples: Iterable[Sample], budget: Cl
                          f"{MIN_CLICKS} clicks per object (the paper uses 20)")
     ids: list[str] = []
     ious: list[list[float]] = []
+    skipped: list[str] = []
     encoder_seconds = click_seconds = total = 0.0
     num_images = 0
     bar = tqdm(total=max_objects, unit="obj", desc="eval", disable=not progress)
@@ -201,6 +120,7 @@ def evaluate_samples(predictor: Predictor, samples: Iterable[Sample], budget: Cl
         if max_objects is not None and len(ids) >= max_objects:
             break
         if len(sample.masks) == 0:
+            skipped.append(sample.id)
             continue
         record = journal.records.get(sample.id) if journal is not None else None
         if record is None:
@@ -222,7 +142,7 @@ def evaluate_samples(predictor: Predictor, samples: Iterable[Sample], budget: Cl
     summary = summarize_ious(ious, budget.max_clicks)
     summary.update(summarize_timing(total, encoder_seconds, click_seconds, sum(map(len, ious)), num_images))
     summary["num_images"] = num_images
-    return EvalResult(ids, ious, summary)
+    return EvalResult(ids, ious, summary, skipped)
 
 
 def _evaluate_image(predictor: Predictor, sample: Sample, budget: ClickBudget, max_objects: int | None) -> dict:
@@ -242,14 +162,14 @@ def _evaluate_image(predictor: Predictor, sample: Sample, budget: ClickBudget, m
 
 def fingerprint(model: OISModel, cfg: Any, dataset: str) -> str:
     """What an evaluation's results depend on: every weight of ``model`` (bytes), the ``model``, ``data`` and
-    ``clicks`` config sections, ``eval.max_objects`` and the dataset name (SHA-256, hex)."""
+    ``clicks`` config sections, ``eval.max_objects``, the :func:`protocol` and the dataset name (SHA-256, hex)."""
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
     full = to_dict(cfg)
     settings = {k: full[k] for k in ("model", "data", "clicks")}
-    settings.update(max_objects=cfg.eval.max_objects, dataset=dataset)
+    settings.update(max_objects=cfg.eval.max_objects, protocol=protocol(cfg), dataset=dataset)
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -270,7 +190,10 @@ def evaluate(model: OISModel, dataset: Any, cfg: Any, progress: bool = True,
         log = Journal(journal, fingerprint(model, cfg, str(getattr(dataset, "name", ""))), key="image")
         if log.records:
             print(f"resuming the evaluation: {len(log.records)} images already in {journal}")
-    return evaluate_samples(predictor, samples, click_budget(cfg), cfg.eval.max_objects, progress, log)
+    result = evaluate_samples(predictor, samples, click_budget(cfg), cfg.eval.max_objects, progress, log)
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} samples without an object mask (ids in results.json summary.skipped)")
+    return result
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
@@ -311,10 +234,12 @@ def plot_miou(ious: Sequence[Sequence[float]], path: Path, title: str = "") -> N
 
 
 def write_results(result: EvalResult, output_dir: str | Path, cfg: Any, dataset: str) -> Path:
-    """``output_dir``/results.json (schema in docs/training.md) and ``miou_vs_clicks.png``, both atomic."""
+    """``output_dir``/results.json (schema in docs/training.md) and ``miou_vs_clicks.png``, both atomic. The
+    summary also records the :func:`protocol` and the ``skipped`` samples (count and ids)."""
     out = Path(output_dir)
+    skipped = {"count": len(result.skipped), "ids": result.skipped}
     payload = {
-        "summary": result.summary,
+        "summary": {**result.summary, "protocol": protocol(cfg), "skipped": skipped},
         "per_object": {"ids": result.ids, "ious": result.ious},
         "config": to_dict(cfg),
         "git_commit": git_commit(),

@@ -7,7 +7,8 @@ keyed by
 * the encoder identity: a hash of every weight of the model outside the per-click parts (:data:`PER_CLICK`),
   i.e. the ViT, the depth head and anything else :meth:`OISModel.encode` may use;
 * the input exactly as the encoder sees it (the transformed, padded image tensor, hence also the transform and
-  the input size) and the depth input (tensor and kind) when one is given.
+  the input size) and the depth input (tensor and kind) when one is given. So ``eval.resize`` and the flip
+  batch (image and mirror) get entries of their own; zoom-in crops never come here (``ois_lightning/predictor.py``).
 
 Entries are written atomically (temp file + ``os.replace``), so concurrent runs may share a folder: the worst
 case is two processes computing the same entry. The folder is kept under ``max_gb`` by deleting the least

@@ -1,6 +1,6 @@
 """Interactive-segmentation metrics of the paper's tables: NoC@t, NoF@t, k-mIoU (Tables 1-2) and SPC (Table 3).
 
-Definitions follow the isegm protocol notes (``/work/shared/notes/protocol.md``). Inputs are per-object IoU
+Definitions follow the isegm protocol notes (``../shared/notes/protocol.md``). Inputs are per-object IoU
 curves: ``per_object_ious[i][c]`` is the IoU of object i after click c + 1.
 """
 from __future__ import annotations

@@ -1,12 +1,11 @@
-"""Published-checkpoint loading (issue #6): official DAv2 / DAv1 files, HF Depth Anything directories, MAE in
-timm / official layout, strict errors, and the wiring into build_model.
+"""Published-checkpoint loading: official DAv2 / DAv1 files, HF Depth Anything directories, strict errors, and
+the wiring into build_model (MAE: test_backbone_fidelity.py).
 
 The reference networks here are written from the published layout facts with plain torch functions (or are
 timm's / transformers' own models), never with our classes.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest
@@ -16,7 +15,7 @@ from safetensors.torch import save_file
 
 from ois_lightning.config import ConfigError, load_config
 from ois_lightning.model import build_model
-from ois_lightning.model.backbones import SPECS, build
+from ois_lightning.model.backbones import build
 from ois_lightning.model.checkpoints import CheckpointError
 
 from .conftest import TINY
@@ -317,54 +316,7 @@ def test_hf_directory_converts_and_matches_transformers(tmp_path):
         build("dav2-vitb", tmp_path)
 
 
-# --- MAE ----------------------------------------------------------------------------------------------------------
-
-def _mae_timm(depth: int):
-    import timm
-
-    torch.manual_seed(0)
-    model = timm.create_model("vit_base_patch16_224.mae", pretrained=False, dynamic_img_size=True, depth=depth)
-    with torch.no_grad():  # timm zero-initialises biases / cls token: randomise so everything matters
-        g = torch.Generator().manual_seed(2)
-        for name, p in model.named_parameters():
-            if p.ndim == 1 or name in ("cls_token", "pos_embed"):
-                p.add_(torch.randn(p.shape, generator=g) * 0.1)
-    return model.eval()
-
-
-def test_mae_vitb_loads_timm_layout_and_official_wrapper_with_decoder(tmp_path):
-    full = {k: tuple(v.shape) for k, v in _mae_timm(12).state_dict().items()}
-    ours = {k: tuple(v.shape) for k, v in build("mae-vitb").pretrained.state_dict().items()}
-    assert ours == full and len(full) == 150  # the whole ViT-B/16 layout
-    state = _mae_timm(2).state_dict()  # files of a 2-block variant keep the test's disk traffic small
-    spec = dataclasses.replace(SPECS["mae-vitb"], depth=2, out_indices=(0, 1))
-    torch.save(state, tmp_path / "timm.pth")
-    official = {"model": {**state, "mask_token": torch.zeros(1, 1, 512), "decoder_embed.weight": torch.zeros(512, 768),
-                          "decoder_pos_embed": torch.zeros(1, 197, 512), "decoder_pred.bias": torch.zeros(768)}}
-    torch.save(official, tmp_path / "mae_pretrain_vit_base.pth")
-    for name in ("timm.pth", "mae_pretrain_vit_base.pth"):
-        net = build(spec, tmp_path / name)
-        assert net.depth_head is None
-        assert all(torch.equal(net.pretrained.state_dict()[k], v) for k, v in state.items())
-    del official["model"]["decoder_embed.weight"]
-    official["model"]["fc_norm.weight"] = torch.zeros(768)  # a fine-tuned file's key is not dropped
-    torch.save(official, tmp_path / "finetuned.pth")
-    with pytest.raises(CheckpointError, match=r"unexpected \[pretrained.fc_norm.weight\]"):
-        build(spec, tmp_path / "finetuned.pth")
-
-
-@torch.no_grad()
-def test_mae_encoder_matches_timm_at_1024(tmp_path):
-    timm_model = _mae_timm(2)  # reduced depth (layout unchanged) to keep a 4096-token forward cheap on CPU
-    torch.save(timm_model.state_dict(), tmp_path / "mae.pth")
-    spec = dataclasses.replace(SPECS["mae-vitb"], depth=2, out_indices=(0, 1))
-    net = build(spec, tmp_path / "mae.pth").eval()
-    x = _image(1024, 1024)
-    ours = net.pretrained(x)
-    ref = timm_model.forward_intermediates(x, indices=[0, 1], norm=True, output_fmt="NCHW", intermediates_only=True)
-    assert ours[0].shape == (1, 768, 64, 64)
-    assert max((a - b).abs().max().item() for a, b in zip(ours, ref)) < 1e-4
-
+# --- MAE (its layouts and 1024 forward: test_backbone_fidelity.py) ----------------------------------------------
 
 def test_mae_without_depth_source_is_a_config_error():
     with pytest.raises(ConfigError, match="mae-vitb has no depth head"):
@@ -389,7 +341,7 @@ def test_separate_depth_model_replaces_the_depth_head(tmp_path):
     image = torch.rand(1, 3, 128, 128)
     with torch.no_grad():
         enc = model.encode(image)
-        # the depth model runs at 126 x 126 (multiple of 14) and is resized back to the 128 x 128 input
+        # the depth model runs as Depth Anything's infer_image does (518 x 518) and is resized back to 128 x 128
         assert torch.allclose(enc.depth, normalize_depth(model.depth_model(image)))
         assert enc.depth.shape == (1, 1, 128, 128) and enc.depth.std() > 1e-2
     assert not any(p.requires_grad for p in model.depth_model.parameters())

@@ -1,5 +1,6 @@
 """`ois depth-cache` with a separate depth model (Table 6): a tiny random ZoeDepth from a local directory writes
-metric depth that the order maps read inverted; an interrupted run resumes without recomputing."""
+metric depth that the order maps read inverted, preprocessed as the official pipeline does by default; an
+interrupted run resumes without recomputing."""
 from __future__ import annotations
 
 import json
@@ -16,27 +17,34 @@ from ois_lightning.model.depth_models import DepthAnythingDepth, ZoeDepthDepth, 
 from ois_lightning.model.order import normalize_depth
 
 from .conftest import REPO, TINY
-from .random_weights import randomize_
+from .test_backbone_fidelity import tiny_zoedepth
 
 N_IMAGES = 5
 
 
 @pytest.fixture(scope="module")
 def zoe_dir(tmp_path_factory):
-    """A tiny random ZoeDepth (BEiT backbone, built offline from configs) saved as an HF directory."""
-    from transformers import BeitConfig, ZoeDepthConfig, ZoeDepthForDepthEstimation
+    """A tiny random ZoeDepth saved as an HF directory, with an image-processor config (Intel's settings, a
+    smaller target size)."""
+    from transformers import ZoeDepthImageProcessor
 
-    backbone = BeitConfig(image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-                          intermediate_size=64, use_relative_position_bias=True, reshape_hidden_states=False,
-                          out_features=["stage1", "stage2", "stage3", "stage4"])
-    config = ZoeDepthConfig(backbone_config=backbone, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
-                            bottleneck_features=16, num_relative_features=8, bin_embedding_dim=16,
-                            num_attractors=[4, 2, 2, 1],
-                            bin_configurations=[{"n_bins": 8, "min_depth": 0.1, "max_depth": 10.0}])
-    model = randomize_(ZoeDepthForDepthEstimation(config).eval(), seed=0)  # default init: a constant map
     folder = tmp_path_factory.mktemp("zoedepth")
-    model.save_pretrained(folder)
+    tiny_zoedepth().save_pretrained(folder)
+    ZoeDepthImageProcessor(ensure_multiple_of=32, size={"height": 64, "width": 96}).save_pretrained(folder)
     return folder
+
+
+def _hf_pipeline(zoe_dir, image: np.ndarray) -> np.ndarray:
+    """ZoeDepth the transformers way: processor, model + flipped model, post-processing back to the image."""
+    from transformers import ZoeDepthForDepthEstimation, ZoeDepthImageProcessor
+
+    model = ZoeDepthForDepthEstimation.from_pretrained(str(zoe_dir), local_files_only=True).eval()
+    processor = ZoeDepthImageProcessor.from_pretrained(str(zoe_dir), local_files_only=True)
+    x = processor(images=image, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        out, flipped = model(pixel_values=x), model(pixel_values=torch.flip(x, dims=[-1]))
+    maps = processor.post_process_depth_estimation(out, source_sizes=[image.shape[:2]], outputs_flipped=flipped)
+    return maps[0]["predicted_depth"].numpy()
 
 
 def _overrides(zoe_dir, depth_folder) -> list[str]:
@@ -59,7 +67,7 @@ def test_depth_cache_writes_metric_depth_read_inverted_and_resumes(tmp_path, zoe
 
     def counted(self, image):
         calls.append(image.shape)
-        if len(calls) == 3 and interrupt:
+        if len(calls) == 5 and interrupt:  # the first of image 3's two passes (image, flipped image)
             raise Interrupt("simulated crash")
         return raw(self, image)
 
@@ -71,22 +79,15 @@ def test_depth_cache_writes_metric_depth_read_inverted_and_resumes(tmp_path, zoe
     assert len(list(out.glob("*.npy"))) == 2 and not list(out.glob(".*tmp"))  # atomic writes, nothing partial
     interrupt, calls[:] = False, []
     assert main(argv) == 0
-    assert len(calls) == N_IMAGES - 2 and len(list(out.glob("*.npy"))) == N_IMAGES  # only the missing ones
-    assert all(tuple(s) == (1, 3, 128, 128) for s in calls)  # 64 px images run at model.input_size 112 -> 128
+    assert len(calls) == 2 * (N_IMAGES - 2) and len(list(out.glob("*.npy"))) == N_IMAGES  # only the missing ones
     calls.clear()
     assert main(argv) == 0 and calls == []  # everything present: nothing recomputed
-    assert json.loads((out / "depth_meta.json").read_text())["kind"] == "depth"
+    meta = json.loads((out / "depth_meta.json").read_text())
+    assert meta["kind"] == "depth" and meta["preprocess"] == "official" and meta["side"] is None
 
-    # the maps are ZoeDepth's own metric output at the model input size (112 -> 128, a multiple of 32), resized back
-    from transformers import ZoeDepthForDepthEstimation
-
-    hf = ZoeDepthForDepthEstimation.from_pretrained(str(zoe_dir), local_files_only=True).eval()
+    # the maps are what transformers' own ZoeDepth pipeline gives for the image
     sample = build_dataset("layered", "", "test", length=N_IMAGES, size=64)[0]
-    x = torch.from_numpy(sample.image).permute(2, 0, 1)[None].float() / 255
-    with torch.no_grad():
-        x = F.interpolate(x, (128, 128), mode="bilinear", antialias=True)
-        ref = hf(pixel_values=(x - 0.5) / 0.5).predicted_depth
-    ref = F.interpolate(ref[:, None], (64, 64), mode="bilinear", align_corners=False)[0, 0].numpy()
+    ref = _hf_pipeline(zoe_dir, sample.image)
     cached = np.load(out / f"{sample.id.rsplit('/', 1)[-1]}.npy")
     assert cached.shape == (64, 64) and cached.std() > 1e-3 and np.abs(cached - ref).max() < 1e-5
 
@@ -102,10 +103,34 @@ def test_depth_cache_writes_metric_depth_read_inverted_and_resumes(tmp_path, zoe
         DepthFolder(build_dataset("layered", "", "test", length=N_IMAGES, size=64), out, "disparity")
 
 
+def test_depth_cache_at_the_input_size_on_request(tmp_path, zoe_dir, monkeypatch):
+    """data.depth.preprocess=input: longer side at model.input_size (112 -> 128, a multiple of 32), no padding."""
+    calls = []
+    raw = ZoeDepthDepth.raw
+    monkeypatch.setattr(ZoeDepthDepth, "raw", lambda self, image: calls.append(tuple(image.shape)) or raw(self, image))
+    argv = ["depth-cache", str(REPO / "experiments" / "tiny.yaml"), *_overrides(zoe_dir, tmp_path),
+            "data.layered.test_length=1", "data.depth.preprocess=input"]
+    assert main(argv) == 0 and calls == [(1, 3, 128, 128)]
+    meta = json.loads((tmp_path / "layered" / "depth_meta.json").read_text())
+    assert meta["preprocess"] == "input" and meta["side"] == 112
+    from transformers import ZoeDepthForDepthEstimation
+
+    hf = ZoeDepthForDepthEstimation.from_pretrained(str(zoe_dir), local_files_only=True).eval()
+    sample = build_dataset("layered", "", "test", length=1, size=64)[0]
+    x = torch.from_numpy(sample.image).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        x = F.interpolate(x, (128, 128), mode="bilinear", antialias=True)
+        ref = hf(pixel_values=(x - 0.5) / 0.5).predicted_depth
+    ref = F.interpolate(ref[:, None], (64, 64), mode="bilinear", align_corners=False)[0, 0].numpy()
+    cached = np.load(tmp_path / "layered" / f"{sample.id.rsplit('/', 1)[-1]}.npy")
+    assert cached.std() > 1e-3 and np.abs(cached - ref).max() < 1e-5
+    assert np.abs(cached - _hf_pipeline(zoe_dir, sample.image)).max() > 1e-4  # not the official pipeline
+
+
 def test_depth_cache_refuses_a_folder_of_another_model(tmp_path, zoe_dir, capsys):
     depth_folder = tmp_path / "depth"
     (depth_folder / "layered").mkdir(parents=True)
-    meta = {"kind": "disparity", "model": "dav2-vitb", "checkpoint": None, "side": 112}
+    meta = {"kind": "disparity", "model": "dav2-vitb", "checkpoint": None, "preprocess": "official", "side": None}
     (depth_folder / "layered" / "depth_meta.json").write_text(json.dumps(meta))
     argv = ["depth-cache", str(REPO / "experiments" / "tiny.yaml"), *_overrides(zoe_dir, depth_folder)]
     assert main(argv) == 2
@@ -145,6 +170,6 @@ def test_table6_rows_order_clicks_with_their_own_depth_model(row, cls, tmp_path,
             "data.layered.test_length=2", "data.layered.size=64", "data.depth.source=model", *checkpoint,
             "clicks.max_eval=5", "logger.kind=none", f"output_dir={tmp_path}"]
     assert main(argv) == 0
-    assert len(calls) == 2  # one depth prediction per image
+    assert len(calls) == (4 if row == "zoedepth" else 2)  # per image: one pass (ZoeDepth: + the flipped image)
     assert json.loads((tmp_path / "results.json").read_text())["config"]["data"]["depth"]["model"] == \
         ("dav1-vitb" if row == "dav1" else "zoedepth")

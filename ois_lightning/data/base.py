@@ -2,13 +2,17 @@
 reading helpers shared by the folder layouts (GrabCut, Berkeley, DAVIS, HQSeg44K)."""
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import cv2
 import numpy as np
 import torch
+
+from .truncation import is_truncated
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 MASK_EXTS = (".png", ".bmp")
@@ -35,13 +39,57 @@ class Sample:
 
 
 class DataError(ValueError):
-    """Bad input data; the message names the file and what was expected."""
+    """Bad input data; the message names the file and what was expected. ``kind`` groups problems in reports."""
+
+    kind = "invalid data"
+
+
+class UnreadableFile(DataError):
+    """A file that cannot be decoded, or is truncated."""
+
+    kind = "unreadable or truncated"
+
+
+class SizeMismatch(DataError):
+    """Two files of one sample (image and mask, image and depth) of different sizes."""
+
+    kind = "size mismatch"
+
+
+class MissingFile(DataError):
+    """A file a sample needs (its mask, its depth map) is not there."""
+
+    kind = "missing file"
+
+
+_COLLECTED: contextvars.ContextVar[list[DataError] | None] = contextvars.ContextVar("collected", default=None)
+
+
+@contextlib.contextmanager
+def collect_problems() -> Iterator[list[DataError]]:
+    """Inside this block, :func:`problem` records build-time problems (an image without its mask, ...) in the
+    yielded list instead of raising, and the loader leaves the item out: ``ois check-data`` reports every problem
+    of a tree in one run. Outside it the first problem raises, as a run needs."""
+    token = _COLLECTED.set([])
+    try:
+        yield _COLLECTED.get()  # type: ignore[misc]
+    finally:
+        _COLLECTED.reset(token)
+
+
+def problem(error: DataError) -> None:
+    """Raise ``error``, or record it when called inside :func:`collect_problems` (the caller skips the item)."""
+    collected = _COLLECTED.get()
+    if collected is None:
+        raise error
+    collected.append(error)
 
 
 class SegDataset(torch.utils.data.Dataset):
     """Base of every dataset: ``len(ds)``, ``ds[i] -> Sample`` and a ``name`` attribute."""
 
     name: str = "dataset"
+    has_depth: bool = False  # samples carry their own depth map (data.depth.source=gt)
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -50,26 +98,35 @@ class SegDataset(torch.utils.data.Dataset):
         raise NotImplementedError
 
 
+def _decode(path: Path, flags: int, what: str) -> np.ndarray:
+    """Decode an image file with OpenCV; unreadable or truncated (:func:`is_truncated`) is an UnreadableFile."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise UnreadableFile(f"{path}: cannot read {what} ({e.strerror})") from None
+    if is_truncated(data):
+        raise UnreadableFile(f"{path}: {what} file is truncated (expected a complete JPEG / PNG)")
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if decoded is None:
+        raise UnreadableFile(f"{path}: cannot read {what} (expected a readable image file)")
+    return decoded
+
+
 def read_image(path: Path) -> np.ndarray:
     """Read an image file as H,W,3 uint8 RGB."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise DataError(f"{path}: cannot read image (expected a readable image file)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(_decode(path, cv2.IMREAD_COLOR, "image"), cv2.COLOR_BGR2RGB)
 
 
 def read_mask(path: Path) -> np.ndarray:
     """Read a mask file at its stored bit depth: H,W or H,W,3 (OpenCV channel order; alpha dropped)."""
-    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if mask is None:
-        raise DataError(f"{path}: cannot read mask (expected a readable image file)")
+    mask = _decode(path, cv2.IMREAD_UNCHANGED, "mask")
     return mask[..., :3] if mask.ndim == 3 else mask
 
 
 def check_same_size(image: np.ndarray, image_path: Path, mask: np.ndarray, mask_path: Path) -> None:
     """Raise a DataError naming both files when the mask's H,W differ from the image's."""
     if image.shape[:2] != mask.shape[:2]:
-        raise DataError(
+        raise SizeMismatch(
             f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} does not match image {image_path} "
             f"size {image.shape[1]}x{image.shape[0]} (expected equal width x height)"
         )
@@ -83,16 +140,18 @@ def files_with_ext(folder: Path, exts: Sequence[str], recursive: bool = False) -
     return sorted(p for p in found if p.is_file() and p.suffix.lower() in exts)
 
 
-def find_mask(mask_dir: Path, stem: str, exts: Sequence[str], image_path: Path) -> Path:
-    """The first ``mask_dir/stem<ext>`` that exists, trying ``exts`` in order (either case)."""
+def find_mask(mask_dir: Path, stem: str, exts: Sequence[str], image_path: Path) -> Path | None:
+    """The first ``mask_dir/stem<ext>`` that exists, trying ``exts`` in order (either case); none is a
+    :func:`problem` (None returned inside :func:`collect_problems`)."""
     for ext in exts:
         for candidate in (mask_dir / f"{stem}{ext}", mask_dir / f"{stem}{ext.upper()}"):
             if candidate.is_file():
                 return candidate
-    raise DataError(
+    problem(MissingFile(
         f"{image_path}: no mask file for this image (expected one of "
         f"{', '.join(str(mask_dir / (stem + e)) for e in exts)})"
-    )
+    ))
+    return None
 
 
 def pair_by_stem(name: str, image_dir: Path, mask_dir: Path, mask_exts: Sequence[str] = MASK_EXTS) -> list[Pair]:
@@ -100,7 +159,8 @@ def pair_by_stem(name: str, image_dir: Path, mask_dir: Path, mask_exts: Sequence
     images = files_with_ext(image_dir, IMAGE_EXTS)
     if not images:
         raise DataError(f"{image_dir}: no images found (expected files ending in {', '.join(IMAGE_EXTS)})")
-    return [(p, find_mask(mask_dir, p.stem, mask_exts, p), f"{name}/{p.stem}") for p in images]
+    pairs = ((p, find_mask(mask_dir, p.stem, mask_exts, p), f"{name}/{p.stem}") for p in images)
+    return [(image, mask, sample_id) for image, mask, sample_id in pairs if mask is not None]
 
 
 class MaskedImageFolder(SegDataset):

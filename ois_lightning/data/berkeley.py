@@ -1,23 +1,15 @@
-"""Berkeley: ``root/images/<stem>.*`` images, ``root/masks/<stem>.{png,bmp}`` masks; object = channel 0 > 0."""
+"""Berkeley: ``root/images/<stem>.*`` images, ``root/masks/<stem>.{png,bmp}`` masks, decoded with GrabCut's rule
+(channel 0: 128 ignore, above 128 or exactly 1 object), as isegm's ``BerkeleyDataset`` subclasses its GrabCut
+loader (SamsungLabs/ritm_interactive_segmentation, ``isegm/data/datasets/berkeley.py``)."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
-
-from .base import MaskedImageFolder, binary, first_channel, pair_by_stem
+from .base import MASK_EXTS
+from .grabcut import GrabCut
 
 
-class Berkeley(MaskedImageFolder):
+class Berkeley(GrabCut):
     """The Berkeley benchmark (100 objects); ids ``berkeley/<stem>``."""
 
     name = "berkeley"
-
-    def __init__(self, root: str | Path):
-        root = Path(root)
-        super().__init__(pair_by_stem(self.name, root / "images", root / "masks"))
-
-    @staticmethod
-    def decode(raw: np.ndarray) -> np.ndarray:
-        """Channel 0 (OpenCV order) > 0 is the object."""
-        return binary(first_channel(raw))
+    folders = ("images", "masks")
+    mask_exts = MASK_EXTS

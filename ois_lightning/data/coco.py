@@ -1,8 +1,13 @@
 """COCO and LVIS instance annotations (official JSON, polygons or RLE) read through pycocotools.
 
-Every image is one Sample whose masks are its non-crowd objects of at least ``min_area`` pixels (the
-annotation's ``area`` field); crowd regions are ignore (-1) in every instance mask and never objects. Images
-left without an object are dropped when the dataset is built.
+Every image is one Sample whose masks are its non-crowd annotations. Crowd regions (``iscrowd=1``) are plain
+background, as in isegm's COCO loader, which leaves crowd segments out of its instance map
+(SamsungLabs/ritm_interactive_segmentation, ``isegm/data/datasets/coco.py``). No area filter here: the training
+wrapper drops objects under ``data.min_object_area`` after augmentation (``training.py``). Images without a
+non-crowd annotation are dropped when the dataset is built.
+
+LVIS v1 labels COCO 2017 images under their COCO image ids, so :class:`InstanceUnion` (``data.train=[coco, lvis]``)
+makes one Sample per image id with the instances of both files.
 """
 from __future__ import annotations
 
@@ -11,22 +16,22 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import urlparse
 
 import numpy as np
-from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from .base import IGNORE, DataError, Sample, SegDataset, read_image
+from .base import DataError, Sample, SegDataset, SizeMismatch, read_image
 
 
 @dataclass(frozen=True)
-class _Entry:
+class Entry:
+    """One image of an annotation file and its non-crowd annotation ids."""
+
     image_id: int
     file_name: str
-    objects: tuple[int, ...]  # annotation ids
-    crowds: tuple[int, ...]
+    objects: tuple[int, ...]
 
 
 class COCOInstances(SegDataset):
@@ -34,10 +39,9 @@ class COCOInstances(SegDataset):
 
     name = "coco"
 
-    def __init__(self, ann_file: str | Path, image_dir: str | Path, min_area: int = 1000):
+    def __init__(self, ann_file: str | Path, image_dir: str | Path):
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
-        self.min_area = min_area
         self.coco = self._load(self.ann_file)
         entries = (self._entry(image) for _, image in sorted(self.coco.imgs.items()))
         self.entries = [e for e in entries if e.objects]
@@ -71,35 +75,38 @@ class COCOInstances(SegDataset):
             return urlparse(image["coco_url"]).path.rsplit("/", 1)[-1]
         raise DataError(f"{self.ann_file}: image {image.get('id')} has neither 'file_name' nor 'coco_url'")
 
-    def _area(self, ann: dict) -> float:
-        if "area" in ann:
-            return float(ann["area"])
-        return float(mask_utils.area(self.coco.annToRLE(ann)))
-
-    def _entry(self, image: dict) -> _Entry:
+    def _entry(self, image: dict) -> Entry:
         anns = self.coco.imgToAnns.get(image["id"], [])
-        crowds = tuple(a["id"] for a in anns if a.get("iscrowd", 0))
-        objects = tuple(a["id"] for a in anns if not a.get("iscrowd", 0) and self._area(a) >= self.min_area)
-        return _Entry(image["id"], self._file_name(image), objects, crowds)
+        objects = tuple(a["id"] for a in anns if not a.get("iscrowd", 0))
+        return Entry(image["id"], self._file_name(image), objects)
+
+    def check_size(self, entry: Entry, image: np.ndarray, path: Path) -> None:
+        """A SizeMismatch naming ``path`` when ``image`` is not the size this file gives for ``entry``."""
+        info = self.coco.imgs[entry.image_id]
+        if image.shape[:2] != (info["height"], info["width"]):
+            raise SizeMismatch(
+                f"{path}: image size {image.shape[1]}x{image.shape[0]} does not match {self.ann_file} "
+                f"(expected {info['width']}x{info['height']} for image id {entry.image_id})"
+            )
+
+    def read_image(self, entry: Entry) -> tuple[np.ndarray, Path]:
+        """The image of ``entry`` (H,W,3 RGB), checked against its annotated size, and its path."""
+        path = self.image_dir / entry.file_name
+        image = read_image(path)
+        self.check_size(entry, image, path)
+        return image, path
+
+    def masks(self, entry: Entry) -> np.ndarray:
+        """One int8 object mask per non-crowd annotation of ``entry`` (K,H,W)."""
+        return np.stack([self.coco.annToMask(self.coco.anns[a]) for a in entry.objects]).astype(np.int8)
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def __getitem__(self, i: int) -> Sample:
         entry = self.entries[i]
-        info = self.coco.imgs[entry.image_id]
-        path = self.image_dir / entry.file_name
-        image = read_image(path)
-        if image.shape[:2] != (info["height"], info["width"]):
-            raise DataError(
-                f"{path}: image size {image.shape[1]}x{image.shape[0]} does not match {self.ann_file} "
-                f"(expected {info['width']}x{info['height']} for image id {entry.image_id})"
-            )
-        masks = np.stack([self.coco.annToMask(self.coco.anns[a]) for a in entry.objects]).astype(np.int8)
-        if entry.crowds:
-            crowd = np.any([self.coco.annToMask(self.coco.anns[a]) for a in entry.crowds], axis=0)
-            masks[(masks == 0) & crowd[None]] = IGNORE
-        return Sample(image=image, masks=masks, depth=None, id=f"{self.name}/{Path(entry.file_name).stem}")
+        image, _ = self.read_image(entry)
+        return Sample(image=image, masks=self.masks(entry), depth=None, id=f"{self.name}/{Path(entry.file_name).stem}")
 
 
 class LVISInstances(COCOInstances):
@@ -117,3 +124,45 @@ class LVISInstances(COCOInstances):
         kw.setdefault("ann_file", Path(root) / "annotations" / f"lvis_v1_{split}.json")
         kw.setdefault("image_dir", Path(root) / "images")
         return cls(**kw)
+
+
+class InstanceUnion(SegDataset):
+    """One Sample per image id over COCO-format datasets of the same images (COCO and LVIS): the image is read
+    from the first part that lists it, the masks of every part follow in part order. Name ``coco+lvis``, ids
+    ``coco+lvis/<image file stem>``."""
+
+    def __init__(self, parts: Sequence[COCOInstances]):
+        self.parts = list(parts)
+        self.name = "+".join(p.name for p in self.parts)
+        by_id: dict[int, list[tuple[COCOInstances, Entry]]] = {}
+        for part in self.parts:
+            for entry in part.entries:
+                by_id.setdefault(entry.image_id, []).append((part, entry))
+        self.images = [by_id[k] for k in sorted(by_id)]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Sample:
+        (first, entry), *rest = self.images[i]
+        image, path = first.read_image(entry)
+        for part, other in rest:
+            part.check_size(other, image, path)
+        masks = np.concatenate([part.masks(e) for part, e in self.images[i]])  # K,H,W
+        return Sample(image=image, masks=masks, depth=None, id=f"{self.name}/{Path(entry.file_name).stem}")
+
+
+def unite_instances(datasets: list[SegDataset]) -> list[SegDataset]:
+    """A training list with its COCO-format datasets (two or more) replaced, at the place of the first, by their
+    :class:`InstanceUnion`: ``data.train=[coco, lvis]`` is one stream over the union of the images."""
+    parts = [d for d in datasets if isinstance(d, COCOInstances)]
+    if len(parts) < 2:
+        return datasets
+    union = InstanceUnion(parts)
+    out: list[SegDataset] = []
+    for d in datasets:
+        if not isinstance(d, COCOInstances):
+            out.append(d)
+        elif d is parts[0]:
+            out.append(union)
+    return out

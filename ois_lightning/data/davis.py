@@ -1,5 +1,6 @@
 """DAVIS (the 345-frame interactive subset): ``root/img/<stem>.*`` images, ``root/gt/<stem>.{png,bmp}`` masks;
-object = maximum over the mask's channels > 0."""
+object = maximum over the mask's channels > 0, as isegm decodes it (SamsungLabs/ritm_interactive_segmentation,
+``isegm/data/datasets/davis.py``). COCO-MVal (``coco_mval.py``) is published in the same layout."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +11,7 @@ from .base import MaskedImageFolder, binary, max_channel, pair_by_stem
 
 
 class Davis(MaskedImageFolder):
-    """The DAVIS-345 benchmark; ids ``davis/<stem>``."""
+    """The DAVIS-345 benchmark; ids ``<name>/<stem>`` (``davis/<stem>``)."""
 
     name = "davis"
 

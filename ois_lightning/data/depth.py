@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 
 from ..atomic import atomic_write
-from .base import DataError, Sample, SegDataset
+from .base import DataError, MissingFile, Sample, SegDataset, SizeMismatch, UnreadableFile
+from .draw import draw_sample
 
 DEPTH_KINDS = ("disparity", "depth")
 PNG_SCALE = 65535.0
@@ -27,16 +28,16 @@ def read_depth(folder: str | Path, stem: str) -> np.ndarray:
         try:
             depth = np.load(npy, allow_pickle=False)
         except (OSError, ValueError) as e:
-            raise DataError(f"{npy}: cannot read depth (expected a .npy array): {e}") from e
+            raise UnreadableFile(f"{npy}: cannot read depth (expected a .npy array): {e}") from e
         if depth.ndim != 2:
             raise DataError(f"{npy}: depth has shape {depth.shape} (expected H,W)")
         return depth.astype(np.float32)
     if png.is_file():
         depth = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
         if depth is None or depth.dtype != np.uint16 or depth.ndim != 2:
-            raise DataError(f"{png}: cannot read depth (expected a 16-bit single-channel PNG)")
+            raise UnreadableFile(f"{png}: cannot read depth (expected a 16-bit single-channel PNG)")
         return depth.astype(np.float32) / PNG_SCALE
-    raise DataError(f"no depth file for {stem!r} (expected {npy} or {png})")
+    raise MissingFile(f"no depth file for {stem!r} (expected {npy} or {png})")
 
 
 def write_depth(path: str | Path, depth: np.ndarray) -> None:
@@ -87,11 +88,17 @@ class DepthFolder(SegDataset):
         return len(self.dataset)
 
     def __getitem__(self, i: int) -> Sample:
-        sample = self.dataset[i]
+        return self._with_depth(self.dataset[i])
+
+    def draw(self, i: int, rng: np.random.Generator) -> Sample:
+        """The wrapped dataset's training read (:func:`.draw.draw_sample`) with its depth map."""
+        return self._with_depth(draw_sample(self.dataset, i, rng))
+
+    def _with_depth(self, sample: Sample) -> Sample:
         stem = sample.id.rsplit("/", 1)[-1]
         depth = read_depth(self.folder, stem)
         if depth.shape != sample.image.shape[:2]:
-            raise DataError(
+            raise SizeMismatch(
                 f"{self.folder / stem}.*: depth size {depth.shape[1]}x{depth.shape[0]} does not match image "
                 f"{sample.id} (expected {sample.image.shape[1]}x{sample.image.shape[0]})"
             )

@@ -46,6 +46,7 @@ class LayeredScenes(SegDataset):
     """
 
     name = "layered"
+    has_depth = True
 
     def __init__(
         self,

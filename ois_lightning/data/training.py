@@ -1,13 +1,14 @@
 """Training samples: one target object per image, augmented, with its initial clicks (paper App. A.1).
 
 :class:`TrainingSamples` turns any :class:`SegDataset` into fixed-size tensors for the training loop. Every random
-choice of a sample (which object, whether two objects merge, the augmentation, the initial clicks) is drawn from
-``sample_rng(seed, epoch, index)``, so a run is the same whatever the number of dataloader workers or ranks.
+choice of a sample (a dataset's own draw, see :mod:`.draw`; the augmentation; which object; whether objects
+merge; the initial clicks) is drawn from ``sample_rng(seed, epoch, index)``, so a run is the same whatever the
+number of dataloader workers or ranks.
 The epoch reaches the workers inside the index itself (:class:`EpochSampler` yields ``epoch * N + i``).
 """
 from __future__ import annotations
 
-import dataclasses
+import bisect
 import itertools
 from typing import Iterator
 
@@ -16,7 +17,8 @@ import torch
 from torch.utils.data import ConcatDataset, DistributedSampler
 
 from ..clicks import sample_initial_clicks, sample_rng
-from .base import IGNORE, Sample, SegDataset
+from .base import IGNORE, DataError, Sample, SegDataset
+from .draw import draw_sample
 from .transforms import Pipeline, apply
 
 MAX_SKIPS = 64  # consecutive object-free images tolerated before giving up with an error
@@ -31,10 +33,12 @@ class TrainingSamples(torch.utils.data.Dataset):
     K = max_pos + max_neg, ``index`` (the item index), ``skipped`` (object-free images passed over to reach
     this one) and, when ``with_depth``, ``depth`` (1,S,S) float and ``depth_kind``.
 
-    Target choice (isegm protocol): objects under ``min_area`` pixels (in the source image) are not used; with
-    probability ``merge_prob`` two objects form one target; the other objects give the negative pool "other
-    objects". An image with no usable object, or whose target the augmentation crops away, is skipped: the
-    next image is taken and ``skipped`` counts it.
+    Target choice (isegm protocol: SamsungLabs/ritm_interactive_segmentation, ``isegm/data/base.py`` and
+    ``isegm/data/points_sampler.py``): all instance masks are augmented together, then objects with fewer than
+    ``min_area`` object pixels *after* the augmentation are not targets; with probability ``merge_prob`` two
+    usable objects form one target; all other objects (small ones included: isegm keeps their pixels out of the
+    background) give the negative pool "other objects". An image without a usable object after augmentation
+    is skipped: the next image is taken and ``skipped`` counts it.
     """
 
     def __init__(
@@ -61,18 +65,24 @@ class TrainingSamples(torch.utils.data.Dataset):
         for skipped in range(MAX_SKIPS):
             index = (i + skipped) % len(self.data)
             rng = sample_rng(self.seed, epoch, index)
-            out = self._make(self.data[index], rng)
+            out = self._make(self._draw(index, rng), rng)
             if out is not None:
                 out.update(index=item, skipped=skipped)
                 return out
         raise RuntimeError(f"{MAX_SKIPS} consecutive training images from index {i} have no usable object "
-                           f"(objects of at least {self.min_area} px): check the masks")
+                           f"(objects of at least {self.min_area} px after augmentation): check the masks")
 
-    def _choose_target(self, sample: Sample, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
-        """-> (target (H,W) int8 in {1,0,-1}, other objects (H,W) bool) or None without a usable object."""
-        masks = sample.masks  # K,H,W
+    def _draw(self, index: int, rng: np.random.Generator) -> Sample:
+        """Image ``index`` of the concatenated datasets, read by :func:`.draw.draw_sample` with the item's rng."""
+        k = bisect.bisect_right(self.data.cumulative_sizes, index)
+        start = self.data.cumulative_sizes[k - 1] if k else 0
+        return draw_sample(self.data.datasets[k], index - start, rng)
+
+    def _choose_target(self, masks: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+        """Augmented masks (K,H,W) -> (target (H,W) int8 in {1,0,-1}, other objects (H,W) bool), or None
+        without an object of at least ``min_area`` (and at least 1) pixels."""
         areas = (masks == 1).sum(axis=(1, 2))  # K
-        usable = np.flatnonzero(areas >= self.min_area)
+        usable = np.flatnonzero(areas >= max(self.min_area, 1))
         if usable.size == 0:
             return None
         chosen = [int(rng.choice(usable))]
@@ -86,20 +96,16 @@ class TrainingSamples(torch.utils.data.Dataset):
 
     def _make(self, sample: Sample, rng: np.random.Generator) -> dict | None:
         if self.with_depth and sample.depth is None:
-            raise ValueError(f"{sample.id}: no depth map, but data.depth.source needs one "
-                             "(use source=model, or a dataset/folder that provides depth)")
-        chosen = self._choose_target(sample, rng)
+            raise DataError(f"{sample.id}: no depth map, but data.depth.source needs one "
+                            "(use data.depth.source=model, or a dataset/folder that provides depth)")
+        self.transform.set_seed(int(rng.integers(2**31)))
+        out, _ = apply(self.transform, sample)  # all K instance masks move with the image
+        chosen = self._choose_target(out.masks, rng)
         if chosen is None:
             return None
-        target, others = chosen
-        two = np.stack([target, others.astype(np.int8)])  # 2,H,W: transformed together
-        self.transform.set_seed(int(rng.integers(2**31)))
-        out, _ = apply(self.transform, dataclasses.replace(sample, masks=two))
-        gt = out.masks[0].copy()
+        gt, others = chosen
         gt[~out.valid] = IGNORE
-        if not (gt == 1).any():
-            return None
-        clicks = sample_initial_clicks(gt, rng, out.masks[1] == 1, self.max_pos, self.max_neg)
+        clicks = sample_initial_clicks(gt, rng, others, self.max_pos, self.max_neg)
         n = self.max_pos + self.max_neg
         coords, labels = np.zeros((n, 2), np.float32), np.full(n, -1, np.int64)
         for k, c in enumerate(clicks):

@@ -12,59 +12,18 @@ depth, e.g. layered scenes) or ``file`` (``DepthFolder`` over ``data.depth.folde
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 from typing import Any, Callable
 
 import lightning as L
 from omegaconf import DictConfig
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 
 from ..config import uses_depth
-from ..data import DepthFolder, SegDataset, build_dataset, build_train_transform
+from ..data import build_train_transform
+from ..data.splits import FOLDERS, build_split, dataset_root, eval_dataset, train_datasets  # noqa: F401 (re-exported)
 from ..data.training import EpochSampler, TrainingSamples, per_device_batch
 
-FOLDERS = {  # default folder of each dataset under data.root
-    "grabcut": "GrabCut",
-    "berkeley": "Berkeley",
-    "davis": "DAVIS",
-    "hqseg44k": "HQSeg44K",
-    "coco": "COCO",
-    "lvis": "LVIS",
-    "layered": "",
-}
-
-
-def dataset_root(cfg: DictConfig, name: str) -> str:
-    """Folder of dataset ``name``: ``data.paths[name]`` if set, else ``data.root/FOLDERS[name]``."""
-    if name in cfg.data.paths:
-        return str(cfg.data.paths[name])
-    return str(Path(cfg.data.root) / FOLDERS.get(name, name))
-
-
-def build_split(cfg: DictConfig, name: str, split: str) -> SegDataset:
-    """Dataset ``name`` of ``split`` with the configured depth source applied."""
-    kw: dict[str, Any] = {}
-    if name == "layered":
-        layered = cfg.data.layered
-        kw = dict(length=int(layered[f"{split}_length"]), size=int(layered.size))
-    elif name in ("coco", "lvis"):  # objects below data.min_object_area are dropped when the JSON is read
-        kw = dict(min_area=int(cfg.data.min_object_area))
-    dataset = build_dataset(name, dataset_root(cfg, name), split, **kw)
-    depth = cfg.data.depth
-    if depth.source.value == "file" and uses_depth(cfg.model):  # rows without depth need no depth files
-        if depth.folder is None:
-            raise ValueError("data.depth.source=file needs data.depth.folder (a folder of <dataset>/<stem>.npy)")
-        dataset = DepthFolder(dataset, Path(depth.folder) / dataset.name, depth.kind)
-    return dataset
-
-
-def eval_dataset(cfg: DictConfig, split: str) -> Dataset:
-    """The ``data.val`` or ``data.test`` datasets (``split`` "val" / "test") concatenated."""
-    names = list(cfg.data[split])
-    if not names:
-        raise ValueError(f"data.{split} is empty: name at least one dataset")
-    parts = [build_split(cfg, name, split) for name in names]
-    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+# FOLDERS / build_split moved to ois_lightning/data/splits.py
 
 
 def _as_list(batch: list) -> list:
@@ -107,7 +66,7 @@ class OISDataModule(L.LightningDataModule):
         if stage in (None, "fit") and self.train_set is None:
             c = self.cfg
             self.train_set = TrainingSamples(
-                [build_split(c, name, "train") for name in c.data.train],
+                train_datasets(c),
                 build_train_transform(c.model.input_size),
                 seed=c.seed,
                 with_depth=self.with_depth,
@@ -161,7 +120,7 @@ class OISDataModule(L.LightningDataModule):
         skipped, self.skipped = self.skipped, 0
         if skipped:
             warnings.warn(f"{skipped} training images had no object of at least {self.cfg.data.min_object_area} px "
-                          "(or lost it to augmentation) and were skipped this epoch", stacklevel=2)
+                          "after augmentation and were skipped this epoch", stacklevel=2)
         return skipped
 
 

@@ -2,7 +2,9 @@
 evaluation on ``data.test`` writes ``<output_dir>/results.json`` per test dataset (schema in docs/training.md)."""
 from __future__ import annotations
 
+import pickle
 import secrets
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -13,12 +15,15 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from ..atomic import atomic_write
+from ..check_data import check_splits
 from ..config import ConfigError, to_dict
+from ..data.splits import build_split
 from ..evaluate import TABLE_COLUMNS, EvalResult, evaluate, table_row, write_results
 from ..grid import run_identity, wandb_offline
 from ..model import OISModel, build_model
+from ..model.checkpoints import CheckpointError
 from ..table import results_paths
-from .datamodule import EpochEndWarnings, OISDataModule, build_split
+from .datamodule import EpochEndWarnings, OISDataModule
 from .module import OISLitModule
 
 
@@ -122,9 +127,12 @@ def finish(model: OISModel, cfg: DictConfig) -> dict[str, EvalResult]:
 
 
 def train(cfg: DictConfig) -> dict[str, EvalResult] | None:
-    """Fit (resuming from ``ckpt_path``), then evaluate the final weights on data.test on rank 0."""
-    L.seed_everything(cfg.seed, workers=True)
+    """Fit (resuming from ``ckpt_path``), then evaluate the final weights on data.test on rank 0. Every split is
+    built first (``train.check_data``: :func:`check_splits`), so missing files fail before a model is built."""
     ckpt_path = resolve_ckpt_path(cfg)
+    if cfg.train.check_data:
+        check_splits(cfg)
+    L.seed_everything(cfg.seed, workers=True)
     module = OISLitModule(cfg)
     trainer = build_trainer(cfg)
     trainer.fit(module, datamodule=OISDataModule(cfg), ckpt_path=ckpt_path)
@@ -151,6 +159,28 @@ def log_test(logger: Logger, results: dict[str, EvalResult], cfg: DictConfig, st
         logger.experiment.finish()  # close the run, so another run can start in this process
 
 
+def read_checkpoint(path: Path) -> dict:
+    """The dict a checkpoint file holds; an empty, truncated or non-checkpoint file is a CheckpointError."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"ckpt={path}: cannot read the file ({reason}); expected a Lightning .ckpt from "
+                              "`ois train` (empty or truncated?)") from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"ckpt={path}: holds a {type(checkpoint).__name__} (expected a Lightning .ckpt dict)")
+    return checkpoint
+
+
+def warn_input_size(checkpoint: dict, cfg: DictConfig) -> None:
+    """One line on stderr when the checkpoint was trained at another ``model.input_size`` (its saved config,
+    ``hyper_parameters``) than the one evaluated now."""
+    trained = checkpoint.get("hyper_parameters", {}).get("model", {}).get("input_size")
+    if trained is not None and int(trained) != int(cfg.model.input_size):
+        print(f"ois: warning: ckpt={cfg.ckpt} was trained at model.input_size={trained} but is evaluated at "
+              f"model.input_size={cfg.model.input_size}", file=sys.stderr)
+
+
 def load_weights(cfg: DictConfig) -> OISModel:
     """OISModel of ``cfg.model`` with the weights of the Lightning checkpoint ``cfg.ckpt`` (random init if unset)."""
     model = build_model(cfg.model, cfg.data.depth)
@@ -160,9 +190,11 @@ def load_weights(cfg: DictConfig) -> OISModel:
     path = Path(cfg.ckpt)
     if not path.is_file():
         raise ConfigError(f"ckpt={cfg.ckpt}: file not found (expected a Lightning .ckpt from `ois train`)")
-    state = torch.load(path, map_location="cpu", weights_only=True).get("state_dict")
+    checkpoint = read_checkpoint(path)
+    state = checkpoint.get("state_dict")
     if not isinstance(state, dict):
         raise ConfigError(f"ckpt={cfg.ckpt}: no 'state_dict' in the file (expected a Lightning .ckpt)")
+    warn_input_size(checkpoint, cfg)
     weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     try:
         model.load_state_dict(weights)

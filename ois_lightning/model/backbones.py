@@ -3,14 +3,13 @@
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from .checkpoints import CheckpointError, load_strict, read_state_dict
+from .checkpoints import load_strict, read_state_dict
 from .dpt import DPTHead
 from .vit import ViTEncoder
 
@@ -49,7 +48,7 @@ SPECS: dict[str, BackboneSpec] = {
     "dav2-vitl": BackboneSpec(out_indices=(4, 11, 17, 23), **_L),
     "dav1-vitb": BackboneSpec(out_indices=(8, 9, 10, 11), **_B),  # DAv1 feeds the head the last four blocks
     "mae-vitb": BackboneSpec(
-        out_indices=(2, 5, 8, 11), patch_size=16, pretrain_grid=14, layer_scale=False, pos_interp="timm",
+        out_indices=(2, 5, 8, 11), patch_size=16, pretrain_grid=14, layer_scale=False, pos_interp="mae",
         has_depth_head=False, drop_keys=("decoder_", "mask_token"), **_B,
     ),
 }
@@ -100,8 +99,8 @@ def build(name: str | BackboneSpec, checkpoint: str | Path | None = None) -> Bac
     """Backbone ``name`` (a key of SPECS, or a spec), random-init or loaded strictly from ``checkpoint``.
 
     ``checkpoint``: an official Depth Anything file (``pretrained.*`` + ``depth_head.*``), an encoder-only file
-    (timm / official MAE layout; MAE decoder keys dropped) or an HF Depth Anything directory, whose config must
-    describe the same network as ``name``.
+    (timm / official MAE layout; MAE decoder keys dropped) or a Depth Anything directory (HF export, or DAv1's own
+    hub directory), whose ``config.json`` must describe the same network as ``name``.
     """
     spec = get_spec(name) if isinstance(name, str) else name
     backbone = Backbone(spec)
@@ -109,17 +108,9 @@ def build(name: str | BackboneSpec, checkpoint: str | Path | None = None) -> Bac
         return backbone
     path = Path(checkpoint)
     if path.is_dir():
-        from .hf_depth_anything import read_hf_depth_anything
+        from .hf_depth_anything import read_depth_anything_dir
 
-        hf_spec, state = read_hf_depth_anything(path)
-        diff = [
-            f"{f.name} {getattr(hf_spec, f.name)} (expected {getattr(spec, f.name)})"
-            for f in dataclasses.fields(spec)
-            if getattr(hf_spec, f.name) != getattr(spec, f.name)
-        ]
-        if diff:
-            label = repr(name) if isinstance(name, str) else "the given spec"
-            raise CheckpointError(f"{path / 'config.json'}: not the network of {label}: " + "; ".join(diff))
+        state = read_depth_anything_dir(path, spec, repr(name) if isinstance(name, str) else "the given spec")
     else:
         state = read_state_dict(path)
         if not any(k.startswith("pretrained.") for k in state):

@@ -2,8 +2,8 @@
 
 Accepted files: ``.pth`` / ``.pt`` / ``.bin`` (``torch.load`` with ``weights_only=True``) and ``.safetensors``,
 a plain state dict or one wrapped in ``{"model": ...}`` / ``{"state_dict": ...}``, keys optionally prefixed
-``module.`` (DDP). A directory is a Hugging Face ``DepthAnythingForDepthEstimation`` export (``config.json`` +
-``model.safetensors``), converted to the official Depth Anything layout by :mod:`.hf_depth_anything`.
+``module.`` (DDP). A directory holds ``config.json`` and the weights (:func:`read_hf_weights`): a Hugging Face
+``DepthAnythingForDepthEstimation`` export or a Depth Anything V1 hub directory, read by :mod:`.hf_depth_anything`.
 
 Loading is strict: a missing, unexpected or mis-shaped key is a :class:`CheckpointError` naming the file and the
 keys, raised before any weight is copied.
@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
+
 import torch
 from torch import Tensor, nn
 
 WRAPPERS = ("model", "state_dict")
 SHOWN_KEYS = 8  # keys listed per category in an error message
+HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 class CheckpointError(ValueError):
@@ -61,34 +64,58 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     )
 
 
+def read_hf_weights(folder: str | Path) -> dict[str, Tensor]:
+    """The tensors of a hub directory: ``model.safetensors``, a sharded ``model.safetensors.index.json`` or
+    ``pytorch_model.bin`` (the first one present)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    single, index, legacy = (folder / n for n in HF_WEIGHT_FILES)
+    if single.is_file():
+        return read_state_dict(single)
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return {k: v for shard in shards for k, v in load_file(str(folder / shard), device="cpu").items()}
+    if legacy.is_file():
+        return read_state_dict(legacy)
+    raise CheckpointError(f"{folder}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+
+
 def _listing(label: str, keys: list[str]) -> str:
     shown = ", ".join(keys[:SHOWN_KEYS])
     more = f" ... ({len(keys)} in total)" if len(keys) > SHOWN_KEYS else ""
     return f"{label} [{shown}{more}]"
 
 
+def raise_on_mismatch(source: str | Path, missing: list[str], unexpected: list[str], misshaped: list[str]) -> None:
+    """One CheckpointError naming ``source`` and every missing, unexpected and mis-shaped key, if there is any."""
+    parts = [
+        _listing(label, sorted(keys))
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped (file vs model)", misshaped))
+        if keys
+    ]
+    if parts:
+        raise CheckpointError(f"{source}: checkpoint does not match the model: " + "; ".join(parts))
+
+
+def misshaped_entry(key: str, file_shape: tuple[int, ...], model_shape: tuple[int, ...]) -> str:
+    return f"{key} {tuple(file_shape)} vs {tuple(model_shape)}"
+
+
 def load_strict(module: nn.Module, state: dict[str, Tensor], source: str | Path) -> None:
     """``module.load_state_dict(state, strict=True)`` after checking keys and shapes ourselves, so that every
     problem is reported at once in one message naming ``source``."""
     own = module.state_dict()
-    missing = sorted(k for k in own if k not in state)
-    unexpected = sorted(k for k in state if k not in own)
-    misshaped = sorted(
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
+    raise_on_mismatch(
+        source,
+        missing=[k for k in own if k not in state],
+        unexpected=[k for k in state if k not in own],
+        misshaped=[
+            misshaped_entry(k, state[k].shape, own[k].shape)
+            for k in own
+            if k in state and state[k].shape != own[k].shape
+        ],
     )
-    if missing or unexpected or misshaped:
-        parts = [
-            _listing(label, keys)
-            for label, keys in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("mis-shaped (file vs model)", misshaped),
-            )
-            if keys
-        ]
-        raise CheckpointError(f"{source}: checkpoint does not match the model: " + "; ".join(parts))
     module.load_state_dict(state, strict=True)
 
 

@@ -1,9 +1,17 @@
-"""Hugging Face ``DepthAnythingForDepthEstimation`` exports (DAv1 / DAv2 ``*-hf``) -> the official layout.
+"""Depth Anything model directories (``config.json`` + weights) -> the official layout.
 
-The HF port stores the same network under other names: a DINOv2 backbone with separate query/key/value
+Two layouts exist. Hugging Face ``DepthAnythingForDepthEstimation`` exports (DAv1 / DAv2 ``*-hf``, ``config.json``
+with a ``model_type``) are converted as below. Depth Anything V1's own hub directories
+(``LiheYoung/depth_anything_vit{s,b,l}14``) hold the ``PyTorchModelHubMixin`` save of its ``DepthAnything`` class
+(LiheYoung/Depth-Anything ``depth_anything/dpt.py``): ``config.json`` is the constructor's arguments (``encoder``,
+``features``, ``out_channels``, ``use_bn``, ``use_clstoken``) and ``pytorch_model.bin`` the state dict, already in
+the official layout; that class feeds the head the last four blocks (``get_intermediate_layers(x, 4)``).
+
+The HF port stores the network under other names: a DINOv2 backbone with separate query/key/value
 projections (``backbone.*``), a "neck" (reassemble + fusion stages, fusion listed deepest first) and a three-conv
-"head". :func:`read_hf_depth_anything` reads ``config.json`` (through transformers, offline) into a
-:class:`BackboneSpec` and renames / fuses the weights into ``pretrained.*`` + ``depth_head.*``.
+"head". :func:`spec_from_config` reads ``config.json`` (through transformers, offline) into a
+:class:`BackboneSpec` and :func:`convert_state_dict` renames / fuses the weights into ``pretrained.*`` +
+``depth_head.*``; :func:`read_depth_anything_dir` reads either layout.
 
 One numerical difference stays: at input sizes other than the config's ``image_size`` the HF port resizes the
 position embeddings to the target size, while the official DINOv2 code (and our encoder) scales by
@@ -11,6 +19,7 @@ position embeddings to the target size, while the official DINOv2 code (and our 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -20,7 +29,7 @@ import torch
 from torch import Tensor
 
 from .backbones import BackboneSpec
-from .checkpoints import CheckpointError
+from .checkpoints import CheckpointError, read_hf_weights
 
 _BLOCK = r"backbone\.encoder\.layer\.(\d+)\."
 _FUSION = r"neck\.fusion_stage\.layers\.(\d)\."
@@ -131,20 +140,42 @@ def spec_from_config(folder: str | Path) -> BackboneSpec:
     )
 
 
-def _weights(folder: Path) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
-
-    single, index = folder / "model.safetensors", folder / "model.safetensors.index.json"
-    if single.is_file():
-        return load_file(str(single), device="cpu")
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return {k: v for shard in shards for k, v in load_file(str(folder / shard), device="cpu").items()}
-    raise CheckpointError(f"{folder}: no model.safetensors (or model.safetensors.index.json) in the HF directory")
+DAV1_ENCODERS = {"vits": (384, 12, 6), "vitb": (768, 12, 12), "vitl": (1024, 24, 16)}  # embed_dim, depth, heads
 
 
-def read_hf_depth_anything(folder: str | Path) -> tuple[BackboneSpec, dict[str, Tensor]]:
-    """(spec, official-layout state dict) of an HF Depth Anything directory."""
+def _dav1_hub_diff(config: dict, spec: BackboneSpec) -> list[str]:
+    """Differences between a DAv1 hub ``config.json`` and ``spec`` (empty: the same network)."""
+    if config.get("encoder") not in DAV1_ENCODERS:
+        return [f"encoder {config.get('encoder')!r} (expected one of {', '.join(DAV1_ENCODERS)})"]
+    dim, depth, heads = DAV1_ENCODERS[config["encoder"]]
+    found = {
+        "embed_dim": dim, "depth": depth, "num_heads": heads, "out_indices": tuple(range(depth - 4, depth)),
+        "head_features": config.get("features"), "head_out_channels": tuple(config.get("out_channels", ())),
+    }
+    diff = [f"{k} {v} (expected {getattr(spec, k)})" for k, v in found.items() if v != getattr(spec, k)]
+    return diff + [f"{k}=true (not supported)" for k in ("use_bn", "use_clstoken") if config.get(k)]
+
+
+def read_depth_anything_dir(folder: str | Path, spec: BackboneSpec, label: str) -> dict[str, Tensor]:
+    """The official-layout state dict of a Depth Anything directory (either layout), after checking that its
+    ``config.json`` describes ``spec`` (``label`` names it in the error)."""
     folder = Path(folder)
-    spec = spec_from_config(folder)
-    return spec, convert_state_dict(_weights(folder), folder)
+    path = folder / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{folder}: not a model directory (expected config.json and the weights)")
+    config = json.loads(path.read_text())
+    if "model_type" in config:
+        found = spec_from_config(folder)
+        diff = [
+            f"{f.name} {getattr(found, f.name)} (expected {getattr(spec, f.name)})"
+            for f in dataclasses.fields(spec)
+            if getattr(found, f.name) != getattr(spec, f.name)
+        ]
+    elif "encoder" in config:
+        diff = _dav1_hub_diff(config, spec)
+    else:
+        raise CheckpointError(f"{path}: neither a transformers config (model_type) nor Depth Anything V1's (encoder)")
+    if diff:
+        raise CheckpointError(f"{path}: not the network of {label}: " + "; ".join(diff))
+    state = read_hf_weights(folder)
+    return convert_state_dict(state, folder) if "model_type" in config else state

@@ -184,7 +184,7 @@ def build_model(cfg, depth=None) -> OISModel:
         depth_encoder = DepthEncoder(spec.embed_dim, spec.patch_size, grid, e.dim, e.num_blocks, e.num_heads)
     depth_model = None
     if uses_depth(cfg) and depth is not None and depth.model is not None and depth.source == "model":
-        depth_model = build_depth_model(depth.model, depth.checkpoint)
+        depth_model = build_depth_model(depth.model, depth.checkpoint, depth.preprocess)
     return OISModel(
         spec=spec,
         pretrained=backbone.pretrained,
