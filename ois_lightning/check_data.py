@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from .data.base import IGNORE, DataError, MissingFile, SegDataset, SizeMismatch, UnreadableFile, collect_problems
-from .data.splits import build_split
+from .data.splits import build_group, split_groups
 
 SPLITS = ("train", "val", "test")
 KINDS = (UnreadableFile.kind, SizeMismatch.kind, MissingFile.kind, DataError.kind)  # problems, in report order
@@ -76,11 +76,11 @@ def build_splits(cfg: DictConfig) -> list[tuple[SplitReport, SegDataset | None]]
     (an image without its mask, ...) are left out and recorded, as is a dataset that cannot be built at all."""
     built = []
     for split in SPLITS:
-        for name in cfg.data[split]:
-            report, dataset = SplitReport(split, str(name)), None
+        for group in split_groups(cfg, split):
+            report, dataset = SplitReport(split, "+".join(group)), None
             with collect_problems() as found:
                 try:
-                    dataset = build_split(cfg, str(name), split)
+                    dataset = build_group(cfg, group, split)
                 except DataError as e:
                     found.append(e)
             report.problems.extend(found)

@@ -37,14 +37,14 @@ def depth_model_choice(cfg: DictConfig) -> tuple[str, str | None]:
 
 def _datasets(cfg: DictConfig, split: str) -> list[SegDataset]:
     """The raw datasets of ``data.<split>`` (no depth folder applied: that is what we are writing)."""
-    from .data.splits import build_split
+    from .data.splits import build_group, split_groups
 
     raw = copy.deepcopy(cfg)
     raw.data.depth.source = DepthSource.model
-    names = list(cfg.data[split])
-    if not names:
+    groups = split_groups(cfg, split)
+    if not groups:
         raise ConfigError(f"data.{split} is empty: name at least one dataset")
-    return [build_split(raw, name, split) for name in names]
+    return [build_group(raw, group, split) for group in groups]
 
 
 def cache_depth(cfg: DictConfig, split: str = "test", device: str | None = None) -> dict[str, int]:

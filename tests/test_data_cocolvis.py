@@ -287,3 +287,15 @@ def test_union_refuses_images_of_different_sizes(tmp_path: Path) -> None:
     union = InstanceUnion([coco, LVISInstances(lvis_file, tmp_path / "other")])
     with pytest.raises(DataError, match=re.escape(str(tmp_path / "l.json"))):
         union[0]
+
+
+def test_split_groups_unite_coco_and_lvis_in_the_train_split_only() -> None:
+    from omegaconf import OmegaConf
+
+    from ois_lightning.data.splits import split_groups
+
+    cfg = OmegaConf.create({"data": {"train": ["layered", "lvis", "davis", "coco"], "test": ["coco", "lvis"]}})
+    assert split_groups(cfg, "train") == [["layered"], ["lvis", "coco"], ["davis"]]
+    assert split_groups(cfg, "test") == [["coco"], ["lvis"]]
+    cfg.data.train = ["coco", "layered"]
+    assert split_groups(cfg, "train") == [["coco"], ["layered"]]

@@ -151,18 +151,3 @@ class InstanceUnion(SegDataset):
         masks = np.concatenate([part.masks(e) for part, e in self.images[i]])  # K,H,W
         return Sample(image=image, masks=masks, depth=None, id=f"{self.name}/{Path(entry.file_name).stem}")
 
-
-def unite_instances(datasets: list[SegDataset]) -> list[SegDataset]:
-    """A training list with its COCO-format datasets (two or more) replaced, at the place of the first, by their
-    :class:`InstanceUnion`: ``data.train=[coco, lvis]`` is one stream over the union of the images."""
-    parts = [d for d in datasets if isinstance(d, COCOInstances)]
-    if len(parts) < 2:
-        return datasets
-    union = InstanceUnion(parts)
-    out: list[SegDataset] = []
-    for d in datasets:
-        if not isinstance(d, COCOInstances):
-            out.append(d)
-        elif d is parts[0]:
-            out.append(union)
-    return out

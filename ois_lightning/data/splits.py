@@ -12,7 +12,7 @@ from torch.utils.data import ConcatDataset, Dataset
 from ..config import ConfigError, uses_depth
 from . import DepthFolder, SegDataset, build_dataset
 from .base import MissingFile
-from .coco import unite_instances
+from .coco import InstanceUnion
 
 
 FOLDERS = {  # default folder of each dataset under data.root
@@ -54,11 +54,29 @@ def read_split(cfg: DictConfig, name: str, split: str) -> SegDataset:
     return build_dataset(name, dataset_root(cfg, name), split, **kw)
 
 
+UNITED = ("coco", "lvis")  # training on both is one stream over the union of their images (COCO-format files)
+
+
+def split_groups(cfg: DictConfig, split: str) -> list[list[str]]:
+    """The datasets of ``data.<split>`` as groups of names that make one dataset each: in the train split the
+    COCO-format ones (``coco``, ``lvis``) together, at the place of the first; every other name alone."""
+    names = [str(n) for n in cfg.data[split]]
+    united = [n for n in names if n in UNITED] if split == "train" else []
+    if len(united) < 2:
+        return [[n] for n in names]
+    return [united if n == united[0] else [n] for n in names if n not in united[1:]]
+
+
+def build_group(cfg: DictConfig, group: list[str], split: str) -> SegDataset:
+    """One dataset of :func:`split_groups` with the depth source: a single dataset, or the union of the images
+    of COCO-format ones (:class:`~.coco.InstanceUnion`)."""
+    parts = [read_split(cfg, name, split) for name in group]
+    return with_depth_source(cfg, parts[0] if len(parts) == 1 else InstanceUnion(parts))
+
+
 def train_datasets(cfg: DictConfig) -> list[SegDataset]:
-    """The ``data.train`` datasets with the depth source; ``coco`` and ``lvis`` together are one dataset over the
-    union of their images (:func:`~.coco.unite_instances`)."""
-    datasets = unite_instances([read_split(cfg, name, "train") for name in cfg.data.train])
-    return [with_depth_source(cfg, d) for d in datasets]
+    """The ``data.train`` datasets with the depth source (:func:`split_groups`)."""
+    return [build_group(cfg, group, "train") for group in split_groups(cfg, "train")]
 
 
 def with_depth_source(cfg: DictConfig, dataset: SegDataset) -> SegDataset:

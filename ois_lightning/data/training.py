@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import ConcatDataset, DistributedSampler
 
 from ..clicks import sample_initial_clicks, sample_rng
+from ..config import ConfigError
 from .base import IGNORE, DataError, Sample, SegDataset
 from .draw import draw_sample
 from .transforms import Pipeline, apply
@@ -148,9 +149,9 @@ class EpochSampler(DistributedSampler):
 
 
 def per_device_batch(global_batch: int, world_size: int) -> int:
-    """The global batch divided over the processes; a ValueError if it does not divide evenly."""
+    """The global batch divided over the processes; a ConfigError if it does not divide evenly."""
     if global_batch % world_size:
-        raise ValueError(f"data.batch_size={global_batch} is not divisible by the world size {world_size} "
+        raise ConfigError(f"data.batch_size={global_batch} is not divisible by the world size {world_size} "
                          f"(devices x nodes); choose a multiple of {world_size}")
     return global_batch // world_size
 
