@@ -6,19 +6,26 @@ STAMP := $(VENV)/.installed
 # Torch for this environment (local wheels); pyproject keeps a range.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test demo bench gpu-check clean
+.PHONY: install test browser demo bench gpu-check clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PIN)
-	$(PY) -m pip install --quiet -e '.[dev,hf]' $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e '.[dev,hf,export]' $(TORCH_PIN)
 	touch $(STAMP)
 
 install: $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	WANDB_MODE=offline $(PY) -m pytest -q tests
+
+# Debian's chromium + chromedriver for the `ois app` browser test (as root; otherwise that test skips).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	  else echo "make browser: chromium/chromedriver missing and not root: the ois app browser test will skip"; fi
 
 demo: $(STAMP)
 	WANDB_MODE=offline $(PY) -m ois_lightning demo

@@ -1,2 +1,19 @@
-"""ois_lightning: Order-Aware Interactive Segmentation in PyTorch Lightning."""
+"""ois_lightning: Order-Aware Interactive Segmentation in PyTorch Lightning.
+
+``from ois_lightning import Predictor``: a trained model on raw arrays (:mod:`ois_lightning.predictor`); imported
+on first use, so importing the package (and the ``ois`` command) stays light.
+"""
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["Predictor"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Predictor":
+        from .predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'ois_lightning' has no attribute {name!r}")

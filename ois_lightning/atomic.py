@@ -8,13 +8,29 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (``Umask:`` of /proc/self/status on Linux); elsewhere
+    os.umask is set and restored, which other threads could observe for that moment."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[Any]], Any], mode: str = "w") -> Path:
     """Call ``write(file)`` on a temp file beside ``path``, then ``os.replace`` it into place (same folder, so
-    the rename is atomic); on any error the temp file is removed and ``path`` is untouched."""
+    the rename is atomic); on any error the temp file is removed and ``path`` is untouched. The file gets the
+    mode a plain ``open`` would give (0o666 less the umask), not mkstemp's 0o600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, mode) as f:
             write(f)
         os.replace(tmp, path)

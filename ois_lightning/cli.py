@@ -6,12 +6,13 @@ import os
 import sys
 from typing import Callable
 
-from .config import ConfigError, load_config, to_yaml
+from .config import ConfigError, load_config, load_config_with_sources, source_comments, to_yaml
 
 
 def _print_config(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
+    cfg, sources = load_config_with_sources(args.config, args.overrides)
     print(to_yaml(cfg), end="")
+    print(source_comments(cfg, sources, every=args.sources), end="")
     if args.params:
         from .model import build_model
 
@@ -41,7 +42,17 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, args.overrides)
+    config, overrides = args.config, list(args.overrides)
+    if args.ckpt is not None and config is not None and "=" in config:  # `ois eval --ckpt P k=v`: no CONFIG
+        config, overrides = None, [config, *overrides]
+    if config is not None:
+        cfg = load_config(config, overrides + ([f"ckpt={args.ckpt}"] if args.ckpt is not None else []))
+    elif args.ckpt is not None:
+        from .export import config_from_checkpoint
+
+        cfg = config_from_checkpoint(args.ckpt, None, overrides)  # the checkpoint's stored config <- overrides
+    else:
+        raise ConfigError("ois eval: give CONFIG (with ckpt=PATH), or --ckpt PATH to use the checkpoint's config")
     from .lit.train import evaluate_checkpoint
 
     evaluate_checkpoint(cfg)
@@ -49,7 +60,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 # --- ablation grids (issue #5): `ois sweep`, `ois table` and the W&B-sweep argv hook ---------------------------
-_SWEEP_VALUE_OPTIONS = ("--parallel", "--runs-dir")
+_SWEEP_VALUE_OPTIONS = ("--parallel", "--runs-dir", "--gpus")
 
 
 def _normalize_sweep_argv(argv: list[str]) -> list[str]:
@@ -77,7 +88,8 @@ def _sweep(args: argparse.Namespace) -> int:
                           "`wandb agent <sweep id>` (docs/sweeps.md)")
     from .sweep import run_local
 
-    return run_local(args.sweep, args.overrides, args.parallel, args.runs_dir)
+    gpus = None if args.gpus is None else [g.strip() for g in args.gpus.split(",") if g.strip()]
+    return run_local(args.sweep, args.overrides, args.parallel, args.runs_dir, gpus=gpus)
 
 
 def _table(args: argparse.Namespace) -> int:
@@ -85,7 +97,8 @@ def _table(args: argparse.Namespace) -> int:
 
     try:
         make_table(args.runs, args.table, args.paper, args.n_boot, args.bootstrap_seed,
-                   None if args.no_wandb else args.wandb_project, dataset=args.dataset)
+                   None if args.no_wandb else args.wandb_project, dataset=args.dataset,
+                   allow_mixed=args.allow_mixed, allow_partial=args.allow_partial)
     except ResultsError as e:
         raise ConfigError(str(e)) from None
     return 0
@@ -98,6 +111,8 @@ def _add_grid_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--local", action="store_true", help="expand the grid here and run each point as a subprocess")
     p.add_argument("--parallel", type=int, default=1, help="points run at the same time (default 1)")
     p.add_argument("--runs-dir", default="runs", help="results go to RUNS_DIR/<sweep>/<row>/seed<k> (default runs)")
+    p.add_argument("--gpus", default=None, help="GPU ids shared out to the running points, e.g. 0,1,2,3 (each "
+                                               "gets its own CUDA_VISIBLE_DEVICES; default: all visible GPUs)")
     p.set_defaults(func=_sweep)
     p = sub.add_parser("table", help="collate results.json files into a paper table (Markdown + CSV)")
     p.add_argument("runs", help="directory searched for results.json, e.g. runs/table4")
@@ -109,6 +124,9 @@ def _add_grid_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap-seed", type=int, default=0, help="RNG seed of the bootstrap (default 0)")
     p.add_argument("--wandb-project", default="ois_lightning", help="W&B project the table is logged to (online)")
     p.add_argument("--no-wandb", action="store_true", help="do not log the table to W&B")
+    p.add_argument("--allow-mixed", action="store_true",
+                   help="average a row's seeds even when they were run with different settings")
+    p.add_argument("--allow-partial", action="store_true", help="write the table even when rows have no results")
     p.set_defaults(func=_table)
 
 
@@ -167,6 +185,103 @@ def _add_bench_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_bench)
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    given = {k: getattr(args, k) for k in ("steps", "batch", "size", "seed") if getattr(args, k, None) is not None}
+    if args.what == "depth":
+        from .pretrain.budgets import DepthBudget
+        from .pretrain.depth import pretrain_depth
+
+        pretrain_depth(args.out, replace(DepthBudget(), **given), args.threads, args.force)
+    else:
+        from .pretrain.budgets import MAEBudget
+        from .pretrain.mae import pretrain_mae
+
+        pretrain_mae(args.out, replace(MAEBudget(), **given), args.threads, args.force)
+    return 0
+
+
+def _add_pretrain_command(sub: argparse._SubParsersAction) -> None:
+    from .pretrain.budgets import DepthBudget, MAEBudget
+
+    p = sub.add_parser("pretrain", help="pre-train the miniature's backbones on layered scenes (docs/mini_paper.md)")
+    what = p.add_subparsers(dest="what", required=True)
+    for name, budget, text in (
+        ("depth", DepthBudget(), "tiny ViT + DPT depth head for relative depth -> Depth Anything V2 layout .pth"),
+        ("mae", MAEBudget(), "mae-tiny ViT as a masked autoencoder -> MAE release layout .pth"),
+    ):
+        q = what.add_parser(name, help=text)
+        q.add_argument("--out", required=True, help="checkpoint to write (a report .json goes beside it)")
+        q.add_argument("--steps", type=int, help=f"optimiser steps (default {budget.steps})")
+        q.add_argument("--batch", type=int, help=f"scenes per step (default {budget.batch})")
+        if name == "depth":
+            q.add_argument("--size", type=int, help=f"scene side, a multiple of 14 (default {budget.size})")
+        q.add_argument("--seed", type=int, help=f"initialisation seed (default {budget.seed})")
+        q.add_argument("--threads", type=int, default=1,
+                       help="torch CPU threads (default 1: faster than 2 on busy shared cores, docs/mini_paper.md)")
+        q.add_argument("--force", action="store_true", help="retrain even if --out exists with the same budget")
+        q.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    p.set_defaults(func=_pretrain)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import run_export
+
+    run_export(args.ckpt, args.out, args.config, args.overrides, check=not args.no_check)
+    return 0
+
+
+def _figure(args: argparse.Namespace) -> int:
+    from .figures import run_figures
+
+    run_figures(args.ckpt, args.out, args.config, args.overrides, args.ids, args.worst,
+                [int(k) for k in args.clicks.split(",")], args.dataset, args.block)
+    return 0
+
+
+def _add_checkpoint_args(p: argparse.ArgumentParser, several: bool = False) -> None:
+    p.add_argument("--ckpt", required=True, action="append" if several else "store",
+                   help="Lightning .ckpt from `ois train`" + (" (repeat for side-by-side columns)" if several else ""))
+    p.add_argument("--config", default=None, help="experiment YAML; default: the config stored in the checkpoint")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides of the config, e.g. data.test=[davis]")
+
+
+def _add_export_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="ONNX graphs of the encoder and of one click round (docs/export.md)")
+    _add_checkpoint_args(p)
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch comparison")
+    p.set_defaults(func=_export)
+    p = sub.add_parser("figure", help="paper figures (qualitative strip, order maps, attention) on data.test")
+    _add_checkpoint_args(p, several=True)
+    p.add_argument("--ids", nargs="+", default=None, help="objects as in results.json, SAMPLE#K (SAMPLE = #0)")
+    p.add_argument("--worst", type=int, default=3, help="else the N objects with the highest NoC90 (default 3)")
+    p.add_argument("--clicks", default="1,3,5", help="click counts shown in the strip (default 1,3,5)")
+    p.add_argument("--dataset", default=None, help="dataset of data.test (default the first)")
+    p.add_argument("--block", type=int, default=0, help="fusion block whose order attention is shown (default 0)")
+    p.set_defaults(func=_figure)
+
+
+def _app(args: argparse.Namespace) -> int:
+    from .app import run_app
+
+    return run_app(args.ckpt, args.images, args.host, args.port, args.device)
+
+
+def _add_app_command(sub: argparse._SubParsersAction) -> None:
+    from .app import DEFAULT_HOST, DEFAULT_PORT
+
+    p = sub.add_parser("app", help="local web app: click on an image, see the mask, depth and order maps (docs/app.md)")
+    p.add_argument("--ckpt", required=True, help="Lightning .ckpt from `ois train` (its stored config is used)")
+    p.add_argument("--images", default=None, help="folder whose images the app may open (nothing outside it); "
+                                                  "default: only images uploaded from the page")
+    p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}: this machine only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    p.add_argument("--device", default=None, help="torch device (default: the Predictor's choice)")
+    p.set_defaults(func=_app)
+
+
 DEBUG_HELP = "show the traceback of a config, data or checkpoint error (default: one line, exit code 2)"
 
 
@@ -177,12 +292,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("print-config", help="print the fully resolved config")
     _add_config_args(p)
     p.add_argument("--params", action="store_true", help="also build the model and print parameter counts")
+    p.add_argument("--sources", action="store_true",
+                   help="end with the layer (file, env var, command line, default) of every key, not only the paths")
     p.set_defaults(func=_print_config)
     p = sub.add_parser("train", help="train (resume with ckpt_path=last), then evaluate on data.test")
     _add_config_args(p)
     p.set_defaults(func=_train)
     p = sub.add_parser("eval", help="evaluate the weights of ckpt=PATH on data.test (writes results.json)")
-    _add_config_args(p)
+    p.add_argument("--ckpt", default=None, help="Lightning .ckpt from `ois train`; without CONFIG its stored "
+                                               "config is used (overrides on top)")
+    p.add_argument("config", nargs="?", default=None, help="experiment YAML (optional with --ckpt)")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. data.test=[davis] output_dir=runs/x")
     p.set_defaults(func=_eval)
     p = sub.add_parser("check-data", help="read every image / mask / depth file of data.train, val and test once "
                                           "and report each problem by file (exit 1 if any would stop a run)")
@@ -192,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_depth_cache_command(sub)
     _add_demo_command(sub)
     _add_bench_command(sub)
+    _add_pretrain_command(sub)
+    _add_export_command(sub)
+    _add_app_command(sub)
     for command in sub.choices.values():  # `ois --debug CMD` or `ois CMD --debug`
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return parser
@@ -200,9 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
 def user_error(e: BaseException) -> str | None:
     """The label of an error caused by the user's config, data or checkpoint (shown as one line), else None."""
     from .data.base import DataError
+    from .lock import LockError
     from .model.checkpoints import CheckpointError
 
-    labels = ((ConfigError, "config error"), (DataError, "data error"), (CheckpointError, "checkpoint error"))
+    labels = ((ConfigError, "config error"), (DataError, "data error"), (CheckpointError, "checkpoint error"),
+              (LockError, "output_dir in use"))
     return next((label for kind, label in labels if isinstance(e, kind)), None)
 
 

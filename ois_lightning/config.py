@@ -1,19 +1,18 @@
-"""Typed configuration: OmegaConf structured dataclasses + YAML files with a ``base:`` chain + CLI overrides.
+"""Typed configuration: the schema (OmegaConf structured dataclasses) and, next to it, the allowed values.
 
-Every switch of the paper's ablations (Tables 4-11) is a field here, so a table row is a YAML file.
-An unknown key or a value of the wrong type is a :class:`ConfigError` naming the key, the value and the
-file (or "command line") it came from.
+Every switch of the paper's ablations (Tables 4-11) is a field here, so a table row is a YAML file. Loading
+(YAML ``base:`` chain, local layer, overrides) is :mod:`ois_lightning.config_load`, the checks are
+:mod:`ois_lightning.config_checks`; both are re-exported here. Any bad value is a :class:`ConfigError` naming
+the file (or "command line"), the key and the value.
 """
 from __future__ import annotations
 
 import enum
+import importlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 
 class ConfigError(ValueError):
@@ -73,8 +72,10 @@ class DepthSource(str, enum.Enum):
 @dataclass
 class BackboneConfig:
     name: str = "dav2-vitb"  # key of ois_lightning.model.backbones.SPECS
-    checkpoint: Optional[str] = None  # published checkpoint file (.pth / .safetensors); None = random init
+    checkpoint: Optional[str] = None  # published checkpoint file (.pth / .safetensors); None: weights.<name>
     freeze: bool = True  # the paper keeps the encoder and depth head frozen (Sec. 4.1)
+    # allow random weights (tests, smoke runs): else a published network without a checkpoint is an error
+    random_init: bool = False
 
 
 @dataclass
@@ -140,7 +141,7 @@ class DepthConfig:
     folder: Optional[str] = None  # for source=file
     kind: str = "disparity"  # for source=file: "disparity" (larger = closer) or "depth" (larger = farther)
     model: Optional[str] = None  # Table 6 depth model (dav2-vitb | dav1-vitb | zoedepth); None = the network's own head
-    checkpoint: Optional[str] = None  # weights of data.depth.model (file or HF-format directory)
+    checkpoint: Optional[str] = None  # weights of data.depth.model (file or HF-format directory); None: weights.<model>
     # how a depth model (data.depth.model, or the backbone's head in `ois depth-cache`) sees the image:
     # "official" = the model's own inference code (Depth Anything: shorter side 518), "input" = at the given size
     preprocess: str = "official"
@@ -198,6 +199,9 @@ class EvalConfig:
     # RITM 400 (600 on DAVIS), longest side; SimpleClick 448 (672 on DAVIS), square.
     zoom_in_size: Optional[int] = None
     flip: bool = False  # RITM/SimpleClick: average with the mirrored image's logits (two encodings per image/crop)
+    allow_config_mismatch: bool = False  # `ois eval`: evaluate a ckpt trained with other model / protocol keys
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed: autocast around the model in the Predictor
+    threads: Optional[int] = None  # torch intra-op threads of `ois eval` (None = cores // local processes)
 
 
 @dataclass
@@ -218,6 +222,7 @@ class TrainConfig:
     log_every_n_steps: int = 10
     fast_dev_run: bool = False  # Lightning smoke test: one train + one val batch, no logger/checkpoints
     check_data: bool = True  # build every split first and fail listing its data problems (ois check-data)
+    threads: Optional[int] = None  # torch intra-op threads of `ois train` (None = cores // local processes)
 
 
 @dataclass
@@ -227,6 +232,7 @@ class LoggerConfig:
     group: Optional[str] = None
     tags: list[str] = field(default_factory=list)
     name: Optional[str] = None
+    log_images: int = 8  # W&B: objects shown with clicks + masks (first ones at validation, worst by NoC90 at test)
 
 
 @dataclass
@@ -239,6 +245,9 @@ class Config:
     output_dir: str = "runs/${name}/seed${seed}"
     ckpt: Optional[str] = None  # model weights for `ois eval` (a Lightning .ckpt)
     ckpt_path: Optional[str] = None  # resume training: a .ckpt path, or "last" for <output_dir>/checkpoints/last.ckpt
+    # this machine's published weights by network name (model.backbone.name / data.depth.model), used where
+    # model.backbone.checkpoint / data.depth.checkpoint are null; set in experiments/local.yaml or by env
+    weights: dict[str, Optional[str]] = field(default_factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     clicks: ClicksConfig = field(default_factory=ClicksConfig)
@@ -247,149 +256,73 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
-def read_yaml(path: Path) -> dict:
-    """A YAML file whose top level is a mapping; :class:`ConfigError` naming the file otherwise."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
-    return data
+@dataclass(frozen=True)
+class Range:
+    """Allowed numbers: from ``lo`` to ``hi`` (either end open or absent), or one of ``also``."""
+
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    lo_open: bool = False
+    hi_open: bool = False
+    also: tuple[float, ...] = ()
+
+    def __contains__(self, value: float) -> bool:
+        below = self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo)
+        above = self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi)
+        return value in self.also or not (below or above)
+
+    def __str__(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            text = f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        elif self.lo is not None:
+            text = f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        else:
+            text = f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        return text + "".join(f" or {a:g}" for a in self.also)
 
 
-def _base_chain(path: Path) -> list[tuple[Path, dict]]:
-    """Files from the root base to ``path`` itself; each may name its ``base:`` relative to itself."""
-    chain: list[tuple[Path, dict]] = []
-    seen: set[Path] = set()
-    current: Optional[Path] = path
-    while current is not None:
-        current = current.resolve()
-        if current in seen:
-            raise ConfigError(f"{current}: circular base chain")
-        seen.add(current)
-        data = read_yaml(current)
-        chain.append((current, data))
-        base = data.get("base")
-        if base is not None and not isinstance(base, str):
-            raise ConfigError(f"{current}: key 'base' must be a file path, got {base!r}")
-        if base is not None and not (current.parent / base).is_file():
-            raise ConfigError(f"{current}: base file '{base}' not found (looked for {current.parent / base})")
-        current = current.parent / base if base else None
-    return chain[::-1]
-
-
-def _merge(cfg: DictConfig, layer: Any, source: str) -> DictConfig:
-    try:
-        return OmegaConf.merge(cfg, layer)
-    except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None) or "?"
-        value = getattr(e, "value", None)
-        if value is None and key != "?":
-            value = OmegaConf.select(OmegaConf.create(layer), key, default=None)
-        reason = str(e).splitlines()[0]
-        raise ConfigError(f"{source}: bad key '{key}' (value {value!r}): {reason}") from None
-
-
-def load_config(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None) -> DictConfig:
-    """Schema defaults <- YAML base chain (root first) <- ``key=value`` overrides; validated and resolved."""
-    cfg = OmegaConf.structured(Config)
-    if path is not None:
-        for file, data in _base_chain(Path(path)):
-            data = {k: v for k, v in data.items() if k != "base"}
-            cfg = _merge(cfg, data, str(file))
-        cfg.base = str(Path(path))
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"command line: override '{item}' is not of the form key=value")
-        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"command line '{item}'")
-    try:
-        OmegaConf.resolve(cfg)
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"{path or 'config'}: cannot resolve interpolation: {str(e).splitlines()[0]}") from None
-    validate(cfg, str(path or "config"))
-    return cfg
-
-
-def validate(cfg: DictConfig, source: str = "config") -> None:
-    """Cross-field checks that types alone cannot express."""
-    m = cfg.model
-    if m.fusion == FusionKind.dense_self_attention:  # SegNext-style baseline: dense map + self-attention only
-        if not m.dense.enabled:
-            raise ConfigError(f"{source}: model.fusion=dense_self_attention fuses the dense click map; "
-                              "it needs model.dense.enabled=true")
-        if m.sparse.enabled:
-            raise ConfigError(f"{source}: model.fusion=dense_self_attention replaces the sparse click tokens (and "
-                              "with them order/object attention); set model.sparse.enabled=false")
-    if not m.sparse.enabled and not m.dense.enabled:
-        raise ConfigError(
-            f"{source}: model.sparse.enabled=false and model.dense.enabled=false leave no prompt path; enable one"
-        )
-    from .model.backbones import SPECS
-
-    spec = SPECS.get(m.backbone.name)
-    if spec is None:
-        raise ConfigError(f"{source}: model.backbone.name={m.backbone.name!r} is not one of {', '.join(SPECS)}")
-    if m.input_size % spec.patch_size != 0:
-        raise ConfigError(f"{source}: model.input_size={m.input_size} must be a multiple of {m.backbone.name}'s "
-                          f"patch size {spec.patch_size}")
-    zoom = cfg.eval.zoom_in_size
-    if zoom is not None and (zoom <= 0 or zoom % spec.patch_size != 0):
-        raise ConfigError(f"{source}: eval.zoom_in_size={zoom} must be a positive multiple of {m.backbone.name}'s "
-                          f"patch size {spec.patch_size} (or null for model.input_size)")
-    if m.sparse.dim % m.sparse.num_heads != 0:
-        raise ConfigError(f"{source}: model.sparse.dim={m.sparse.dim} not divisible by num_heads={m.sparse.num_heads}")
-    c = cfg.clicks
-    if c.target_iou is not None and not 0.0 < c.target_iou <= 1.0:
-        raise ConfigError(f"{source}: clicks.target_iou={c.target_iou} must be in (0, 1], or null to run all "
-                          f"clicks.max_eval clicks")
-    if not 1 <= c.min_eval <= c.max_eval:
-        raise ConfigError(f"{source}: clicks.min_eval={c.min_eval} must be in 1..clicks.max_eval={c.max_eval}")
-    _validate_depth(cfg, source)
+COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY = Range(1), Range(0), Range(0, lo_open=True), Range(0, 1)
+# every int / float field (a test fails on one without an entry); null is always allowed where the type is Optional
+RANGES: dict[str, Range] = {
+    "seed": Range(0, 2**32 - 1),
+    "model.input_size": COUNT, "model.order.sigma_init": POSITIVE,
+    "model.sparse.dim": COUNT, "model.sparse.max_pos": COUNT, "model.sparse.max_neg": COUNT,
+    "model.sparse.num_blocks": COUNT, "model.sparse.num_heads": COUNT, "model.sparse.ffn_dim": COUNT,
+    "model.dense.radius": COUNT,
+    "model.depth_encoder.dim": COUNT, "model.depth_encoder.num_blocks": COUNT, "model.depth_encoder.num_heads": COUNT,
+    "data.batch_size": COUNT, "data.num_workers": NON_NEGATIVE, "data.min_object_area": NON_NEGATIVE,
+    "data.merge_prob": PROBABILITY, "data.stuff_prob": PROBABILITY,
+    "data.layered.size": Range(16), "data.layered.train_length": COUNT, "data.layered.val_length": COUNT,
+    "data.layered.test_length": COUNT,
+    "clicks.max_extra": NON_NEGATIVE, "clicks.max_eval": COUNT, "clicks.min_eval": COUNT,
+    "clicks.target_iou": Range(0, 1, lo_open=True), "clicks.threshold": Range(0, 1, lo_open=True, hi_open=True),
+    "eval.max_objects": COUNT, "eval.cache_max_gb": POSITIVE, "eval.zoom_in_size": COUNT, "eval.threads": COUNT,
+    "train.lr": POSITIVE, "train.weight_decay": NON_NEGATIVE, "train.max_steps": Range(1, also=(-1,)),
+    "train.max_epochs": Range(1, also=(-1,)), "train.num_nodes": COUNT, "train.val_every_n_steps": COUNT,
+    "train.val_objects": NON_NEGATIVE, "train.gradient_clip_val": POSITIVE, "train.log_every_n_steps": COUNT,
+    "train.threads": COUNT, "logger.log_images": NON_NEGATIVE,
+}
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine",
+              "transformer-engine-float16", "32", "16", "bf16", "64")  # Lightning's Trainer(precision=...)
+# string keys with fixed choices that stay plain strings (they go to Lightning or into files as text)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "train.precision": PRECISIONS,
+    "train.accelerator": ("auto", "cpu", "gpu", "cuda", "mps", "tpu"),
+    "eval.precision": ("32-true", "bf16-mixed", "16-mixed"),
+    "data.depth.kind": ("disparity", "depth"),
+    "data.depth.preprocess": ("official", "input"),
+}
+NON_EMPTY = ("data.train", "data.test")  # lists that need at least one entry
+# string keys without fixed choices (paths, names); with CHOICES and config_checks.REGISTRIES every string field
+FREE_TEXT = ("base", "name", "table", "row", "output_dir", "ckpt", "ckpt_path", "weights", "model.backbone.checkpoint",
+             "data.root", "data.paths", "data.cocolvis_allow_list", "data.depth.folder", "data.depth.checkpoint",
+             "eval.feature_cache", "logger.project", "logger.group", "logger.tags", "logger.name")
 
 
 def uses_depth(model: Any) -> bool:
     """Whether the network of a ``model`` config reads a depth map: order-aware attention on the sparse tokens
     (Sec. 3.2) or the depth encoder (App. A.4). Depth is loaded, predicted and validated only then."""
     return bool((model.order.enabled and model.sparse.enabled) or model.depth_encoder.enabled)
-
-
-def _validate_depth(cfg: DictConfig, source: str) -> None:
-    """Depth encoder (Table 5), separate depth models (Table 6) and backbones without a depth head (MAE)."""
-    m, d = cfg.model, cfg.data.depth
-    if m.depth_encoder.enabled and m.order.enabled:
-        raise ConfigError(
-            f"{source}: model.depth_encoder.enabled=true runs with order-aware attention off (paper App. A.4); "
-            "set model.order.enabled=false"
-        )
-    if m.depth_encoder.enabled and m.depth_encoder.dim % m.depth_encoder.num_heads != 0:
-        raise ConfigError(f"{source}: model.depth_encoder.dim={m.depth_encoder.dim} not divisible by "
-                          f"num_heads={m.depth_encoder.num_heads}")
-    if d.model is not None:
-        from .model.depth_models import depth_model_kind, depth_model_names
-
-        if not uses_depth(m):
-            raise ConfigError(f"{source}: data.depth.model={d.model} is unused: no part of the model reads depth "
-                              "(model.order or model.sparse off, model.depth_encoder off); drop it")
-        if d.model not in depth_model_names():
-            raise ConfigError(f"{source}: data.depth.model={d.model!r} is not one of {depth_model_names()}")
-        if d.source == DepthSource.gt:
-            raise ConfigError(f"{source}: data.depth.model={d.model} is unused with data.depth.source=gt; drop one")
-        if d.source == DepthSource.file and d.kind != depth_model_kind(d.model):
-            raise ConfigError(
-                f"{source}: data.depth.kind={d.kind} but data.depth.model={d.model} gives "
-                f"'{depth_model_kind(d.model)}' maps; set data.depth.kind={depth_model_kind(d.model)}"
-            )
-    elif uses_depth(m) and d.source == DepthSource.model:
-        from .model.backbones import SPECS
-
-        if not SPECS[m.backbone.name].has_depth_head:
-            raise ConfigError(
-                f"{source}: model.backbone.name={m.backbone.name} has no depth head; set data.depth.model "
-                "(e.g. dav2-vitb) or data.depth.source=file|gt"
-            )
 
 
 def to_yaml(cfg: DictConfig) -> str:
@@ -399,3 +332,15 @@ def to_yaml(cfg: DictConfig) -> str:
 def to_dict(cfg: DictConfig) -> dict:
     """Plain dict with enums as their values (for W&B, results.json)."""
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+
+
+_ELSEWHERE = {"config_load": ("load_config", "load_config_with_sources", "read_yaml", "source_comments"),
+              "config_checks": ("validate", "check_checkpoint_config", "config_mismatch")}
+
+
+def __getattr__(name: str) -> Any:
+    """The loader and the checks import this module, so it re-exports them on first use (no import cycle)."""
+    module = next((m for m, names in _ELSEWHERE.items() if name in names), None)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{module}", __package__), name)

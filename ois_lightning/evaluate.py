@@ -5,7 +5,8 @@ the configured protocol (``eval.resize`` letterbox | stretch, ``eval.zoom_in``, 
 per image, then one cheap decoder pass per click round. :func:`evaluate` runs the
 :class:`~ois_lightning.clicks.Clicker` for 20 clicks on every object and reports the paper's metrics
 (NoC, NoF, k-mIoU, SPC with the encoder and per-click parts apart); samples without an object are counted as
-skipped. :func:`write_results` writes results.json (atomically, with the protocol and the skipped samples), the
+skipped; under a process group the images are sharded over the ranks (:mod:`~ois_lightning.parallel`).
+:func:`write_results` writes results.json (atomically, with the protocol and the skipped samples), the
 mIoU-vs-clicks plot and the table row.
 """
 from __future__ import annotations
@@ -28,7 +29,9 @@ from .data import Sample
 from .feature_cache import FeatureCache
 from .metrics import format_metric, miou_curve, summarize_ious, summarize_timing
 from .model import OISModel
-from .predictor import Predictor, predictor_for, protocol
+from .parallel import gather_records, local_samples, rank_path, world
+from .predictor import Predictor, click_arrays, predictor_for, protocol
+from .results import settings_fingerprint
 
 MIN_CLICKS = 5  # 5-mIoU needs every object run to at least 5 clicks
 TABLE_COLUMNS = ("NoC90", "NoC95", "1-mIoU", "5-mIoU", "NoF95")  # the paper's column order (Tables 1-2)
@@ -67,7 +70,8 @@ class ObjectRun:
 
 def run_object(predictor: Predictor, gt: np.ndarray, budget: ClickBudget = ClickBudget()) -> ObjectRun:
     """The protocol for one object on the image set in ``predictor``: clicks from the :class:`Clicker` until
-    ``budget`` is done, pred = prob > threshold, IoU after each click."""
+    ``budget`` is done, each round :meth:`Predictor.predict` on all clicks so far (pred = prob > threshold),
+    IoU after each click."""
     clicker = Clicker(gt)
     pred = np.zeros(gt.shape, dtype=bool)  # H,W; empty prediction before the first click
     prev: np.ndarray | None = None
@@ -75,10 +79,10 @@ def run_object(predictor: Predictor, gt: np.ndarray, budget: ClickBudget = Click
     click_seconds = 0.0
     while not budget.done(curve):
         clicker.next_click(pred)
+        points, labels = click_arrays(clicker.clicks)  # K,2 (y, x); K
         start = time.perf_counter()
-        prob = predictor.predict(clicker.clicks, prev)
+        pred, _ = predictor.predict(points, labels, prev)  # prob > threshold
         click_seconds += time.perf_counter() - start
-        pred = prob > predictor.threshold
         prev = pred
         curve.append(iou(gt, pred))
     return ObjectRun(curve, click_seconds, list(clicker.clicks), pred)
@@ -99,50 +103,61 @@ def evaluate_samples(predictor: Predictor, samples: Iterable[Sample], budget: Cl
                      max_objects: int | None = None, progress: bool = False,
                      journal: Journal | None = None) -> EvalResult:
     """Every object (instance mask) of every sample, in order, one encoding shared by the objects of an image;
-    stops after ``max_objects`` objects. The summary holds :func:`summarize_ious` and
-    :func:`summarize_timing` (SPC over the whole loop per click actually run, encoder per image, decoder per
-    click). A sample without instance masks is skipped and its id listed in ``skipped``. With a ``journal``
-    every finished image is recorded (curves and timings) and an image already in it is taken from there
-    without being encoded again: an interrupted evaluation resumes (skipped samples are found again)."""
+    stops after ``max_objects`` objects (:func:`image_records`, summarised by :func:`summarize_records`)."""
+    return summarize_records(image_records(predictor, samples, budget, max_objects, progress, journal), budget)
+
+
+def image_records(predictor: Predictor, samples: Iterable[Sample], budget: ClickBudget = ClickBudget(),
+                  max_objects: int | None = None, progress: bool = False,
+                  journal: Journal | None = None) -> list[dict]:
+    """One record per sample visited, in order (:func:`_evaluate_image`, plus ``wall_seconds``: the loop's time
+    for the image, loading included); a sample without instance masks gives ``{"image": id, "skipped": True}``.
+    Stops after ``max_objects`` objects. With a ``journal`` every finished image is recorded and an image
+    already in it is taken from there without being encoded again: an interrupted evaluation resumes
+    (skipped samples are found again)."""
     from tqdm import tqdm
 
     if budget.max_clicks < MIN_CLICKS:
         raise ValueError(f"clicks.max_eval={budget.max_clicks}: the protocol reports 5-mIoU, so run at least "
                          f"{MIN_CLICKS} clicks per object (the paper uses 20)")
-    ids: list[str] = []
-    ious: list[list[float]] = []
-    skipped: list[str] = []
-    encoder_seconds = click_seconds = total = 0.0
-    num_images = 0
+    records: list[dict] = []
+    taken = 0  # objects so far
     bar = tqdm(total=max_objects, unit="obj", desc="eval", disable=not progress)
-    since = time.perf_counter()  # the loop's time for an image includes loading it
+    since = time.perf_counter()
     for sample in samples:
-        if max_objects is not None and len(ids) >= max_objects:
+        if max_objects is not None and taken >= max_objects:
             break
         if len(sample.masks) == 0:
-            skipped.append(sample.id)
+            records.append({"image": sample.id, "skipped": True})
             continue
         record = journal.records.get(sample.id) if journal is not None else None
         if record is None:
-            record = _evaluate_image(predictor, sample, budget, None if max_objects is None else max_objects - len(ids))
+            record = _evaluate_image(predictor, sample, budget, None if max_objects is None else max_objects - taken)
             record["wall_seconds"] = time.perf_counter() - since
             if journal is not None:
                 journal.add(record)
-        ids += record["ids"]
-        ious += record["ious"]
-        encoder_seconds += record["encoder_seconds"]
-        click_seconds += record["click_seconds"]
-        total += record["wall_seconds"]
-        num_images += 1
+        records.append(record)
+        taken += len(record["ids"])
         bar.update(len(record["ids"]))
         since = time.perf_counter()
     bar.close()
+    return records
+
+
+def summarize_records(records: Sequence[dict], budget: ClickBudget) -> EvalResult:
+    """The :class:`EvalResult` of per-image ``records`` (:func:`image_records`, in dataset order): the summary
+    holds :func:`summarize_ious` and :func:`summarize_timing` (SPC over the loop's seconds per click actually
+    run, encoder per image, decoder per click) and ``num_images``; skipped samples are listed in ``skipped``."""
+    done = [r for r in records if not r.get("skipped")]
+    ids = [i for r in done for i in r["ids"]]
+    ious = [c for r in done for c in r["ious"]]
     if not ids:
         raise ValueError("evaluation found no objects (every sample has an empty mask list)")
     summary = summarize_ious(ious, budget.max_clicks)
-    summary.update(summarize_timing(total, encoder_seconds, click_seconds, sum(map(len, ious)), num_images))
-    summary["num_images"] = num_images
-    return EvalResult(ids, ious, summary, skipped)
+    summary.update(summarize_timing(sum(r["wall_seconds"] for r in done), sum(r["encoder_seconds"] for r in done),
+                                    sum(r["click_seconds"] for r in done), sum(map(len, ious)), len(done)))
+    summary["num_images"] = len(done)
+    return EvalResult(ids, ious, summary, [r["image"] for r in records if r.get("skipped")])
 
 
 def _evaluate_image(predictor: Predictor, sample: Sample, budget: ClickBudget, max_objects: int | None) -> dict:
@@ -162,14 +177,16 @@ def _evaluate_image(predictor: Predictor, sample: Sample, budget: ClickBudget, m
 
 def fingerprint(model: OISModel, cfg: Any, dataset: str) -> str:
     """What an evaluation's results depend on: every weight of ``model`` (bytes), the ``model``, ``data`` and
-    ``clicks`` config sections, ``eval.max_objects``, the :func:`protocol` and the dataset name (SHA-256, hex)."""
+    ``clicks`` config sections, ``eval.max_objects`` and ``eval.precision``, the :func:`protocol` and the dataset
+    name (SHA-256, hex)."""
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
     full = to_dict(cfg)
     settings = {k: full[k] for k in ("model", "data", "clicks")}
-    settings.update(max_objects=cfg.eval.max_objects, protocol=protocol(cfg), dataset=dataset)
+    settings.update(max_objects=cfg.eval.max_objects, precision=cfg.eval.precision, protocol=protocol(cfg),
+                    dataset=dataset)
     h.update(json.dumps(settings, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -178,20 +195,24 @@ def evaluate(model: OISModel, dataset: Any, cfg: Any, progress: bool = True,
              journal: str | Path | None = None) -> EvalResult:
     """Run the protocol (:func:`click_budget` of cfg.clicks, threshold cfg.clicks.threshold) on ``dataset``
     (a sequence of :class:`Sample`), at most cfg.eval.max_objects objects; the model is put in eval mode.
-    ``journal``: a file recording finished images (:class:`~ois_lightning.atomic.Journal`, keyed by
+    Under a process group the images are sharded over the ranks and every rank returns the whole result
+    (:mod:`~ois_lightning.parallel`). ``journal``: a file recording finished images (one per rank,
+    :func:`~ois_lightning.parallel.rank_path`; :class:`~ois_lightning.atomic.Journal`, keyed by
     :func:`fingerprint`), so a rerun after an interruption evaluates only the rest."""
     model.eval()
-    samples = (dataset[i] for i in range(len(dataset)))
+    samples, max_objects = local_samples(dataset, cfg.eval.max_objects)
     predictor = predictor_for(model, cfg)
     if cfg.eval.feature_cache is not None:
         predictor.feature_cache = FeatureCache(cfg.eval.feature_cache, cfg.eval.cache_max_gb, model)
     log = None
     if journal is not None:
-        log = Journal(journal, fingerprint(model, cfg, str(getattr(dataset, "name", ""))), key="image")
+        log = Journal(rank_path(journal), fingerprint(model, cfg, str(getattr(dataset, "name", ""))), key="image")
         if log.records:
-            print(f"resuming the evaluation: {len(log.records)} images already in {journal}")
-    result = evaluate_samples(predictor, samples, click_budget(cfg), cfg.eval.max_objects, progress, log)
-    if result.skipped:
+            print(f"resuming the evaluation: {len(log.records)} images already in {log.path}")
+    budget = click_budget(cfg)
+    result = summarize_records(gather_records(image_records(predictor, samples, budget, max_objects, progress, log)),
+                               budget)
+    if result.skipped and world()[0] == 0:
         print(f"skipped {len(result.skipped)} samples without an object mask (ids in results.json summary.skipped)")
     return result
 
@@ -235,13 +256,15 @@ def plot_miou(ious: Sequence[Sequence[float]], path: Path, title: str = "") -> N
 
 def write_results(result: EvalResult, output_dir: str | Path, cfg: Any, dataset: str) -> Path:
     """``output_dir``/results.json (schema in docs/training.md) and ``miou_vs_clicks.png``, both atomic. The
-    summary also records the :func:`protocol` and the ``skipped`` samples (count and ids)."""
+    summary also records the :func:`protocol` and the ``skipped`` samples (count and ids); ``fingerprint`` is
+    :func:`~ois_lightning.results.settings_fingerprint` of ``cfg``."""
     out = Path(output_dir)
     skipped = {"count": len(result.skipped), "ids": result.skipped}
     payload = {
         "summary": {**result.summary, "protocol": protocol(cfg), "skipped": skipped},
         "per_object": {"ids": result.ids, "ious": result.ious},
         "config": to_dict(cfg),
+        "fingerprint": settings_fingerprint(cfg),
         "git_commit": git_commit(),
         "seed": int(cfg.seed),
         "dataset": dataset,

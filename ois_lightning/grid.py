@@ -10,12 +10,9 @@ the same argv and nothing is read from ``wandb.config``.
 from __future__ import annotations
 
 import itertools
-import netrc
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import urlparse
 
 from .config import ConfigError, load_config, read_yaml
 
@@ -226,16 +223,3 @@ def run_identity(cfg: Any) -> tuple[str, str, str, list[str]]:
         name = f"{cfg.name}-seed{seed}"
     tags = list(log.tags) + [t for t in (table, row) if t] + [f"seed{seed}"]
     return str(log.project), str(group), str(name), list(dict.fromkeys(tags))
-
-
-def wandb_offline() -> bool:
-    """Offline unless the user is logged in: WANDB_MODE=offline (or disabled), or no API key (env or netrc)."""
-    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun", "disabled"):
-        return True
-    if os.environ.get("WANDB_API_KEY"):
-        return False
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
-    try:
-        return netrc.netrc().authenticators(host) is None
-    except (OSError, netrc.NetrcParseError):
-        return True

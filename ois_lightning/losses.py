@@ -17,10 +17,10 @@ class NormalizedFocalLoss(nn.Module):
         self.alpha, self.gamma, self.eps = alpha, gamma, eps
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """logits (B,1,H,W); target (B,1,H,W) in {1, 0, -1 ignore} -> scalar."""
+        """logits (B,1,H,W); target (B,1,H,W) in {1, 0, -1 ignore} -> float32 scalar."""
         valid = (target >= 0).float()
         is_fg = target > 0.5
-        prob = torch.sigmoid(logits)
+        prob = torch.sigmoid(logits.float())  # float32 under bf16 autocast too
         alpha = torch.where(is_fg, self.alpha, 1 - self.alpha) * valid
         pt = torch.where(valid > 0, 1 - (target.clamp(min=0) - prob).abs(), torch.ones_like(prob))
         beta = (1 - pt) ** self.gamma

@@ -5,8 +5,13 @@ subprocess of the sweep's own ``command`` (``${interpreter}`` = this Python, ``$
 point's ``key=value`` tokens), followed by ``output_dir=<runs>/<sweep>/<row>/seed<k>`` and the extra overrides.
 W&B runs offline unless ``WANDB_MODE`` is set (``wandb sync <output_dir>/wandb/offline-run-*`` later).
 
-Resumable: a point whose ``results.json`` is valid is skipped; any other point is (re)run, resuming its
-training from ``<output_dir>/checkpoints/last.ckpt`` (``ckpt_path=last``) when that exists.
+Resumable: a point is skipped when every results.json it writes is valid, of its seed and of its settings
+(:func:`ois_lightning.results.settings_fingerprint` of the point's config, so a rerun with other overrides
+reruns it, saying which keys changed). Any other point is (re)run, resuming its training from
+``<output_dir>/checkpoints/last.ckpt`` (``ckpt_path=last``) when that exists, except after a change of settings
+(the checkpoint belongs to the old ones). A point counts as done only when its process exits 0 and leaves such
+results. Each point runs under :mod:`ois_lightning.supervise`: in its own process group, ended with the runner
+(even a ``kill -9`` of it); with GPUs each running point gets its own ``CUDA_VISIBLE_DEVICES``.
 """
 from __future__ import annotations
 
@@ -18,38 +23,65 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
+from .atomic import atomic_write
 from .config import ConfigError
 from .grid import ARG_MACROS, GridPoint, Sweep, load_sweep, resolve_point
+from .lock import in_use
 from .metrics import format_metric
-from .table import ResultsError, read_results, results_paths
+from .results import ResultsError, describe_changes, read_results, result_settings, results_paths
+from .supervise import GRACE_S, die_with_parent
 
-TERMINATE_GRACE_S = 30.0
+TERMINATE_GRACE_S = GRACE_S + 10.0  # the supervisor's grace for the point, then its own exit
+FAILED_MARK = "sweep_failed"  # in output_dir: the exit code of the point's last run, when that run failed
+
+
+@dataclass
+class Status:
+    """Whether a job's results are complete; if not, why (``settings_changed``: its results.json are of other
+    settings, so its last.ckpt is not resumed)."""
+
+    finished: bool
+    reason: str = ""
+    settings_changed: bool = False
 
 
 @dataclass
 class Job:
-    """One grid point to run: where its results go and the argv that produces them."""
+    """One grid point to run: where its results go, the argv that produces them and the settings they record."""
 
     index: int
     point: GridPoint
     row: str
     output_dir: Path
     argv: list[str]
+    results: list[Path]  # one results.json per test dataset (ois_lightning.results.results_paths)
+    settings: dict[str, Any]  # result_settings of the point's config
 
     @property
     def label(self) -> str:
         return f"{self.row} seed{self.point.seed}"
 
-    results: list[Path]  # one results.json per test dataset (ois_lightning.table.results_paths)
-
-    def finished(self) -> bool:
-        """True when every results.json exists, follows the schema and belongs to this seed."""
-        try:
-            return all(read_results(path).seed == self.point.seed for path in self.results)
-        except ResultsError:
-            return False
+    def status(self) -> Status:
+        """Finished when every results.json exists, follows the schema, and has this seed and these settings, and
+        the last run this runner started for the point did not fail."""
+        for path in self.results:
+            if not path.is_file():
+                return Status(False, f"no {path.name} yet")
+            try:
+                run = read_results(path)
+            except ResultsError as e:
+                return Status(False, f"unusable results ({e})")
+            if run.seed != self.point.seed:
+                return Status(False, f"{path} is of seed {run.seed}")
+            if run.settings != self.settings:
+                return Status(False, f"settings changed since {path}: {describe_changes(run.settings, self.settings)}",
+                              settings_changed=True)
+        mark = self.output_dir / FAILED_MARK
+        if mark.is_file():
+            return Status(False, f"its last run failed ({mark.read_text().strip()})")
+        return Status(True)
 
 
 def expand_command(sweep: Sweep, point: GridPoint, python: str) -> list[str]:
@@ -86,7 +118,8 @@ def plan(sweep: Sweep, runs_dir: str | Path, extra: list[str], python: str = sys
         row = cfg.row or Path(point.config).stem
         out = Path(runs_dir) / sweep.name / row / f"seed{point.seed}"
         argv = expand_command(sweep, point, python) + list(extra) + [f"output_dir={out}"]
-        jobs.append(Job(i, point, row, out, argv, list(results_paths(out, list(cfg.data.test)).values())))
+        paths = list(results_paths(out, list(cfg.data.test)).values())
+        jobs.append(Job(i, point, row, out, argv, paths, result_settings(cfg)))
     dirs = [j.output_dir for j in jobs]
     dup = sorted({str(d) for d in dirs if dirs.count(d) > 1})
     if dup:
@@ -105,6 +138,22 @@ def _summary_text(job: Job) -> str:
     return "; ".join(parts)
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs points may use: ``CUDA_VISIBLE_DEVICES`` when set, else every device torch sees (none: [])."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def gpu_slots(gpus: Sequence[str], parallel: int) -> list[str]:
+    """``gpus`` split into min(parallel, len(gpus)) contiguous groups, each a ``CUDA_VISIBLE_DEVICES`` value."""
+    k = min(parallel, len(gpus))
+    return [",".join(gpus[i * len(gpus) // k:(i + 1) * len(gpus) // k]) for i in range(k)]
+
+
 class _Terminated(Exception):
     pass
 
@@ -116,7 +165,7 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 def _stop(procs: list[subprocess.Popen]) -> None:
     for p in procs:
         if p.poll() is None:
-            p.terminate()
+            p.terminate()  # the supervisor ends the point's process group
     deadline = time.monotonic() + TERMINATE_GRACE_S
     for p in procs:
         try:
@@ -126,56 +175,89 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
+def _start(job: Job, status: Status, env: dict[str, str], gpus: str) -> tuple[subprocess.Popen, str]:
+    """Launch ``job`` under the supervisor (dies with this process), logging to ``<output_dir>/train.log``."""
+    argv = list(job.argv)
+    resumed = ""
+    if (job.output_dir / "checkpoints" / "last.ckpt").is_file():
+        if status.settings_changed:
+            resumed = " (from scratch: last.ckpt has the old settings)"
+        else:
+            argv.append("ckpt_path=last")
+            resumed = " (resuming from last.ckpt)"
+    if gpus:
+        env = dict(env, CUDA_VISIBLE_DEVICES=gpus)
+        resumed += f" on CUDA_VISIBLE_DEVICES={gpus}"
+    job.output_dir.mkdir(parents=True, exist_ok=True)
+    (job.output_dir / FAILED_MARK).unlink(missing_ok=True)
+    with open(job.output_dir / "train.log", "a") as log:
+        log.write(f"\n$ {' '.join(argv)}\n")
+        log.flush()
+        proc = subprocess.Popen([sys.executable, "-m", "ois_lightning.supervise", *argv], stdout=log,
+                                stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent(os.getpid()))
+    return proc, resumed
+
+
 def run_local(sweep_path: str | Path, extra: Optional[list[str]] = None, parallel: int = 1,
-              runs_dir: str | Path = "runs", out: Callable[[str], Any] = lambda line: print(line, flush=True)) -> int:
-    """Run every unfinished grid point (``parallel`` at a time); 0 when all points end with a valid
-    results.json, 1 if any failed (their logs are ``<output_dir>/train.log``), 130 when interrupted
-    (SIGINT / SIGTERM: the running points are terminated)."""
+              runs_dir: str | Path = "runs", out: Callable[[str], Any] = lambda line: print(line, flush=True),
+              gpus: Optional[Sequence[str]] = None) -> int:
+    """Run every unfinished grid point (``parallel`` at a time, each on its own share of ``gpus``, default
+    :func:`visible_gpus`); 0 when all points end with exit code 0 and complete results, 1 if any failed
+    (their logs are ``<output_dir>/train.log``) or was left to a live run holding its output_dir's lock
+    (:func:`ois_lightning.lock.in_use`), 130 when interrupted (SIGINT / SIGTERM: the running points
+    are terminated)."""
     if parallel < 1:
         raise ConfigError(f"--parallel must be >= 1, got {parallel}")
     sweep = load_sweep(sweep_path)
     jobs = plan(sweep, runs_dir, list(extra or []))
     n = len(jobs)
-    todo = []
+    todo: list[tuple[Job, Status]] = []
     for job in jobs:
-        if job.finished():
+        status = job.status()
+        if status.finished:
             out(f"[{job.index + 1}/{n}] {job.label}: finished, skipping ({', '.join(map(str, job.results))})")
-        else:
-            todo.append(job)
-    out(f"sweep {sweep.name}: {n} points, {n - len(todo)} finished, {len(todo)} to run, {parallel} at a time")
+            continue
+        todo.append((job, status))
+        if any(path.exists() for path in job.results):
+            out(f"[{job.index + 1}/{n}] {job.label}: rerun: {status.reason}")
+    slots = gpu_slots(visible_gpus() if gpus is None else list(gpus), parallel) or [""]
+    out(f"sweep {sweep.name}: {n} points, {n - len(todo)} finished, {len(todo)} to run, {parallel} at a time"
+        + (f", GPUs {' | '.join(slots)}" if slots != [""] else ""))
     env = dict(os.environ)
     env.setdefault("WANDB_MODE", "offline")
     # N runs share the machine's cores: without this every run starts one torch thread per core and the
     # oversubscribed cores spin (tens of times slower on 2 cores).
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
-    running: dict[subprocess.Popen, tuple[Job, float]] = {}
+    running: dict[subprocess.Popen, tuple[Job, float, str]] = {}
     failed: list[Job] = []
+    busy: list[Job] = []  # held by a live run elsewhere (another runner, an agent): left to it
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         while todo or running:
             while todo and len(running) < parallel:
-                job = todo.pop(0)
-                argv = list(job.argv)
-                if (job.output_dir / "checkpoints" / "last.ckpt").is_file():
-                    argv.append("ckpt_path=last")
-                job.output_dir.mkdir(parents=True, exist_ok=True)
-                with open(job.output_dir / "train.log", "a") as log:
-                    log.write(f"\n$ {' '.join(argv)}\n")
-                    log.flush()
-                    running[subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)] = (
-                        job, time.monotonic())
-                resumed = " (resuming from last.ckpt)" if argv[-1] == "ckpt_path=last" else ""
-                out(f"[{job.index + 1}/{n}] {job.label}: running{resumed}, log {job.output_dir / 'train.log'}")
+                job, status = todo.pop(0)
+                holder = in_use(job.output_dir)
+                if holder:
+                    busy.append(job)
+                    out(f"[{job.index + 1}/{n}] {job.label}: in use by {holder}, leaving it to that run")
+                    continue
+                slot = min(slots, key=lambda g: sum(used == g for _, _, used in running.values()))
+                proc, how = _start(job, status, env, slot)
+                running[proc] = (job, time.monotonic(), slot)
+                out(f"[{job.index + 1}/{n}] {job.label}: running{how}, log {job.output_dir / 'train.log'}")
             time.sleep(0.2)
             for proc in [p for p in running if p.poll() is not None]:
-                job, start = running.pop(proc)
+                job, start, _ = running.pop(proc)
                 took = time.monotonic() - start
-                if proc.returncode == 0 and job.finished():
+                status = job.status()
+                if proc.returncode == 0 and status.finished:
                     out(f"[{job.index + 1}/{n}] {job.label}: done in {took:.0f}s ({_summary_text(job)})")
                 else:
                     failed.append(job)
+                    why = "" if proc.returncode else f"; {status.reason}"
+                    atomic_write(job.output_dir / FAILED_MARK, lambda f: f.write(f"exit code {proc.returncode}\n"))
                     out(f"[{job.index + 1}/{n}] {job.label}: FAILED after {took:.0f}s (exit code "
-                        f"{proc.returncode}); see {job.output_dir / 'train.log'}")
+                        f"{proc.returncode}{why}); see {job.output_dir / 'train.log'}")
     except (KeyboardInterrupt, _Terminated) as e:
         out(f"sweep {sweep.name}: interrupted ({e or 'SIGINT'}); stopping {len(running)} run(s); "
             "re-run the same command to finish the missing points")
@@ -183,6 +265,7 @@ def run_local(sweep_path: str | Path, extra: Optional[list[str]] = None, paralle
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    out(f"sweep {sweep.name}: {n - len(failed)}/{n} points finished"
-        + (f", {len(failed)} failed: {', '.join(j.label for j in failed)}" if failed else ""))
-    return 1 if failed else 0
+    out(f"sweep {sweep.name}: {n - len(failed) - len(busy)}/{n} points finished"
+        + (f", {len(failed)} failed: {', '.join(j.label for j in failed)}" if failed else "")
+        + (f", {len(busy)} in use by other runs: {', '.join(j.label for j in busy)}" if busy else ""))
+    return 1 if failed or busy else 0

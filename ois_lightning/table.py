@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,83 +25,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .config import ConfigError
-from .grid import METRIC_GOALS, TableSpec, default_table_path, load_table_spec, wandb_offline
+from .grid import METRIC_GOALS, TableSpec, default_table_path, load_table_spec
 from .metrics import summarize_ious
-
-
-class ResultsError(ValueError):
-    """A results.json that is missing, unreadable or does not follow the schema (one-line message)."""
-
-
-@dataclass
-class RunResult:
-    """One evaluated training run (one row, one seed)."""
-
-    path: Path
-    table: Optional[str]
-    row: Optional[str]
-    seed: int
-    ids: list[str]
-    ious: list[list[float]]
-    max_clicks: int
-    dataset: Optional[str] = None
-
-
-def results_paths(output_dir: str | Path, datasets: Sequence[str]) -> dict[str, Path]:
-    """Where each test dataset's results.json goes: ``<output_dir>/results.json`` for one dataset, else
-    ``<output_dir>/<dataset>/results.json`` for each (every benchmark is reported on its own, as in isegm)."""
-    out = Path(output_dir)
-    if not datasets:
-        raise ValueError("data.test is empty: name at least one dataset")
-    if len(datasets) == 1:
-        return {datasets[0]: out / "results.json"}
-    return {name: out / name / "results.json" for name in datasets}
-
-
-def read_results(path: str | Path) -> RunResult:
-    """Parse and check one ``results.json`` (schema in docs/training.md); :class:`ResultsError` if broken."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ResultsError(f"{path}: cannot read JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ResultsError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    per_object, config = data.get("per_object"), data.get("config")
-    if not isinstance(per_object, dict) or not isinstance(config, dict) or not isinstance(data.get("summary"), dict):
-        raise ResultsError(f"{path}: expected keys 'summary', 'per_object' and 'config' holding objects")
-    ids, ious = per_object.get("ids"), per_object.get("ious")
-    if not isinstance(ids, list) or not isinstance(ious, list) or not ids or len(ids) != len(ious):
-        raise ResultsError(f"{path}: per_object.ids and per_object.ious must be non-empty lists of equal length")
-    if len(set(map(str, ids))) != len(ids):
-        raise ResultsError(f"{path}: per_object.ids has duplicates")
-    clicks = config.get("clicks") or {}
-    max_clicks, target = int(clicks.get("max_eval", 20)), clicks.get("target_iou")
-    min_clicks = int(clicks.get("min_eval", 1))
-    for i, curve in enumerate(ious):
-        if not isinstance(curve, list) or not all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in curve):
-            raise ResultsError(f"{path}: per_object.ious[{i}] must be a list of IoUs in [0, 1]")
-        stopped = target is not None and min_clicks <= len(curve) < max_clicks and curve[-1] >= target
-        if len(curve) < max_clicks and not stopped:
-            raise ResultsError(f"{path}: per_object.ious[{i}] has {len(curve)} IoUs; expected {max_clicks} "
-                               f"(clicks.max_eval), or fewer ending at IoU >= clicks.target_iou={target}")
-    seed = data.get("seed", config.get("seed"))
-    if not isinstance(seed, int):
-        raise ResultsError(f"{path}: 'seed' must be an integer, got {seed!r}")
-    dataset = data.get("dataset")
-    return RunResult(path, config.get("table"), config.get("row"), seed, [str(i) for i in ids], ious, max_clicks,
-                     str(dataset) if dataset is not None else None)
-
-
-def collect(runs_dir: str | Path) -> tuple[list[RunResult], list[str]]:
-    """All valid results.json below ``runs_dir`` (sorted) and one message per broken one."""
-    runs, problems = [], []
-    for path in sorted(Path(runs_dir).rglob("results.json")):
-        try:
-            runs.append(read_results(path))
-        except ResultsError as e:
-            problems.append(str(e))
-    return runs, problems
+from .results import (ResultsError, RunResult, collect, describe_changes, read_results,  # noqa: F401 (re-exported)
+                      results_paths)
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -204,10 +130,30 @@ def _choose_dataset(spec: TableSpec, runs: list[RunResult], dataset: Optional[st
                        f"({spec.dataset or 'unset'}); pick one with --dataset NAME")
 
 
+def _check_same_settings(row: str, runs: list[RunResult]) -> None:
+    """:class:`ResultsError` naming the runs and the differing keys when the seeds of ``row`` were run with
+    different settings (:attr:`RunResult.fingerprint`)."""
+    groups: dict[str, list[RunResult]] = {}
+    for r in runs:
+        groups.setdefault(r.fingerprint, []).append(r)
+    if len(groups) > 1:
+        first, second = list(groups.values())[:2]
+        names = " vs ".join(", ".join(str(r.path) for r in g) for g in groups.values())
+        raise ResultsError(f"row {row!r} mixes runs of {len(groups)} different settings ({names}): "
+                           f"{describe_changes(first[0].settings, second[0].settings)}; rerun the stale points "
+                           "(`ois sweep` reruns them) or pass --allow-mixed")
+
+
+def missing_rows(table: Table) -> list[str]:
+    """Rows with a config of ours but no results (the reference row marked)."""
+    return [r.name + (" (reference)" if r.is_reference else "") for r in table.rows if r.config and not r.seeds]
+
+
 def build_table(spec: TableSpec, runs: list[RunResult], n_boot: int = 2000, rng_seed: int = 0,
-                dataset: Optional[str] = None) -> Table:
+                dataset: Optional[str] = None, allow_mixed: bool = False) -> Table:
     """Rows in the paper's order with our numbers, deltas, CIs and the paper's numbers, from the runs of one
-    test dataset (:func:`_choose_dataset`; a run evaluated on several datasets has one results.json each)."""
+    test dataset (:func:`_choose_dataset`; a run evaluated on several datasets has one results.json each).
+    The seeds of a row must share their settings fingerprint unless ``allow_mixed``."""
     in_table = [r for r in runs if r.row is not None and r.table in (None, spec.name)
                 and any(s.name == r.row and s.config is not None for s in spec.rows)]
     shown = _choose_dataset(spec, in_table, dataset)
@@ -223,6 +169,8 @@ def build_table(spec: TableSpec, runs: list[RunResult], n_boot: int = 2000, rng_
             dup = sorted({s for s in seeds if seeds.count(s) > 1})
             raise ResultsError(f"row {name!r} has several results.json for seed(s) {dup}: "
                                + ", ".join(str(r.path) for r in rs if r.seed in dup))
+        if not allow_mixed:
+            _check_same_settings(name, rs)
     means = {name: {m: [run_metrics(r, spec.metrics)[m] for r in rs] for m in spec.metrics}
              for name, rs in by_row.items()}
     per_seed = {name: _per_seed(rs, spec.metrics) for name, rs in by_row.items()}
@@ -332,24 +280,14 @@ def to_csv(table: Table) -> str:
     return buf.getvalue()
 
 
-def log_to_wandb(table: Table, project: str) -> bool:
-    """Log the CSV table as a ``wandb.Table`` in its own run when W&B is online and logged in; else False."""
-    if wandb_offline():
-        return False
-    import wandb
-
-    rows = list(csv.reader(io.StringIO(to_csv(table))))
-    with wandb.init(project=project, group=table.spec.name, job_type="table", name=f"{table.spec.name}-table",
-                    tags=[table.spec.name, "table"]) as run:
-        run.log({table.spec.name: wandb.Table(columns=rows[0], data=rows[1:])})
-    return True
-
-
 def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, paper: bool = False,
                n_boot: int = 2000, rng_seed: int = 0, wandb_project: Optional[str] = "ois_lightning",
-               out: Any = print, dataset: Optional[str] = None) -> Table:
-    """Collate ``runs_dir``, write ``table.md`` and ``table.csv`` there (atomically) and print the Markdown."""
+               out: Any = print, dataset: Optional[str] = None, allow_mixed: bool = False,
+               allow_partial: bool = False) -> Table:
+    """Collate ``runs_dir``, write ``table.md`` and ``table.csv`` there (atomically) and print the Markdown.
+    A row without results is a :class:`ResultsError` unless ``allow_partial`` (then a warning)."""
     from .atomic import atomic_write
+    from .tracking import log_to_wandb
 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
@@ -363,7 +301,13 @@ def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, pa
             raise ConfigError(f"{runs_dir}: cannot tell the table from results.json (found tables {tables}); "
                               "pass --table experiments/tableN/table.yaml")
         table_path = default_table_path(tables[0])
-    table = build_table(load_table_spec(table_path), runs, n_boot, rng_seed, dataset)
+    table = build_table(load_table_spec(table_path), runs, n_boot, rng_seed, dataset, allow_mixed)
+    missing = missing_rows(table)
+    if missing and not allow_partial:
+        raise ResultsError(f"{runs_dir}: no results for row(s) {', '.join(missing)} of {table.spec.name}; finish "
+                           "them (`ois sweep` runs the missing points) or pass --allow-partial")
+    if missing:
+        out(f"warning: partial table: no results for row(s) {', '.join(missing)}")
     for path in table.unmatched:
         out(f"warning: {path} belongs to no row of {table.spec.name}"
             + (f" (or was evaluated on another dataset than {table.dataset})" if table.dataset else ""))
@@ -371,7 +315,10 @@ def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, pa
     atomic_write(runs_dir / "table.md", lambda f: f.write(markdown))
     atomic_write(runs_dir / "table.csv", lambda f: f.write(to_csv(table)))
     out(markdown)
-    out(f"wrote {runs_dir / 'table.md'} and {runs_dir / 'table.csv'}")
+    from .figures import plot_table_curves
+
+    plot_table_curves(table, runs, runs_dir / "table_miou_vs_clicks.png")
+    out(f"wrote {runs_dir / 'table.md'}, {runs_dir / 'table.csv'} and {runs_dir / 'table_miou_vs_clicks.png'}")
     if wandb_project and log_to_wandb(table, wandb_project):
         out(f"logged the table to W&B project {wandb_project}")
     return table

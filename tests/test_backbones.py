@@ -321,7 +321,8 @@ def test_hf_directory_converts_and_matches_transformers(tmp_path):
 def test_mae_without_depth_source_is_a_config_error():
     with pytest.raises(ConfigError, match="mae-vitb has no depth head"):
         load_config(None, TINY + ["model.backbone.name=mae-vitb", "model.input_size=128"])
-    cfg = load_config(None, TINY + ["model.backbone.name=mae-vitb", "model.input_size=128", "data.depth.source=gt"])
+    cfg = load_config(None, TINY + ["model.backbone.name=mae-vitb", "model.input_size=128", "data.depth.source=gt",
+                                    "model.backbone.random_init=true"])
     assert build_model(cfg.model).depth_head is None
 
 
@@ -334,7 +335,8 @@ def test_separate_depth_model_replaces_the_depth_head(tmp_path):
     path = tmp_path / "dav2_vits.pth"
     torch.save(random_state(official_shapes(dim=384, depth=12, features=64, out=(48, 96, 192, 384)), seed=4), path)
     cfg = load_config(None, TINY + ["model.backbone.name=mae-vitb", "model.input_size=128",
-                                    "data.depth.model=dav2-vits", f"data.depth.checkpoint={path}"])
+                                    "data.depth.model=dav2-vits", f"data.depth.checkpoint={path}",
+                                    "model.backbone.random_init=true"])
     assert build_model(cfg.model).depth_model is None  # without data.depth the network has no depth source
     model = build_model(cfg.model, cfg.data.depth).eval()
     assert model.depth_model is not None and model.depth_model.kind == "disparity"

@@ -132,7 +132,8 @@ def test_train_fails_on_a_missing_mask_before_building_a_model(tmp_path, capsys,
 
 
 def test_data_error_is_one_line_and_debug_reraises(tmp_path, capsys):
-    argv = ["eval", TINY_YAML, *SMALL, "data.test=[grabcut]", f"data.paths.grabcut={tmp_path / 'nowhere'}"]
+    argv = ["eval", TINY_YAML, *SMALL, "model.backbone.random_init=true", "data.test=[grabcut]",
+            f"data.paths.grabcut={tmp_path / 'nowhere'}"]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.splitlines() == [f"ois: data error: {tmp_path / 'nowhere' / 'data_GT'}: folder not found "
@@ -166,16 +167,19 @@ def test_debug_shows_the_traceback(tmp_path):
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "CheckpointError" in debug.stderr
 
 
-def test_checkpoint_of_another_input_size_warns_naming_both(tmp_path, capsys):
+def test_checkpoint_of_another_input_size_is_an_error_naming_both(tmp_path, capsys):
     from ois_lightning.lit.train import load_weights
 
     cfg = load_config(TINY_YAML, [*SMALL, f"ckpt={tmp_path / 'm.ckpt'}"])
     model = build_model(cfg.model, cfg.data.depth)
     state = {f"model.{k}": v for k, v in model.state_dict().items()}
     torch.save({"state_dict": state, "hyper_parameters": {"model": {"input_size": 224}}}, tmp_path / "m.ckpt")
+    with pytest.raises(ConfigError, match=r"trained with model.input_size=224 \(evaluated with 112\);"):
+        load_weights(cfg)
+    cfg.eval.allow_config_mismatch = True  # the override: the same list as one warning line
     load_weights(cfg)
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and "model.input_size=224" in err[0] and "model.input_size=112" in err[0]
+    assert len(err) == 1 and "warning" in err[0] and "model.input_size=224 (evaluated with 112)" in err[0]
     torch.save({"state_dict": state, "hyper_parameters": {"model": {"input_size": 112}}}, tmp_path / "m.ckpt")
     load_weights(cfg)
     assert capsys.readouterr().err == ""

@@ -168,6 +168,7 @@ def test_table6_rows_order_clicks_with_their_own_depth_model(row, cls, tmp_path,
     checkpoint = [f"data.depth.checkpoint={zoe_dir}"] if row == "zoedepth" else []
     argv = ["eval", str(REPO / "experiments" / "table6" / f"{row}.yaml"), *TINY, "data.test=[layered]",
             "data.layered.test_length=2", "data.layered.size=64", "data.depth.source=model", *checkpoint,
+            "model.backbone.random_init=true",
             "clicks.max_eval=5", "logger.kind=none", f"output_dir={tmp_path}"]
     assert main(argv) == 0
     assert len(calls) == (4 if row == "zoedepth" else 2)  # per image: one pass (ZoeDepth: + the flipped image)

@@ -32,7 +32,8 @@ def tiny_cfg(*extra: str):
 def check_results(path: Path, num_objects: int, clicks: int, dataset: str) -> dict:
     """results.json follows the schema of docs/training.md; no temp file left beside it."""
     data = json.loads(path.read_text())
-    assert set(data) == {"summary", "per_object", "config", "git_commit", "seed", "dataset"}
+    assert set(data) == {"summary", "per_object", "config", "git_commit", "seed", "dataset", "fingerprint"}
+    assert isinstance(data["fingerprint"], str) and len(data["fingerprint"]) == 64
     assert SCHEMA_SUMMARY <= set(data["summary"])
     assert data["summary"]["num_objects"] == num_objects
     assert len(data["per_object"]["ids"]) == len(set(data["per_object"]["ids"])) == num_objects
@@ -187,7 +188,8 @@ def test_table_row_and_atomic_results(tmp_path):
 
 def test_ois_eval_on_real_grabcut(grabcut_root, tmp_path, capsys):
     out = tmp_path / "gc"
-    code = main(["eval", TINY_YAML, *TINY, "data.test=[grabcut]", f"data.paths.grabcut={grabcut_root}",
+    code = main(["eval", TINY_YAML, *TINY, "model.backbone.random_init=true", "data.test=[grabcut]",
+                 f"data.paths.grabcut={grabcut_root}",
                  "data.depth.source=model", "eval.max_objects=2", f"output_dir={out}"])
     assert code == 0
     printed = capsys.readouterr().out
@@ -209,7 +211,8 @@ def test_ois_eval_reports_each_test_dataset_on_its_own(tmp_path, capsys):
     from .test_data_layouts import grabcut_folder
 
     gc = grabcut_folder(tmp_path / "GrabCut")
-    common = [*TINY, "data.layered.size=112", "data.layered.test_length=2", f"data.paths.grabcut={gc}",
+    common = [*TINY, "model.backbone.random_init=true", "data.layered.size=112", "data.layered.test_length=2",
+              f"data.paths.grabcut={gc}",
               "data.depth.source=model", "clicks.max_eval=5"]
     assert main(["eval", TINY_YAML, *common, "data.test=[layered,grabcut]", f"output_dir={tmp_path / 'both'}"]) == 0
     printed = capsys.readouterr().out
@@ -228,7 +231,8 @@ def test_ois_eval_reports_each_test_dataset_on_its_own(tmp_path, capsys):
 def test_ois_eval_logs_an_evaluation_run(tmp_path):
     """W&B (offline here): a run of its own with the numbers and the mIoU plot, leaving the training run's id
     alone; csv: test/<metric> rows in csv_eval/."""
-    common = [*TINY, "data.layered.size=112", "data.layered.test_length=2", "clicks.max_eval=5"]
+    common = [*TINY, "model.backbone.random_init=true", "data.layered.size=112", "data.layered.test_length=2",
+              "clicks.max_eval=5"]
     out = tmp_path / "w"
     assert main(["eval", TINY_YAML, *common, "logger.kind=wandb", f"output_dir={out}"]) == 0
     runs = list((out / "wandb").glob("offline-run-*"))
@@ -286,6 +290,7 @@ def test_interrupted_evaluation_resumes_from_its_journal(tmp_path, monkeypatch):
 
 def test_ois_eval_leaves_no_journal(tmp_path):
     out = tmp_path / "e"
-    assert main(["eval", TINY_YAML, *TINY, "data.layered.size=112", "data.layered.test_length=1",
+    assert main(["eval", TINY_YAML, *TINY, "model.backbone.random_init=true", "data.layered.size=112",
+                 "data.layered.test_length=1",
                  "clicks.max_eval=5", f"output_dir={out}"]) == 0
     assert (out / "results.json").is_file() and not (out / "eval_journal.jsonl").exists()

@@ -17,6 +17,8 @@ from ois_lightning.grid import (METRIC_GOALS, load_sweep, load_table_spec, norma
 
 from .conftest import REPO, TINY
 
+pytestmark = pytest.mark.usefixtures("random_weights")  # the rows name published networks; no files here
+
 TABLES = sorted((REPO / "experiments").glob("table*/table.yaml"), key=lambda p: int(p.parent.name[5:]))
 ROW_CONFIGS = sorted(p for p in (REPO / "experiments").glob("table*/*.yaml") if p.name != "table.yaml")
 SWEEPS = sorted((REPO / "sweeps").glob("table*.yaml"))
@@ -181,25 +183,3 @@ def test_every_experiment_config_trains_one_fast_dev_run_step(tmp_path: Path):
     for i, config in enumerate(configs):
         saved = json.loads((tmp_path / str(i) / "results.json").read_text())["config"]
         assert saved["row"] == load_config(REPO / config).row  # the row's own config was trained
-
-
-def test_wandb_is_offline_unless_logged_in(tmp_path: Path, monkeypatch):
-    from ois_lightning.grid import wandb_offline
-
-    monkeypatch.setenv("HOME", str(tmp_path))  # netrc.netrc() reads ~/.netrc
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
-    monkeypatch.delenv("NETRC", raising=False)
-    monkeypatch.setenv("WANDB_MODE", "online")
-    assert wandb_offline()  # no key anywhere
-    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password abc123\n")
-    (tmp_path / ".netrc").chmod(0o600)
-    assert not wandb_offline()  # `wandb login` wrote the netrc entry
-    for mode in ("offline", "disabled", "dryrun"):
-        monkeypatch.setenv("WANDB_MODE", mode)
-        assert wandb_offline()
-    monkeypatch.setenv("WANDB_MODE", "online")
-    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")
-    assert wandb_offline()  # logged in to another host only
-    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
-    assert not wandb_offline()

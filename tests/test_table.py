@@ -27,13 +27,14 @@ def curve(reach90_at: int, first: float = 0.5) -> list[float]:
 
 
 def write_run(root: Path, row: str, seed: int, curves: dict[str, list[float]], table: str = "table4",
-              clicks: dict | None = None, dataset: str = "davis") -> Path:
+              clicks: dict | None = None, dataset: str = "davis", config: dict | None = None) -> Path:
     out = root / row / f"seed{seed}"
     out.mkdir(parents=True)
     payload = {
         "summary": {"NoC90": -1.0},  # ignored: `ois table` recomputes from the curves
         "per_object": {"ids": list(curves), "ious": list(curves.values())},
-        "config": {"table": table, "row": row, "seed": seed, "clicks": {"max_eval": 20, **(clicks or {})}},
+        "config": {"table": table, "row": row, "seed": seed, "clicks": {"max_eval": 20, **(clicks or {})},
+                   **(config or {})},
         "git_commit": None, "seed": seed, "dataset": dataset,
     }
     (out / "results.json").write_text(json.dumps(payload))
@@ -113,7 +114,7 @@ def test_runs_evaluated_on_several_datasets_give_one_table_per_dataset(tmp_path:
     spec = load_table_spec(TABLE4)
     table = build_table(spec, collect(tmp_path)[0], n_boot=100)
     assert cell(table, "full", "NoC90").mean == 2.0 and table.unmatched == [str(other)] and table.dataset == "davis"
-    assert main(["table", str(tmp_path), "--no-wandb", "--n-boot", "50"]) == 0
+    assert main(["table", str(tmp_path), "--no-wandb", "--n-boot", "50", "--allow-partial"]) == 0
     assert "(or was evaluated on another dataset than davis)" in capsys.readouterr().out
     picked = build_table(spec, collect(tmp_path)[0], n_boot=100, dataset="grabcut")
     assert cell(picked, "full", "NoC90").mean == 9.0 and "ours on grabcut:" in to_markdown(picked)
@@ -160,8 +161,9 @@ def test_ois_table_command_writes_files_and_skips_broken(tmp_path: Path, capsys)
     broken = tmp_path / "wo_object" / "seed0"
     broken.mkdir(parents=True)
     (broken / "results.json").write_text('{"summary": {}, "per_object": {"ids": ["a"], "ious": [[0.5]]}')
-    assert main(["table", str(tmp_path), "--paper", "--no-wandb", "--n-boot", "100"]) == 0
+    assert main(["table", str(tmp_path), "--paper", "--no-wandb", "--n-boot", "100", "--allow-partial"]) == 0
     printed = capsys.readouterr().out
+    assert "warning: partial table: no results for row(s) wo_object, wo_sparse, wo_dense" in printed
     assert "skipping broken" in printed and "wo_object/seed0/results.json" in printed
     assert (tmp_path / "table.md").read_text() in printed
     rows = list(csv.DictReader((tmp_path / "table.csv").open()))

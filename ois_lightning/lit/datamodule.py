@@ -11,6 +11,7 @@ depth, e.g. layered scenes) or ``file`` (``DepthFolder`` over ``data.depth.folde
 """
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Callable
 
@@ -18,7 +19,7 @@ import lightning as L
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 
-from ..config import uses_depth
+from ..config import ConfigError, uses_depth
 from ..data import build_train_transform
 from ..data.splits import FOLDERS, build_split, dataset_root, eval_dataset, train_datasets  # noqa: F401 (re-exported)
 from ..data.training import EpochSampler, TrainingSamples, per_device_batch
@@ -89,10 +90,27 @@ class OISDataModule(L.LightningDataModule):
             batch_size=per_device_batch(self.cfg.data.batch_size, world_size),
             sampler=sampler,
             num_workers=self.cfg.data.num_workers,
-            drop_last=True,
+            drop_last=True,  # steps_per_epoch counts full batches only
             pin_memory=False,
             processed=self._batches_processed,
         )
+
+    def steps_per_epoch(self) -> int:
+        """Batches per epoch on each process, as :meth:`train_dataloader` yields them (the sampler pads every
+        rank to ceil(N / world size) indices, the loader drops a last partial batch), without building the
+        loader: Lightning applies a resumed run's loader position only to a loader built after it restores."""
+        self.setup("fit")
+        world_size, _ = self._world()
+        return math.ceil(len(self.train_set) / world_size) // per_device_batch(self.cfg.data.batch_size, world_size)
+
+    def step_budget(self, max_epochs: int, max_steps: int) -> int:
+        """Optimizer steps of the whole run (Lightning's ``estimated_stepping_batches``; -1 = no limit) from
+        :meth:`steps_per_epoch`; a ConfigError when neither limit is set."""
+        limits = [n for n in (max_steps, max_epochs * self.steps_per_epoch() if max_epochs != -1 else -1) if n != -1]
+        if not limits:
+            raise ConfigError("train.max_epochs=-1 and train.max_steps=-1: an endless run has no step budget "
+                              "(train.lr_schedule=cosine needs one)")
+        return max(min(limits), 1)
 
     def _batches_processed(self) -> int:
         """Batches of the current epoch trained so far (Lightning's progress counter at checkpoint time)."""

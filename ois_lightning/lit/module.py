@@ -15,6 +15,7 @@ from ..losses import NormalizedFocalLoss
 from ..metrics import summarize_ious
 from ..model import ImageEncoding, build_model
 from ..model.prompts import PAD
+from ..tracking import log_validation
 
 
 def add_click(coords: Tensor, labels: Tensor, i: int, y: int, x: int, positive: bool) -> bool:
@@ -103,7 +104,8 @@ class OISLitModule(L.LightningModule):
         self._val_curves.extend(result.ious)
 
     def on_validation_epoch_end(self) -> None:
-        """Exact global means over all ranks: per-rank sums and counts are summed, then divided."""
+        """Exact global means over all ranks: per-rank sums and counts are summed, then divided. Rank 0 also
+        logs a few objects as images (:func:`log_validation`, W&B only; not in the sanity check)."""
         local = [0.0, 0.0, 0.0]  # sum NoC90, sum 5-mIoU, objects
         if self._val_curves:
             s = summarize_ious(self._val_curves, self.cfg.clicks.max_eval)
@@ -115,14 +117,18 @@ class OISLitModule(L.LightningModule):
             self.log("val/NoC90", float(totals[0] / totals[2]))
             self.log("val/5-mIoU", float(totals[1] / totals[2]))
         self._val_curves = []
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            log_validation(self.loggers, self.model, self.trainer.val_dataloaders.dataset, self.cfg, self.global_step)
 
     def configure_optimizers(self) -> torch.optim.Optimizer | dict:
         """Adam on the trainable parameters (Sec. 4.1); with ``train.lr_schedule=cosine``, cosine decay to 0 over
-        the run's optimizer steps (``trainer.estimated_stepping_batches``), stepped every batch."""
+        the run's optimizer steps, stepped every batch. The steps come from :meth:`OISDataModule.step_budget`, not
+        ``trainer.estimated_stepping_batches``, which would build the training loader before Lightning restores
+        a resumed run's loader position (the resumed epoch would restart at its first batch)."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=self.cfg.train.lr, weight_decay=self.cfg.train.weight_decay)
         if self.cfg.train.lr_schedule == "constant":
             return opt
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        total = self.trainer.datamodule.step_budget(self.trainer.max_epochs, self.trainer.max_steps)
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}

@@ -2,28 +2,28 @@
 evaluation on ``data.test`` writes ``<output_dir>/results.json`` per test dataset (schema in docs/training.md)."""
 from __future__ import annotations
 
+import os
 import pickle
-import secrets
-import sys
 from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from ..atomic import atomic_write
 from ..check_data import check_splits
-from ..config import ConfigError, to_dict
+from ..config import ConfigError, check_checkpoint_config, to_dict
 from ..data.splits import build_split
 from ..evaluate import TABLE_COLUMNS, EvalResult, evaluate, table_row, write_results
-from ..grid import run_identity, wandb_offline
+from ..lock import locks_output_dir
 from ..model import OISModel, build_model
 from ..model.checkpoints import CheckpointError
+from ..parallel import barrier, local_processes, process_group_from_env, rank_path, set_threads, world
 from ..table import results_paths
+from ..tracking import build_logger, log_parameter_counts, log_test
+from .checkpointing import LAST, AtomicCheckpointIO, checkpoint_dir, prepare_checkpoint_dir, resume_path
 from .datamodule import EpochEndWarnings, OISDataModule
+from .guards import TrainingGuard
 from .module import OISLitModule
 
 
@@ -44,54 +44,24 @@ class Checkpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, candidates)
 
 
-WANDB_RUN_ID = "wandb_run_id"  # in output_dir: the W&B run a resumed training continues
 EVAL_JOURNAL = "eval_journal.jsonl"  # beside results.json while the evaluation runs
 
 
-def wandb_run_id(cfg: DictConfig) -> str:
-    """The W&B run id of this run: when resuming (``ckpt_path`` set) the id saved in ``<output_dir>/wandb_run_id``
-    by the run being resumed, so its charts continue; otherwise a new id, saved there (by rank 0) for later."""
-    path = Path(cfg.output_dir) / WANDB_RUN_ID
-    if cfg.ckpt_path is not None and path.is_file():
-        return path.read_text().strip()
-    run_id = secrets.token_hex(4)  # 8 lowercase characters, like W&B's own ids
-    if rank_zero_only.rank == 0:
-        atomic_write(path, lambda f: f.write(run_id))
-    return run_id
-
-
-def build_logger(cfg: DictConfig, eval_only: bool = False) -> Logger | bool:
-    """The logger of ``logger.kind``: wandb (project/group/name/tags from :func:`run_identity`; a resumed run
-    continues its W&B run, :func:`wandb_run_id`), csv, or none. ``eval_only`` (``ois eval``): a W&B run of its
-    own (``<name>-eval``, job type eval, in the training run's group; the training run id is left alone), or
-    ``csv_eval/``."""
-    kind = cfg.logger.kind.value
-    out = Path(cfg.output_dir)
-    if kind == "wandb":
-        out.mkdir(parents=True, exist_ok=True)
-        project, group, name, tags = run_identity(cfg)  # table / row / seed (grid.py)
-        if eval_only:
-            return WandbLogger(name=f"{name}-eval", project=project, group=group, tags=tags + ["eval"],
-                               save_dir=str(out), offline=wandb_offline(), job_type="eval")
-        return WandbLogger(name=name, project=project, group=group, tags=tags, save_dir=str(out),
-                           offline=wandb_offline(), id=wandb_run_id(cfg), resume="allow")
-    if kind == "csv":
-        return CSVLogger(save_dir=str(out), name="csv_eval" if eval_only else "csv")
-    return False
-
-
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
-    """``ckpt_path``: None (fresh run), "last" (<output_dir>/checkpoints/last.ckpt) or a file."""
+    """``ckpt_path``: None (fresh run), "last" (<output_dir>/checkpoints/last.ckpt; when that is unreadable, the
+    newest readable checkpoint beside it: :func:`resume_path`) or a file."""
     if cfg.ckpt_path is None:
         return None
-    path = Path(cfg.output_dir) / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    last = cfg.ckpt_path == "last"
+    path = checkpoint_dir(cfg.output_dir) / LAST if last else Path(cfg.ckpt_path)
     if not path.is_file():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path}: checkpoint {path} not found (expected a .ckpt file)")
-    return str(path)
+    return str(resume_path(path.parent) if last else path)
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """The Trainer of ``train.*``: ``last.ckpt`` checkpoints, epoch-end data warnings and, with a logger, the
+    """The Trainer of ``train.*``: ``last.ckpt`` checkpoints written atomically (:class:`AtomicCheckpointIO`), the
+    checks that the run trains (:class:`TrainingGuard`), epoch-end data warnings and, with a logger, the
     learning rate logged every step (``lr-Adam``)."""
     t = cfg.train
     steps = t.val_every_n_steps
@@ -102,61 +72,57 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         precision=t.precision, max_steps=t.max_steps, max_epochs=t.max_epochs,
         log_every_n_steps=t.log_every_n_steps, gradient_clip_val=t.gradient_clip_val, fast_dev_run=t.fast_dev_run,
         val_check_interval=steps, check_val_every_n_epoch=None if steps else 1,
-        logger=logger, default_root_dir=cfg.output_dir,
-        callbacks=[Checkpoint(dirpath=Path(cfg.output_dir) / "checkpoints", save_last=True,
+        logger=logger, default_root_dir=cfg.output_dir, plugins=[AtomicCheckpointIO()],
+        callbacks=[Checkpoint(dirpath=checkpoint_dir(cfg.output_dir), save_last=True,
                               every_n_train_steps=steps, enable_version_counter=False),  # always last.ckpt
-                   EpochEndWarnings(), *monitor],
+                   TrainingGuard(), EpochEndWarnings(), *monitor],
     )
 
 
 def finish(model: OISModel, cfg: DictConfig) -> dict[str, EvalResult]:
     """Evaluate on each ``data.test`` dataset on its own, write its results.json + plot (:func:`results_paths`)
-    and print one table row per dataset. Finished images are journaled beside results.json until it is written,
-    so a rerun after an interruption (``ois eval`` again, or ``ois train ... ckpt_path=last``) evaluates only
-    the rest."""
+    and print one table row per dataset. Under a process group every rank calls this: the images are sharded
+    over the ranks (:func:`evaluate`), every rank gets the whole result and rank 0 writes and prints. Finished
+    images are journaled beside results.json (one journal per rank) until it is written, so a rerun after an
+    interruption (``ois eval`` again, or ``ois train ... ckpt_path=last``) evaluates only the rest."""
     results = {}
+    rank = world()[0]
     for name, path in results_paths(cfg.output_dir, list(cfg.data.test)).items():
         journal = path.parent / EVAL_JOURNAL  # finished images; an interrupted evaluation resumes from it
         results[name] = evaluate(model, build_split(cfg, name, "test"), cfg, journal=journal)
-        print(f"wrote {write_results(results[name], path.parent, cfg, name)}")
-        journal.unlink(missing_ok=True)
+        if rank == 0:
+            print(f"wrote {write_results(results[name], path.parent, cfg, name)}")
+        barrier()  # results.json is in place before any rank drops its journal
+        rank_path(journal).unlink(missing_ok=True)
+    if rank != 0:
+        return results
     print("| dataset | " + " | ".join(TABLE_COLUMNS) + " |")
     for name, result in results.items():
         print(f"| {name} {table_row(result.summary)}")
     return results
 
 
+@locks_output_dir("ois train")
 def train(cfg: DictConfig) -> dict[str, EvalResult] | None:
-    """Fit (resuming from ``ckpt_path``), then evaluate the final weights on data.test on rank 0. Every split is
-    built first (``train.check_data``: :func:`check_splits`), so missing files fail before a model is built."""
+    """Fit (resuming from ``ckpt_path``), then evaluate the final weights on data.test, sharded over the ranks
+    (:func:`finish`); rank 0 returns the results. Every split is built first (``train.check_data``:
+    :func:`check_splits`), so missing files fail before a model is built. ``train.threads`` sets torch's threads."""
+    set_threads(cfg.train.threads, local_processes(cfg.train.devices, cfg.train.accelerator))
+    prepare_checkpoint_dir(cfg.output_dir)  # an unwritable output_dir fails here, not at the first save
     ckpt_path = resolve_ckpt_path(cfg)
     if cfg.train.check_data:
         check_splits(cfg)
     L.seed_everything(cfg.seed, workers=True)
     module = OISLitModule(cfg)
     trainer = build_trainer(cfg)
+    log_parameter_counts(trainer.loggers, module.model)
     trainer.fit(module, datamodule=OISDataModule(cfg), ckpt_path=ckpt_path)
+    results = finish(module.model.to(trainer.strategy.root_device), cfg)  # every rank: Lightning's process group
     if not trainer.is_global_zero:
         return None
-    results = finish(module.model.to(trainer.strategy.root_device), cfg)
     for logger in trainer.loggers:  # the test numbers next to the training curves
-        log_test(logger, results, cfg, trainer.global_step)
+        log_test(logger, results, cfg, trainer.global_step, module.model)
     return results
-
-
-def log_test(logger: Logger, results: dict[str, EvalResult], cfg: DictConfig, step: int) -> None:
-    """Each dataset's summary as ``test/<metric>`` (``test/<dataset>/<metric>`` with several; metrics an early
-    stop left undetermined are skipped) and, on W&B, its mIoU-vs-clicks plot; then the logger is closed."""
-    paths = results_paths(cfg.output_dir, list(results))
-    for name, result in results.items():
-        prefix = "test/" if len(results) == 1 else f"test/{name}/"
-        logger.log_metrics({prefix + k: v for k, v in result.summary.items() if v is not None}, step=step)
-        if isinstance(logger, WandbLogger):
-            logger.log_image(key=prefix + "miou_vs_clicks", images=[str(paths[name].parent / "miou_vs_clicks.png")],
-                             step=step)
-    logger.save()
-    if isinstance(logger, WandbLogger):
-        logger.experiment.finish()  # close the run, so another run can start in this process
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -172,20 +138,16 @@ def read_checkpoint(path: Path) -> dict:
     return checkpoint
 
 
-def warn_input_size(checkpoint: dict, cfg: DictConfig) -> None:
-    """One line on stderr when the checkpoint was trained at another ``model.input_size`` (its saved config,
-    ``hyper_parameters``) than the one evaluated now."""
-    trained = checkpoint.get("hyper_parameters", {}).get("model", {}).get("input_size")
-    if trained is not None and int(trained) != int(cfg.model.input_size):
-        print(f"ois: warning: ckpt={cfg.ckpt} was trained at model.input_size={trained} but is evaluated at "
-              f"model.input_size={cfg.model.input_size}", file=sys.stderr)
-
-
 def load_weights(cfg: DictConfig) -> OISModel:
-    """OISModel of ``cfg.model`` with the weights of the Lightning checkpoint ``cfg.ckpt`` (random init if unset)."""
+    """OISModel of ``cfg.model`` with the weights of the Lightning checkpoint ``cfg.ckpt``, whose saved config
+    must agree on the model and protocol keys (``check_checkpoint_config``); random weights only without a
+    ckpt and with ``model.backbone.random_init=true``."""
+    if cfg.ckpt is None and not cfg.model.backbone.random_init:
+        raise ConfigError("ckpt is not set: `ois eval` evaluates ckpt=PATH (a Lightning .ckpt from `ois train`); "
+                          "model.backbone.random_init=true evaluates a randomly initialised model")
     model = build_model(cfg.model, cfg.data.depth)
     if cfg.ckpt is None:
-        print("ois eval: ckpt is not set: evaluating the RANDOMLY INITIALISED model")
+        print("ois eval: ckpt is not set: evaluating the RANDOMLY INITIALISED model (model.backbone.random_init)")
         return model
     path = Path(cfg.ckpt)
     if not path.is_file():
@@ -194,7 +156,8 @@ def load_weights(cfg: DictConfig) -> OISModel:
     state = checkpoint.get("state_dict")
     if not isinstance(state, dict):
         raise ConfigError(f"ckpt={cfg.ckpt}: no 'state_dict' in the file (expected a Lightning .ckpt)")
-    warn_input_size(checkpoint, cfg)
+    stored = checkpoint.get("hyper_parameters")
+    check_checkpoint_config(stored if isinstance(stored, dict) else None, cfg)
     weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     try:
         model.load_state_dict(weights)
@@ -204,15 +167,22 @@ def load_weights(cfg: DictConfig) -> OISModel:
     return model
 
 
+@locks_output_dir("ois eval")
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, EvalResult]:
     """``ois eval``: weights from cfg.ckpt, evaluated on data.test; the numbers (and plots) go to the logger of
-    ``logger.kind`` as an evaluation run (:func:`build_logger` with ``eval_only``)."""
+    ``logger.kind`` as an evaluation run (:func:`build_logger` with ``eval_only``). Under torchrun the images
+    are sharded over the processes (:func:`process_group_from_env`) and rank 0 writes and logs.
+    ``eval.threads`` sets torch's threads."""
+    set_threads(cfg.eval.threads, local_processes())
     torch.manual_seed(cfg.seed)
     model = load_weights(cfg)
-    use_gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
-    results = finish(model.to("cuda" if use_gpu else "cpu"), cfg)
+    with process_group_from_env(cfg.train.accelerator) as device:
+        results = finish(model.to(device), cfg)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: only rank 0 logs
+        return results
     logger = build_logger(cfg, eval_only=True)
     if logger:
         logger.log_hyperparams(to_dict(cfg))
-        log_test(logger, results, cfg, step=0)
+        log_parameter_counts([logger], model)
+        log_test(logger, results, cfg, step=0, model=model)
     return results

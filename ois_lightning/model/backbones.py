@@ -1,4 +1,4 @@
-"""Backbone registry: ViT encoder + DPT head shapes of Depth Anything V2 / V1, MAE and a tiny test shape, and
+"""Backbone registry: ViT encoder + DPT head shapes of Depth Anything V2 / V1, MAE and tiny test shapes, and
 :func:`build`, which makes the encoder (+ depth head) under the published parameter names and loads a checkpoint.
 """
 from __future__ import annotations
@@ -37,20 +37,20 @@ class BackboneSpec:
 _S = dict(embed_dim=384, depth=12, num_heads=6, head_features=64, head_out_channels=(48, 96, 192, 384))
 _B = dict(embed_dim=768, depth=12, num_heads=12, head_features=128, head_out_channels=(96, 192, 384, 768))
 _L = dict(embed_dim=1024, depth=24, num_heads=16, head_features=256, head_out_channels=(256, 512, 1024, 1024))
+_T = dict(embed_dim=64, depth=4, num_heads=4, out_indices=(0, 1, 2, 3), head_features=32,
+          head_out_channels=(16, 32, 64, 64))  # the CPU miniature's width (tests, demo, `ois pretrain`)
+# MAE's ViT/16 (facebookresearch/mae): pre-trained at 224 = 14 x 16, no layer scale, no depth head
+_MAE = dict(patch_size=16, pretrain_grid=14, layer_scale=False, pos_interp="mae", has_depth_head=False,
+            drop_keys=("decoder_", "mask_token"))
 
 SPECS: dict[str, BackboneSpec] = {
-    "tiny": BackboneSpec(
-        embed_dim=64, depth=4, num_heads=4, out_indices=(0, 1, 2, 3), head_features=32,
-        head_out_channels=(16, 32, 64, 64), pretrain_grid=16,
-    ),
+    "tiny": BackboneSpec(pretrain_grid=16, **_T),
+    "mae-tiny": BackboneSpec(**_MAE, **_T),  # the miniature's MAE encoder (`ois pretrain mae`, Tables 10-11)
     "dav2-vits": BackboneSpec(out_indices=(2, 5, 8, 11), **_S),
     "dav2-vitb": BackboneSpec(out_indices=(2, 5, 8, 11), **_B),
     "dav2-vitl": BackboneSpec(out_indices=(4, 11, 17, 23), **_L),
     "dav1-vitb": BackboneSpec(out_indices=(8, 9, 10, 11), **_B),  # DAv1 feeds the head the last four blocks
-    "mae-vitb": BackboneSpec(
-        out_indices=(2, 5, 8, 11), patch_size=16, pretrain_grid=14, layer_scale=False, pos_interp="mae",
-        has_depth_head=False, drop_keys=("decoder_", "mask_token"), **_B,
-    ),
+    "mae-vitb": BackboneSpec(out_indices=(2, 5, 8, 11), **_MAE, **_B),
 }
 
 

@@ -37,13 +37,14 @@ DA_INPUT_SIZE = 518  # input_size of Depth Anything's infer_image
 
 
 def depth_model_names() -> list[str]:
-    """Valid ``data.depth.model`` values: Depth Anything backbones with a depth head, and ZoeDepth."""
-    return [name for name, spec in SPECS.items() if spec.has_depth_head and name != "tiny"] + [ZOEDEPTH]
+    """Valid ``data.depth.model`` values: Depth Anything backbones with a depth head (including "tiny", the CPU
+    miniature's, e.g. a file from ``ois pretrain depth``; docs/mini_paper.md), and ZoeDepth."""
+    return [name for name, spec in SPECS.items() if spec.has_depth_head] + [ZOEDEPTH]
 
 
 def depth_model_kind(name: str) -> str:
     """The convention of ``name``'s output: "depth" (metric, ZoeDepth) or "disparity" (any backbone of SPECS
-    with a Depth Anything head, including the test-only "tiny")."""
+    with a Depth Anything head)."""
     if name == ZOEDEPTH:
         return "depth"
     if name in SPECS and SPECS[name].has_depth_head:

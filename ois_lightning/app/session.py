@@ -1,0 +1,175 @@
+"""The app's state for one image: clicks, the history stack behind undo, the threshold, and the one adapter to
+:class:`~ois_lightning.predictor.Predictor`. Opening files is confined to the ``--images`` folder."""
+from __future__ import annotations
+
+import io
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class Forbidden(PermissionError):
+    """A request for a file outside the ``--images`` folder (or no folder was given)."""
+
+
+class ModelAdapter:
+    """The only place that calls the Predictor API (``from_checkpoint``, ``set_image``, ``predict``,
+    ``order_map``, ``threshold``)."""
+
+    def __init__(self, predictor: Any) -> None:
+        self.predictor = predictor
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: str | Path, device: str | None = None) -> ModelAdapter:
+        from ..predictor import Predictor
+
+        return cls(Predictor.from_checkpoint(ckpt, device=device))
+
+    @property
+    def threshold(self) -> float:
+        return float(self.predictor.threshold)
+
+    def set_image(self, image: np.ndarray) -> None:
+        self.predictor.set_image(image)  # depth None: the model's own depth head
+
+    def predict(self, points: np.ndarray, labels: np.ndarray, prev_mask: np.ndarray | None,
+                threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """(mask bool HxW, prob float32 HxW) of one click round at ``threshold``."""
+        self.predictor.threshold = threshold
+        return self.predictor.predict(points, labels, prev_mask)
+
+    def order_map(self, points: np.ndarray, labels: np.ndarray) -> dict:
+        return self.predictor.order_map(points, labels)
+
+
+def threshold_mask(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """Re-threshold a probability map as the predictor does (``prob > threshold``)."""
+    return prob > threshold
+
+
+@dataclass
+class Step:
+    """The state after one click: every click so far, its probabilities and the mask the app showed."""
+
+    points: list[tuple[int, int]]  # (y, x) original pixels
+    labels: list[int]  # 1 positive, 0 negative
+    prob: np.ndarray
+    mask: np.ndarray
+    threshold: float
+    latency_ms: float
+    order: dict = field(default_factory=dict)  # Predictor.order_map of these clicks
+    views: dict | None = None  # what the page shows, rendered once by app.views (None: to render)
+
+
+def safe_image_path(root: Path | None, name: str) -> Path:
+    """``root/name`` resolved (symlinks followed) if it is an image file inside ``root``, else :class:`Forbidden`
+    (outside, absolute elsewhere, no ``--images``) or FileNotFoundError."""
+    if root is None:
+        raise Forbidden("no --images folder: open an image with the file picker")
+    if "\x00" in name:
+        raise Forbidden("bad file name")
+    base = root.resolve()
+    path = (base / name).resolve()
+    if not path.is_relative_to(base):
+        raise Forbidden(f"{name!r} is outside --images")
+    if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+        raise FileNotFoundError(f"no image {name!r} in --images")
+    return path
+
+
+def list_images(root: Path | None) -> list[str]:
+    """Image files under ``root`` (recursive, relative POSIX names, sorted); only those inside it after
+    resolving symlinks."""
+    if root is None:
+        return []
+    base = root.resolve()
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.resolve().is_relative_to(base))
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Image bytes -> HxWx3 uint8 RGB (ValueError when they are not an image)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, Image.DecompressionBombError) as e:
+        raise ValueError(f"not a readable image: {e}") from None
+
+
+class Session:
+    """One user's interactive session (the app is single-user; a lock serialises requests)."""
+
+    def __init__(self, model: ModelAdapter, images: Path | None = None) -> None:
+        self.model = model
+        self.images = images
+        self.lock = threading.Lock()
+        self.name = ""
+        self.image: np.ndarray | None = None
+        self.history: list[Step] = []
+        self.threshold = model.threshold
+
+    def open_file(self, name: str) -> None:
+        """Open ``name`` of the ``--images`` folder (see :func:`safe_image_path`)."""
+        path = safe_image_path(self.images, name)
+        self.open_array(decode_image(path.read_bytes()), name)
+
+    def open_array(self, image: np.ndarray, name: str) -> None:
+        """Encode a new image and forget the clicks."""
+        self.model.set_image(image)
+        self.image, self.name, self.history = image, name, []
+        self.threshold = self.model.threshold
+
+    @property
+    def current(self) -> Step | None:
+        return self.history[-1] if self.history else None
+
+    def click(self, y: int, x: int, positive: bool) -> Step:
+        """One more click: the previous mask is the one shown after the last click (at its threshold)."""
+        if self.image is None:
+            raise ValueError("open an image first")
+        h, w = self.image.shape[:2]
+        if not (0 <= y < h and 0 <= x < w):
+            raise ValueError(f"click ({y}, {x}) is outside the {h}x{w} image")
+        last = self.current
+        points = [*(last.points if last else []), (int(y), int(x))]
+        labels = [*(last.labels if last else []), int(positive)]
+        pts, lab = np.array(points, dtype=np.int64), np.array(labels, dtype=np.int64)
+        start = time.perf_counter()
+        mask, prob = self.model.predict(pts, lab, last.mask if last else None, self.threshold)
+        latency = (time.perf_counter() - start) * 1000
+        step = Step(points, labels, prob, np.asarray(mask, dtype=bool), self.threshold, latency,
+                    self.model.order_map(pts, lab))
+        self.history.append(step)
+        return step
+
+    def undo(self) -> None:
+        """Back to the state before the last click, exactly as it was shown (nothing is recomputed)."""
+        if self.history:
+            self.history.pop()
+        if self.current is not None:
+            self.threshold = self.current.threshold
+
+    def reset(self) -> None:
+        self.history = []
+
+    def set_threshold(self, value: float) -> None:
+        """Re-threshold the last probabilities (no model call)."""
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"threshold {value} is not in [0, 1]")
+        self.threshold = value
+        if self.current is not None:
+            self.current.mask = threshold_mask(self.current.prob, value)
+            self.current.threshold, self.current.views = value, None
+
+    def mask(self) -> np.ndarray:
+        """The mask shown now (all background before the first click)."""
+        if self.image is None:
+            raise ValueError("open an image first")
+        return self.current.mask if self.current else np.zeros(self.image.shape[:2], bool)

@@ -1,0 +1,69 @@
+"""What the page shows, as PNG bytes / data URLs: the mask overlay, the depth map and the order maps."""
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from PIL import Image
+
+from .session import Session
+
+OVERLAY_RGBA = (30, 144, 255, 140)  # the mask colour drawn over the image
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """uint8 HxW (L), HxWx3 (RGB) or HxWx4 (RGBA) -> PNG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)  # fast: the page is local
+    return buf.getvalue()
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def mask_png(mask: np.ndarray) -> bytes:
+    """The saved mask: 8-bit grey, 255 object, 0 background."""
+    return png_bytes(mask.astype(np.uint8) * 255)
+
+
+def overlay_png(mask: np.ndarray) -> bytes:
+    """Transparent everywhere but the mask, which gets :data:`OVERLAY_RGBA`."""
+    rgba = np.zeros((*mask.shape, 4), np.uint8)
+    rgba[mask] = OVERLAY_RGBA
+    return png_bytes(rgba)
+
+
+def heatmap_png(values: np.ndarray, cmap: str) -> bytes:
+    """A float map scaled to its own [min, max] and coloured with a matplotlib colormap."""
+    from matplotlib import colormaps
+
+    v = np.nan_to_num(np.asarray(values, np.float32))
+    lo, hi = float(v.min()), float(v.max())
+    scaled = (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
+    return png_bytes((colormaps[cmap](scaled)[..., :3] * 255).astype(np.uint8))
+
+
+def order_views(order: dict) -> tuple[str | None, list[dict]]:
+    """The depth map and the order maps (positive, then each negative) of ``Predictor.order_map``."""
+    depth = order.get("depth")
+    maps = [("positive", order.get("positive"))]
+    maps += [(f"negative {i + 1}", m) for i, m in enumerate(order.get("negatives") or [])]
+    return (None if depth is None else data_url(heatmap_png(depth, "magma")),
+            [{"label": label, "png": data_url(heatmap_png(m, "viridis"))} for label, m in maps if m is not None])
+
+
+def state_json(session: Session) -> dict:
+    """Everything the page needs after a request (the overlay and maps only once there is a click)."""
+    step = session.current
+    state: dict = {"name": session.name, "threshold": session.threshold, "clicks": [], "mask_pixels": 0,
+                   "latency_ms": None, "overlay": None, "depth": None, "order": [],
+                   "size": None if session.image is None else list(session.image.shape[:2])}
+    if step is not None:
+        if step.views is None:
+            depth, order = order_views(step.order)
+            step.views = {"overlay": data_url(overlay_png(step.mask)), "depth": depth, "order": order}
+        state |= {"clicks": [{"y": y, "x": x, "positive": bool(lab)} for (y, x), lab in zip(step.points, step.labels)],
+                  "mask_pixels": int(step.mask.sum()), "latency_ms": round(step.latency_ms, 1), **step.views}
+    return state

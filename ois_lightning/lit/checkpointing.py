@@ -1,0 +1,100 @@
+"""Checkpoints that survive kills and full disks: :class:`AtomicCheckpointIO` writes every checkpoint (last.ckpt
+too) to a temporary file in its own folder, fsyncs and renames it into place; :func:`resume_path` falls back from
+an unreadable last.ckpt to the newest readable checkpoint; :func:`prepare_checkpoint_dir` checks before the
+first step that the checkpoints can be written."""
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
+
+from ..atomic import atomic_write
+from .guards import TrainingError
+
+LAST = "last.ckpt"
+STALE = ".*.ckpt.*.tmp"  # temporary files of atomic_write left by a process killed while writing
+
+
+def checkpoint_dir(output_dir: str | Path) -> Path:
+    """Where ``ois train`` keeps its checkpoints."""
+    return Path(output_dir) / "checkpoints"
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` into a temporary file beside the target, fsync, ``os.replace``, fsync of the folder: a kill
+    or a full disk leaves the previous file whole (Lightning's own save moves a temporary file from elsewhere).
+    A failed write is a :class:`TrainingError` naming the file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+
+        def write(f: IO[bytes]) -> None:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+        path = Path(path)
+        try:
+            atomic_write(path, write, mode="wb")
+            _fsync_dir(path.parent)
+        except OSError as e:
+            raise TrainingError(f"checkpoint {path}: cannot write it ({e.strerror or e}); the file there is left "
+                                "as it was") from e
+
+
+def readable(path: Path) -> bool:
+    """True if ``path`` loads as a checkpoint (memory-mapped: a truncated file fails on its missing index)."""
+    try:
+        torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError):
+        return False
+    return True
+
+
+def resume_path(folder: Path) -> Path:
+    """``folder/last.ckpt`` or, when it is unreadable (torn), the newest readable other checkpoint in ``folder``
+    with a one-line warning; a :class:`TrainingError` when there is none."""
+    last = folder / LAST
+    if readable(last):
+        return last
+    others = sorted((p for p in folder.glob("*.ckpt") if p.name != LAST), key=lambda p: p.stat().st_mtime,
+                    reverse=True)
+    fallback = next((p for p in others if readable(p)), None)
+    if fallback is None:
+        raise TrainingError(f"ckpt_path=last: {last} is unreadable (truncated?) and {folder} holds no other "
+                            "readable checkpoint")
+    if rank_zero_only.rank == 0:
+        print(f"ois: warning: ckpt_path=last: {last} is unreadable (truncated?); resuming from {fallback}",
+              file=sys.stderr)
+    return fallback
+
+
+def prepare_checkpoint_dir(output_dir: str | Path) -> None:
+    """Create the checkpoint folder and write a probe file there, so an unwritable ``output_dir`` fails before
+    the first step with one line naming it; removes temporary files of writes a kill interrupted."""
+    folder = checkpoint_dir(output_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise TrainingError(f"output_dir={output_dir}: cannot write checkpoints to {folder} "
+                            f"({e.strerror or e})") from None
+    for stale in folder.glob(STALE):
+        stale.unlink(missing_ok=True)

@@ -1,0 +1,37 @@
+"""The fixed training budgets of ``ois pretrain`` (no torch import: the CLI shows them in ``--help``).
+
+The defaults were set before the final runs (docs/mini_paper.md) so that each command finishes in a few minutes
+on 2 CPU cores; they are not tuned to the numbers those runs report.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DepthBudget:
+    """``ois pretrain depth``: steps x batch training scenes at size x size, and the held-out evaluation."""
+
+    steps: int = 400
+    batch: int = 4
+    size: int = 112  # the demo's input size; a multiple of the patch (14)
+    seed: int = 0  # initialisation
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    heldout: int = 48  # held-out scenes for AbsRel / delta<1.25
+
+
+@dataclass(frozen=True)
+class MAEBudget:
+    """``ois pretrain mae``: steps x batch scenes at the position table's size (224 = 14 x 16, as MAE), and the
+    decoder's shape (MAE-B: 512 wide, 8 blocks; here in proportion to the 64-wide ViT)."""
+
+    steps: int = 200
+    batch: int = 8
+    seed: int = 0  # initialisation and masks
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    decoder_dim: int = 64
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    heldout: int = 32  # held-out scenes for the reconstruction loss

@@ -1,0 +1,313 @@
+"""The tracking layer: every W&B call of the project (the only module that imports ``wandb``).
+
+- Mode (:func:`wandb_mode`): an explicit ``WANDB_MODE`` is honoured (``disabled``: no logger, no files);
+  unset, W&B runs online when an API key is found, else offline.
+- Run id (:func:`build_logger`): a resumed training (``ckpt_path``) asks for the id in
+  ``<output_dir>/wandb_run_id``; otherwise, and always under a sweep agent (which chose the run), W&B picks.
+  Rank 0 writes the id W&B actually used there, so ``ckpt_path=last`` continues that run.
+- Summaries: NoC/NoF keep their minimum, k-mIoU its maximum (directions of :data:`grid.METRIC_GOALS`).
+- Validation (:func:`log_validation`): a few objects as images with clicks, ground truth and prediction masks,
+  and the order map of the first click. Test (:func:`log_test`): the numbers, the mIoU-vs-clicks PNG and line
+  plot, a per-object table (the worst objects by NoC90 with images) and results.json as a ``results`` artifact.
+- Parameter counts per model part in the run config (:func:`log_parameter_counts`); the paper table of
+  ``ois table`` (:func:`log_to_wandb`).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import netrc
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+from urllib.parse import urlparse
+
+import cv2
+import numpy as np
+import torch
+import wandb
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig
+from torch import nn
+
+from .atomic import atomic_write
+from .clicks import Click
+from .config import ConfigError
+from .data import Sample
+from .data.splits import build_split
+from .evaluate import ClickBudget, EvalResult, click_budget, run_object
+from .grid import METRIC_GOALS, run_identity
+from .metrics import miou_curve, summarize_ious
+from .model.order import order_maps
+from .model.prompts import NEG, POS
+from .predictor import Predictor, predictor_for
+from .results import results_paths
+from .table import Table, to_csv
+
+WANDB_RUN_ID = "wandb_run_id"  # in output_dir: the W&B run a resumed training continues
+MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
+SWEEP_ENV = "WANDB_SWEEP_ID"  # set by `wandb agent` for the runs it starts (beside WANDB_RUN_ID, its run id)
+STEP = "trainer/global_step"  # WandbLogger's x-axis
+OBJECT_COLUMNS = ["id", "dataset", "NoC85", "NoC90", "NoC95", "IoU@1", "IoU@5", "IoU@20", "image"]
+POSITIVE, NEGATIVE, RIM = (0, 255, 0), (255, 0, 0), (255, 255, 255)  # click colours of demo.py's figure (RGB)
+
+
+# ------------------------------------------------------------------------------------------------ runs
+def _logged_in() -> bool:
+    """An API key in WANDB_API_KEY or a netrc entry for the W&B host (what ``wandb login`` writes)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_mode() -> str:
+    """``online``, ``offline`` or ``disabled``: ``WANDB_MODE`` when set (``dryrun`` = offline, ``run`` = online);
+    unset, online when logged in (:func:`_logged_in`), else offline, so no run ever asks for a login."""
+    mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    if not mode:
+        return "online" if _logged_in() else "offline"
+    if mode not in MODES:
+        raise ConfigError(f"WANDB_MODE={mode}: expected one of {', '.join(MODES)}")
+    return MODES[mode]
+
+
+def under_sweep_agent() -> bool:
+    """Whether ``wandb agent`` started this process (it chose the run id; W&B ignores ours)."""
+    return bool(os.environ.get(SWEEP_ENV))
+
+
+def wandb_run_id(cfg: DictConfig) -> str | None:
+    """The id to ask W&B for: when resuming (``ckpt_path`` set) the id in ``<output_dir>/wandb_run_id``, so the
+    resumed run's charts continue; otherwise None (W&B picks). Under a sweep agent always None."""
+    path = Path(cfg.output_dir) / WANDB_RUN_ID
+    if cfg.ckpt_path is None or not path.is_file():
+        return None
+    if under_sweep_agent():
+        print(f"ois: note: resuming under a sweep agent: W&B logs to the agent's run, not to run "
+              f"{path.read_text().strip()}; resume outside the agent to continue that one", file=sys.stderr)
+        return None
+    return path.read_text().strip() or None
+
+
+def test_prefix(dataset: str, datasets: Sequence[str]) -> str:
+    """``test/`` with one test dataset, else ``test/<dataset>/``."""
+    return "test/" if len(datasets) == 1 else f"test/{dataset}/"
+
+
+def define_summaries(run: Any, cfg: DictConfig) -> None:
+    """The run summary keeps the best value of each table metric (validation and test): the minimum for
+    NoC/NoF, the maximum for k-mIoU, so the dashboard and the sweep rank runs the right way."""
+    for prefix in ["val/", *(test_prefix(d, list(cfg.data.test)) for d in cfg.data.test)]:
+        for metric, goal in METRIC_GOALS.items():
+            run.define_metric(prefix + metric, step_metric=STEP, step_sync=True,
+                              summary="min" if goal == "lower" else "max")
+
+
+def build_logger(cfg: DictConfig, eval_only: bool = False) -> Logger | bool:
+    """The logger of ``logger.kind``: wandb (project/group/name/tags from :func:`run_identity`, mode from
+    :func:`wandb_mode`, id from :func:`wandb_run_id`; none at all under ``WANDB_MODE=disabled``), csv, or none.
+    ``eval_only`` (``ois eval``): a W&B run of its own (``<name>-eval``, job type eval, in the training run's
+    group; the training run id is left alone), or ``csv_eval/``."""
+    kind = cfg.logger.kind.value
+    out = Path(cfg.output_dir)
+    if kind == "csv":
+        return CSVLogger(save_dir=str(out), name="csv_eval" if eval_only else "csv")
+    mode = wandb_mode() if kind == "wandb" else None
+    if mode in (None, "disabled"):
+        return False
+    out.mkdir(parents=True, exist_ok=True)
+    project, group, name, tags = run_identity(cfg)  # table / row / seed (grid.py)
+    run_id = None if eval_only else wandb_run_id(cfg)
+    # resume only with an id: W&B's resume="allow" without one would attach to the last run in save_dir
+    common = dict(project=project, group=group, save_dir=str(out), mode=mode, id=run_id,
+                  resume="allow" if run_id else None)
+    if eval_only:
+        logger = WandbLogger(name=f"{name}-eval", tags=tags + ["eval"], job_type="eval", **common)
+    else:
+        logger = WandbLogger(name=name, tags=tags, **common)
+    if rank_zero_only.rank == 0:
+        run = logger.experiment  # starts the W&B run
+        define_summaries(run, cfg)
+        if not eval_only:
+            atomic_write(out / WANDB_RUN_ID, lambda f: f.write(run.id))
+    return logger
+
+
+def parameter_counts(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Total and trainable parameters of the whole model (``all``) and of each part (its named children)."""
+    def count(module: nn.Module) -> dict[str, int]:
+        params = list(module.parameters())
+        return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
+
+    return {"all": count(model), **{name: count(child) for name, child in model.named_children()}}
+
+
+def log_parameter_counts(loggers: Sequence[Logger], model: nn.Module) -> None:
+    """:func:`parameter_counts` as ``params`` in each logger's run config (hparams)."""
+    for logger in loggers:
+        logger.log_hyperparams({"params": parameter_counts(model)})
+
+
+# ------------------------------------------------------------------------------------------------ images
+def draw_clicks(image: np.ndarray, clicks: Sequence[Click]) -> np.ndarray:
+    """A copy of the (H,W,3) uint8 image with the clicks as dots: green positive, red negative, white rim."""
+    out = np.ascontiguousarray(image, dtype=np.uint8).copy()
+    radius = max(3, round(min(out.shape[:2]) / 80))
+    for c in clicks:
+        cv2.circle(out, (int(c.x), int(c.y)), radius + 1, RIM, -1, cv2.LINE_AA)
+        cv2.circle(out, (int(c.x), int(c.y)), radius, POSITIVE if c.positive else NEGATIVE, -1, cv2.LINE_AA)
+    return out
+
+
+def first_click_order_map(predictor: Predictor, click: Click) -> np.ndarray | None:
+    """(H,W) order map (Eq. 1-2) of the first click on the image set in ``predictor``, in the original frame;
+    None when the model uses no order (w/o order ablations, no depth)."""
+    enc, mode = predictor.enc, predictor.model.order_mode
+    if enc is None or enc.depth is None or mode is None:
+        return None
+    depth = enc.depth[:1]  # 1,1,S,S; with flip the batch also holds the mirror
+    coords = torch.tensor([[predictor.to_input(click.y, click.x)]], dtype=torch.float32, device=depth.device)
+    labels = torch.tensor([[POS if click.positive else NEG]], device=depth.device)
+    order = order_maps(depth, coords, labels, mode)[0, 0].float().cpu().numpy()  # S,S
+    h, w = predictor.resized_size
+    return cv2.resize(order[:h, :w], predictor.original_size[::-1], interpolation=cv2.INTER_LINEAR)
+
+
+def _masks(gt: np.ndarray, pred: np.ndarray) -> dict:
+    """W&B mask overlays: the ground truth (object, ignored pixels) and the final prediction."""
+    truth = np.where(gt == 1, 1, np.where(gt < 0, 2, 0)).astype(np.uint8)
+    return {"ground_truth": {"mask_data": truth, "class_labels": {1: "object", 2: "ignore"}},
+            "prediction": {"mask_data": pred.astype(np.uint8), "class_labels": {1: "object"}}}
+
+
+def render_object(predictor: Predictor, sample: Sample, k: int, budget: ClickBudget,
+                  order: bool = False) -> list[wandb.Image]:
+    """The protocol on object ``k`` of ``sample`` again (its clicks and final prediction) -> the image with the
+    clicks and the ground-truth / prediction masks; with ``order`` also the first click's order map."""
+    predictor.set_image(sample)
+    run = run_object(predictor, sample.masks[k], budget)
+    caption = f"{sample.id}#{k}: {len(run.clicks)} clicks, IoU {100 * run.curve[-1]:.1f}"
+    images = [wandb.Image(draw_clicks(sample.image, run.clicks), masks=_masks(sample.masks[k], run.pred),
+                          caption=caption)]
+    order_map = first_click_order_map(predictor, run.clicks[0]) if order else None
+    if order_map is not None:
+        colour = cv2.applyColorMap((255 * np.clip(order_map, 0, 1)).astype(np.uint8), cv2.COLORMAP_VIRIDIS)[..., ::-1]
+        images.append(wandb.Image(draw_clicks(colour, run.clicks[:1]),
+                                  caption=f"{sample.id}#{k}: order map of click 1 (dark = same depth as the click)"))
+    return images
+
+
+def _objects(dataset: Any, wanted: set[str] | None = None) -> Iterator[tuple[Sample, int]]:
+    """(sample, object index) in dataset order: every object, or those whose id ``<sample id>#<k>`` is in
+    ``wanted`` (stops once all are found)."""
+    left = None if wanted is None else set(wanted)
+    for i in range(len(dataset)):
+        if left is not None and not left:
+            return
+        sample = dataset[i]
+        for k in range(len(sample.masks)):
+            if left is None or f"{sample.id}#{k}" in left:
+                yield sample, k
+                if left is not None:
+                    left.discard(f"{sample.id}#{k}")
+
+
+def _wandb_loggers(loggers: Sequence[Logger]) -> list[WandbLogger]:
+    return [logger for logger in loggers if isinstance(logger, WandbLogger)]
+
+
+def log_validation(loggers: Sequence[Logger], model: nn.Module, dataset: Any, cfg: DictConfig, step: int) -> None:
+    """The first ``logger.log_images`` validation objects, clicked through the protocol with the current
+    weights: ``val/examples`` (image, clicks, masks) and ``val/order_maps`` (first click), on W&B loggers."""
+    targets = _wandb_loggers(loggers)
+    if not targets or cfg.logger.log_images <= 0:
+        return
+    predictor = predictor_for(model, cfg)
+    examples: list[wandb.Image] = []
+    orders: list[wandb.Image] = []
+    for _, (sample, k) in zip(range(cfg.logger.log_images), _objects(dataset)):
+        image, *order = render_object(predictor, sample, k, ClickBudget(cfg.clicks.max_eval), order=True)
+        examples.append(image)
+        orders += order
+    logged = {"val/examples": examples, **({"val/order_maps": orders} if orders else {})}
+    for logger in targets:
+        logger.log_metrics(logged, step=step)
+
+
+# ------------------------------------------------------------------------------------------------ test
+def object_table(model: nn.Module, result: EvalResult, cfg: DictConfig, dataset: str) -> wandb.Table:
+    """One row per evaluated object (:data:`OBJECT_COLUMNS`: NoC, IoU in percent after 1/5/20 clicks, None when
+    not determined); the ``logger.log_images`` worst by NoC90 (then by final IoU) get the image, re-run."""
+    budget = click_budget(cfg)
+    rows = []
+    for oid, curve in zip(result.ids, result.ious):
+        s = summarize_ious([curve], budget.max_clicks)
+        nocs = [None if s[f"NoC{t}"] is None else int(s[f"NoC{t}"]) for t in (85, 90, 95)]
+        rows.append([oid, dataset, *nocs, *(100 * curve[k - 1] if k <= len(curve) else None for k in (1, 5, 20)),
+                     None])
+    worst = sorted(range(len(rows)), key=lambda i: (-(rows[i][3] or 0), result.ious[i][-1]))
+    position = {result.ids[i]: i for i in worst[:max(cfg.logger.log_images, 0)]}
+    if position:
+        predictor = predictor_for(model, cfg)
+        for sample, k in _objects(build_split(cfg, dataset, "test"), set(position)):
+            rows[position[f"{sample.id}#{k}"]][-1] = render_object(predictor, sample, k, budget)[0]
+    return wandb.Table(columns=OBJECT_COLUMNS, data=rows)
+
+
+def miou_plot(result: EvalResult, dataset: str) -> Any:
+    """mIoU (%) after 1..N clicks as a W&B line plot (N: the shortest curve)."""
+    curve = 100.0 * miou_curve(result.ious, min(map(len, result.ious)))
+    table = wandb.Table(columns=["clicks", "mIoU"], data=[[k + 1, float(v)] for k, v in enumerate(curve)])
+    return wandb.plot.line(table, "clicks", "mIoU", title=f"mIoU vs clicks ({dataset})")
+
+
+def artifact_name(cfg: DictConfig) -> str:
+    """``<run name>-results`` (:func:`run_identity`), with characters W&B does not allow replaced by ``-``."""
+    return re.sub(r"[^\w.-]", "-", run_identity(cfg)[2]) + "-results"
+
+
+def log_results_artifact(run: Any, paths: dict[str, Path], cfg: DictConfig) -> None:
+    """Every results.json of the run as one artifact of type ``results`` (:func:`artifact_name`), each file at
+    its path relative to output_dir, so ``wandb artifact get --root <output_dir>`` restores the layout."""
+    artifact = wandb.Artifact(artifact_name(cfg), type="results",
+                              metadata={"table": cfg.get("table"), "row": cfg.get("row"), "seed": int(cfg.seed),
+                                        "datasets": list(paths)})
+    for path in paths.values():
+        artifact.add_file(str(path), name=path.relative_to(cfg.output_dir).as_posix())
+    run.log_artifact(artifact)
+
+
+def log_test(logger: Logger, results: dict[str, EvalResult], cfg: DictConfig, step: int, model: nn.Module) -> None:
+    """Each dataset's summary as ``test/<metric>`` (``test/<dataset>/<metric>`` with several; metrics an early
+    stop left undetermined are skipped) and, on W&B, its mIoU-vs-clicks PNG and line plot, the per-object
+    table (:func:`object_table`) and the results artifact; then the logger is closed."""
+    paths = results_paths(cfg.output_dir, list(results))
+    for name, result in results.items():
+        prefix = test_prefix(name, list(results))
+        logger.log_metrics({prefix + k: v for k, v in result.summary.items() if v is not None}, step=step)
+        if isinstance(logger, WandbLogger):
+            logger.log_metrics({prefix + "miou_vs_clicks": wandb.Image(str(paths[name].parent / "miou_vs_clicks.png")),
+                                prefix + "miou_curve": miou_plot(result, name),
+                                prefix + "objects": object_table(model, result, cfg, name)}, step=step)
+    logger.save()
+    if isinstance(logger, WandbLogger):
+        log_results_artifact(logger.experiment, paths, cfg)
+        logger.experiment.finish()  # close the run, so another run can start in this process
+
+
+def log_to_wandb(table: Table, project: str) -> bool:
+    """Log the CSV table as a ``wandb.Table`` in its own run when W&B is online (:func:`wandb_mode`); else False."""
+    if wandb_mode() != "online":
+        return False
+    rows = list(csv.reader(io.StringIO(to_csv(table))))
+    with wandb.init(project=project, group=table.spec.name, job_type="table", name=f"{table.spec.name}-table",
+                    tags=[table.spec.name, "table"], mode="online") as run:
+        run.log({table.spec.name: wandb.Table(columns=rows[0], data=rows[1:])})
+    return True

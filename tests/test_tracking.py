@@ -1,0 +1,254 @@
+"""The tracking layer (ois_lightning.tracking): what reaches W&B, checked at W&B's public entry points (a
+recorder in place of ``wandb.init``, or real offline runs) rather than in its binary run files."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import wandb
+import yaml
+
+from ois_lightning import tracking
+from ois_lightning.cli import main
+from ois_lightning.clicks import Click
+from ois_lightning.config import ConfigError, load_config
+from ois_lightning.grid import METRIC_GOALS, default_table_path, load_table_spec
+
+from .conftest import REPO, TINY
+
+TINY_YAML = str(REPO / "experiments" / "tiny.yaml")
+QUICK = TINY + ["data.layered.size=112", "data.batch_size=2", "data.min_object_area=200",
+                "data.layered.val_length=1", "data.layered.test_length=2", "train.val_objects=1",
+                "eval.max_objects=3", "clicks.max_eval=5", "train.log_every_n_steps=1", "logger.kind=wandb"]
+
+
+class Recorder:
+    """Stands in for ``wandb.init``: every run it 'starts' and what is logged to it. The run id follows W&B's
+    rule: under a sweep agent the agent's (WANDB_RUN_ID), else the id asked for, else a new one."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.runs: list[FakeRun] = []
+        monkeypatch.setattr(wandb, "init", self)
+
+    def __call__(self, **kwargs) -> "FakeRun":
+        run = FakeRun(kwargs, len(self.runs))
+        self.runs.append(run)
+        return run
+
+
+class Config(dict):
+    """``run.config``: WandbLogger.log_hyperparams calls ``update(params, allow_val_change=True)``."""
+
+    def update(self, params: dict, **_) -> None:  # type: ignore[override]
+        super().update(params)
+
+
+class FakeRun:
+    def __init__(self, kwargs: dict, n: int) -> None:
+        self.kwargs = kwargs
+        agent = os.environ.get("WANDB_RUN_ID") if os.environ.get("WANDB_SWEEP_ID") else None
+        self.id = agent or kwargs.get("id") or f"new{n:05d}"
+        self.name = kwargs.get("name")
+        self.config = Config()
+        self.logged: dict = {}
+        self.summaries: dict[str, str] = {}
+        self.artifacts: list[wandb.Artifact] = []
+        self.finished = False
+
+    def __enter__(self) -> "FakeRun":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.finish()
+
+    def log(self, data: dict, **_) -> None:
+        self.logged.update(data)
+
+    def define_metric(self, name: str, summary: str | None = None, **_) -> None:
+        self.summaries[name] = summary
+
+    def log_artifact(self, artifact: wandb.Artifact) -> None:
+        self.artifacts.append(artifact)
+
+    def finish(self) -> None:
+        self.finished = True
+
+
+@pytest.fixture
+def recorder(monkeypatch) -> Recorder:
+    for name in ("WANDB_SWEEP_ID", "WANDB_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    return Recorder(monkeypatch)
+
+
+def cfg_of(out: Path, *extra: str):
+    return load_config(TINY_YAML, [*QUICK, f"output_dir={out}", *extra])
+
+
+# ---------------------------------------------------------------------------------------------- mode, ids
+def test_wandb_mode_honours_an_explicit_mode(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_BASE_URL", raising=False)
+    monkeypatch.delenv("NETRC", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert tracking.wandb_mode() == "offline"  # unset and no key anywhere: never a login prompt
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password abc123\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    assert tracking.wandb_mode() == "online"  # `wandb login` wrote the netrc entry
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")
+    assert tracking.wandb_mode() == "offline"  # logged in to another host only
+    monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
+    assert tracking.wandb_mode() == "online"
+    monkeypatch.delenv("WANDB_API_KEY")
+    for mode, expected in (("online", "online"), ("offline", "offline"), ("dryrun", "offline"),
+                           ("disabled", "disabled"), ("ONLINE", "online")):
+        monkeypatch.setenv("WANDB_MODE", mode)
+        assert tracking.wandb_mode() == expected  # explicit: no key needed, nothing overridden
+    monkeypatch.setenv("WANDB_MODE", "ofline")
+    with pytest.raises(ConfigError, match="WANDB_MODE=ofline"):
+        tracking.wandb_mode()
+
+
+def test_explicit_online_is_not_turned_offline(tmp_path: Path, monkeypatch, recorder: Recorder):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert tracking.build_logger(cfg_of(tmp_path / "run"))
+    assert recorder.runs[0].kwargs["mode"] == "online"
+    monkeypatch.delenv("WANDB_MODE")
+    tracking.build_logger(cfg_of(tmp_path / "run2"))
+    assert recorder.runs[1].kwargs["mode"] == "offline"  # unset and no key: offline
+
+
+def test_sweep_agent_run_id_is_the_one_wandb_used(tmp_path: Path, monkeypatch):
+    """Real offline runs: under a (simulated) agent W&B ignores any id we pass, so none is passed and the id
+    W&B chose is written; resuming that point outside the agent continues the same run. Each step is a new
+    process in real use: ``wandb.teardown`` drops the settings W&B read from the environment."""
+    out = tmp_path / "point"
+    wandb.teardown()
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep123")
+    monkeypatch.setenv("WANDB_RUN_ID", "agentrun")
+    logger = tracking.build_logger(cfg_of(out))
+    assert logger.experiment.id == "agentrun" == (out / tracking.WANDB_RUN_ID).read_text()
+    logger.experiment.finish()
+    wandb.teardown()
+    monkeypatch.delenv("WANDB_SWEEP_ID")
+    monkeypatch.delenv("WANDB_RUN_ID")
+    resumed = tracking.build_logger(cfg_of(out, "ckpt_path=last"))
+    assert resumed.experiment.id == "agentrun" == (out / tracking.WANDB_RUN_ID).read_text()
+    resumed.experiment.finish()
+    wandb.teardown()
+    fresh = tracking.build_logger(cfg_of(out))  # no ckpt_path: a new run, its id written
+    assert fresh.experiment.id != "agentrun" and (out / tracking.WANDB_RUN_ID).read_text() == fresh.experiment.id
+    fresh.experiment.finish()
+    wandb.teardown()
+
+
+def test_sweep_agent_resume_passes_no_id(tmp_path: Path, monkeypatch, recorder: Recorder):
+    out = tmp_path / "point"
+    (out).mkdir()
+    (out / tracking.WANDB_RUN_ID).write_text("old00001")
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep123")
+    monkeypatch.setenv("WANDB_RUN_ID", "agentrun")
+    tracking.build_logger(cfg_of(out, "ckpt_path=last"))
+    assert recorder.runs[0].kwargs["id"] is None and (out / tracking.WANDB_RUN_ID).read_text() == "agentrun"
+
+
+def test_disabled_means_no_logger_and_no_files(tmp_path: Path, monkeypatch, recorder: Recorder):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    out = tmp_path / "run"
+    assert main(["train", TINY_YAML, *QUICK, "train.max_steps=1", f"output_dir={out}"]) == 0
+    assert not recorder.runs and (out / "results.json").is_file()
+    assert not (out / "wandb").exists() and not (out / tracking.WANDB_RUN_ID).exists()
+
+
+# ---------------------------------------------------------------------------------------------- content
+def test_training_run_reaches_wandb(tmp_path: Path, recorder: Recorder):
+    """One training + final evaluation: summaries, parameter counts, validation images, the per-object table,
+    the line plot and the results artifact, all in the run W&B started."""
+    out = tmp_path / "run"
+    assert main(["train", TINY_YAML, *QUICK, "train.max_steps=2", "train.val_every_n_steps=2",
+                 "logger.log_images=2", "table=table4", "row=full", f"output_dir={out}"]) == 0
+    (run,) = recorder.runs
+    assert run.finished and (out / tracking.WANDB_RUN_ID).read_text() == run.id
+    for metric, goal in METRIC_GOALS.items():
+        expected = "min" if goal == "lower" else "max"
+        assert run.summaries[f"val/{metric}"] == run.summaries[f"test/{metric}"] == expected
+    params = run.config["params"]
+    assert params["all"]["total"] > params["all"]["trainable"] > 0  # the frozen encoder
+    assert params["seg_head"]["trainable"] == params["seg_head"]["total"] > 0
+    assert sum(v["total"] for k, v in params.items() if k != "all") == params["all"]["total"]
+
+    examples, orders = run.logged["val/examples"], run.logged["val/order_maps"]
+    assert len(examples) == len(orders) == 2 and all(isinstance(i, wandb.Image) for i in examples + orders)
+    assert set(examples[0]._masks) == {"ground_truth", "prediction"}
+
+    results = json.loads((out / "results.json").read_text())
+    table = run.logged["test/objects"]
+    assert table.columns == tracking.OBJECT_COLUMNS and len(table.data) == len(results["per_object"]["ids"]) == 3
+    assert [r[0] for r in table.data] == results["per_object"]["ids"] and {r[1] for r in table.data} == {"layered"}
+    for row, curve in zip(table.data, results["per_object"]["ious"]):
+        assert row[5] == pytest.approx(100 * curve[0]) and row[6] == pytest.approx(100 * curve[4]) and row[7] is None
+    with_image = [r for r in table.data if r[-1] is not None]
+    assert len(with_image) == 2 and all(set(r[-1]._masks) == {"ground_truth", "prediction"} for r in with_image)
+    worst_noc = sorted((r[3] for r in table.data), reverse=True)[:2]
+    assert sorted((r[3] for r in with_image), reverse=True) == worst_noc  # the worst objects by NoC90
+    assert isinstance(run.logged["test/miou_curve"], wandb.plot.CustomChart)
+    assert isinstance(run.logged["test/miou_vs_clicks"], wandb.Image) and run.logged["test/NoC90"] >= 1
+
+    (artifact,) = run.artifacts
+    assert artifact.type == "results" and artifact.name == "table4-full-seed0-results"
+    assert list(artifact.manifest.entries) == ["results.json"]
+
+
+def test_ois_eval_run_logs_the_table_and_artifact(tmp_path: Path, recorder: Recorder):
+    out = tmp_path / "eval"
+    assert main(["eval", TINY_YAML, *QUICK, "model.backbone.random_init=true", "logger.log_images=0",
+                 f"output_dir={out}"]) == 0
+    (run,) = recorder.runs
+    assert run.kwargs["job_type"] == "eval" and run.kwargs["id"] is None
+    assert not (out / tracking.WANDB_RUN_ID).exists()  # the training run's id is left alone
+    assert all(r[-1] is None for r in run.logged["test/objects"].data)  # log_images=0: no images
+    assert run.artifacts[0].type == "results" and run.config["params"]["all"]["total"] > 0
+
+
+def test_table_is_logged_only_online(monkeypatch, recorder: Recorder):
+    from ois_lightning.table import build_table
+
+    table = build_table(load_table_spec(default_table_path("table4")), [])
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert not tracking.log_to_wandb(table, "p") and not recorder.runs
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert tracking.log_to_wandb(table, "p")
+    (run,) = recorder.runs
+    assert run.kwargs["job_type"] == "table" and run.finished
+    assert run.logged["table4"].columns[0] == "row" and len(run.logged["table4"].data) == len(table.rows)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("table*.yaml")), ids=lambda p: p.stem)
+def test_sweep_files_rank_runs_by_the_tables_first_metric(path: Path):
+    data = yaml.safe_load(path.read_text())
+    spec = load_table_spec(REPO / "experiments" / path.stem / "table.yaml")
+    prefix, metric = data["metric"]["name"].split("/")
+    assert prefix == "test" and metric == spec.metrics[0]  # test_prefix: the key with one test dataset
+    assert data["metric"]["goal"] == {"lower": "minimize", "higher": "maximize"}[METRIC_GOALS[metric]]
+
+
+def test_draw_clicks_colours():
+    image = np.zeros((40, 40, 3), np.uint8)
+    drawn = tracking.draw_clicks(image, [Click(10, 10, True), Click(30, 30, False)])
+    assert tuple(drawn[10, 10]) == tracking.POSITIVE and tuple(drawn[30, 30]) == tracking.NEGATIVE
+    assert not image.any()  # the input is left alone
+
+
+def test_parameter_counts_per_part():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    model[0].requires_grad_(False)
+    counts = tracking.parameter_counts(model)
+    assert counts == {"all": {"total": 13, "trainable": 4}, "0": {"total": 9, "trainable": 0},
+                      "1": {"total": 4, "trainable": 4}}
