@@ -1,6 +1,7 @@
 """``ois check-data``: build every configured dataset and split (``data.train`` / ``val`` / ``test``) and read
 every sample once (image, masks and, with ``data.depth.source=file`` on a model that reads depth, its depth
-file), so bad data shows before the GPU hours. Every problem is reported by file in one run; empty masks and
+file), and load the weights files the config names as ``ois train`` will, so bad data or weights show before
+the GPU hours. Every problem is reported by file in one run; empty masks and
 ignore pixels are counted but stop nothing. :func:`check_splits` is the cheap part ``ois train`` runs first.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from tqdm import tqdm
 
 from .data.base import IGNORE, DataError, MissingFile, SegDataset, SizeMismatch, UnreadableFile, collect_problems
 from .data.splits import build_group, split_groups
+from .model.checkpoints import CheckpointError
 
 SPLITS = ("train", "val", "test")
 KINDS = (UnreadableFile.kind, SizeMismatch.kind, MissingFile.kind, DataError.kind)  # problems, in report order
@@ -111,8 +113,28 @@ def read_samples(report: SplitReport, dataset: SegDataset, num_workers: int = 0)
             report.empty.append(item.id)
 
 
+def check_weights(cfg: DictConfig) -> tuple[str, bool]:
+    """Build the model as ``ois train`` does, so every weights file set (``model.backbone.checkpoint``,
+    ``data.depth.checkpoint``) is read and loaded strictly through the code real runs use: (line, ok)."""
+    from .model.ois import build_model  # torch model code: only when there is something to load
+
+    files = {k: v for k, v in (("model.backbone.checkpoint", cfg.model.backbone.checkpoint),
+                               ("data.depth.checkpoint", cfg.data.depth.checkpoint)) if v is not None}
+    if not files:
+        return "weights: none set (" + ("random init, as asked" if cfg.model.backbone.random_init
+                                        else f"{cfg.model.backbone.name} needs none") + ")", True
+    try:
+        build_model(cfg.model, cfg.data.depth)
+    except (CheckpointError, OSError) as e:
+        return f"weights: {e}", False
+    return "weights: " + ", ".join(f"{k}={v} loaded" for k, v in files.items()), True
+
+
 def check_data(cfg: DictConfig) -> int:
-    """``ois check-data``: print a report per dataset and split; 1 when anything would stop a run, else 0."""
+    """``ois check-data``: print a report per dataset and split and on the weights; 1 when anything would stop
+    a run, else 0."""
+    weights, weights_ok = check_weights(cfg)
+    print(weights, flush=True)
     reports = []
     for report, dataset in build_splits(cfg):
         if dataset is not None:
@@ -120,7 +142,7 @@ def check_data(cfg: DictConfig) -> int:
         reports.append(report)
     for report in reports:
         print("\n".join(report.lines()))
-    problems = sum(len(r.problems) for r in reports)
+    problems = sum(len(r.problems) for r in reports) + (not weights_ok)
     if problems:
         print(f"check-data: {problems} problems that would stop a run")
         return 1

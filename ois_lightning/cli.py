@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Callable
 
 from .config import ConfigError, load_config, load_config_with_sources, source_comments, to_yaml
@@ -60,7 +61,7 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 # --- ablation grids (issue #5): `ois sweep`, `ois table` and the W&B-sweep argv hook ---------------------------
-_SWEEP_VALUE_OPTIONS = ("--parallel", "--runs-dir", "--gpus")
+_SWEEP_VALUE_OPTIONS = ("--parallel", "--runs-dir", "--gpus", "--python")
 
 
 def _normalize_sweep_argv(argv: list[str]) -> list[str]:
@@ -89,7 +90,10 @@ def _sweep(args: argparse.Namespace) -> int:
     from .sweep import run_local
 
     gpus = None if args.gpus is None else [g.strip() for g in args.gpus.split(",") if g.strip()]
-    return run_local(args.sweep, args.overrides, args.parallel, args.runs_dir, gpus=gpus)
+    python = sys.executable if args.python is None else str(Path(args.python).resolve())
+    if not os.access(python, os.X_OK):
+        raise ConfigError(f"--python {args.python}: not an executable file (expected an interpreter or launcher)")
+    return run_local(args.sweep, args.overrides, args.parallel, args.runs_dir, gpus=gpus, python=python)
 
 
 def _table(args: argparse.Namespace) -> int:
@@ -113,6 +117,9 @@ def _add_grid_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--runs-dir", default="runs", help="results go to RUNS_DIR/<sweep>/<row>/seed<k> (default runs)")
     p.add_argument("--gpus", default=None, help="GPU ids shared out to the running points, e.g. 0,1,2,3 (each "
                                                "gets its own CUDA_VISIBLE_DEVICES; default: all visible GPUs)")
+    p.add_argument("--python", default=None, help="interpreter (or launcher) each point runs with, the sweep "
+                                                  "command's ${interpreter} (default: this Python; on SLURM: "
+                                                  "sweeps/slurm/bin/python, docs/sweeps.md)")
     p.set_defaults(func=_sweep)
     p = sub.add_parser("table", help="collate results.json files into a paper table (Markdown + CSV)")
     p.add_argument("runs", help="directory searched for results.json, e.g. runs/table4")
@@ -158,11 +165,13 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     return run_demo(fast=args.fast or os.environ.get("DEMO_FAST", "0") not in ("", "0"), out_dir=args.out,
-                    parallel=args.parallel)
+                    parallel=args.parallel, tables=args.tables)
 
 
 def _add_demo_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the CPU demo: Table 4's ablation on layered scenes (make demo)")
+    p.add_argument("--tables", choices=("4", "all"), default="4",
+                   help="4: Table 4 in miniature (make demo); all: Tables 4-11 and the scorecard (make paper-mini)")
     p.add_argument("--fast", action="store_true", help="smoke-test settings (also DEMO_FAST=1)")
     p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     p.add_argument("--parallel", type=int, default=2, help="runs trained at the same time (default 2)")

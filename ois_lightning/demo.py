@@ -1,13 +1,16 @@
-"""``ois demo`` (``make demo``): Table 4's ablation reproduced in direction on a CPU, end to end.
+"""``ois demo`` (``make demo``): Table 4's ablation in miniature on a CPU, end to end, following the paper's design.
 
-1. ``ois sweep experiments/demo/sweep.yaml --local``: 5 rows (Full, w/o order, w/o object, w/o sparse, w/o
-   dense) x 2 seeds, each a real Lightning training of the tiny backbone on layered scenes followed by the isegm
-   protocol on held-out scenes (results.json per run; resumable).
-2. ``ois table``: the Table-4-style table with deltas against Full and 95% bootstrap CIs.
-3. Figures: mIoU vs clicks (one curve per row, mean over seeds) and a qualitative figure like the paper's
-   Fig. 1/6 (image, depth, order map of the first click, Full vs w/o order with the clicks drawn).
+1. ``ois pretrain depth`` (once; a rerun reuses the file): the tiny ViT + DPT head pretrained for relative depth
+   and written in the Depth Anything V2 layout (docs/mini_paper.md).
+2. ``ois sweep experiments/demo/sweep.yaml --local``: Table 4's 5 rows and Full with exact depth x 2 seeds, each a
+   real Lightning training of the frozen depth-pretrained backbone (depth from its own head, decoder initialised
+   from it, Sec. 4.1) on layered scenes, then the isegm protocol on held-out scenes (resumable).
+3. ``ois table``: the table with deltas against Full, 95% bootstrap CIs and the paper's numbers beside ours.
+4. Figures: mIoU vs clicks (one curve per row) and a qualitative figure like the paper's Fig. 1 (image, the
+   model's depth, the order map of the first click, Full vs w/o order with the clicks drawn).
 
-``DEMO_FAST=1`` (or ``--fast``) runs one seed with a few training steps: a smoke test of the same pipeline.
+``--tables all`` (``make paper-mini``) goes on to Tables 5-11 and the scorecard (:mod:`ois_lightning.mini_paper`).
+``DEMO_FAST=1`` (or ``--fast``) runs one seed on tiny budgets: a smoke test of the same pipeline.
 """
 from __future__ import annotations
 
@@ -17,113 +20,59 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO = REPO / "experiments" / "demo"
-FAST_OVERRIDES = ["train.max_steps=30", "data.layered.test_length=6", "eval.max_objects=10", "train.val_objects=2"]
+from .mini_paper import DEMO
+FAST_OVERRIDES = ["train.max_steps=3", "data.layered.test_length=3", "eval.max_objects=3", "train.val_objects=1",
+                  "data.layered.val_length=1", "logger.log_images=0"]
 QUALITATIVE_SCENES = 3
 QUALITATIVE_CLICKS = 3
 
 
-def _row_curves(runs_dir: Path) -> dict[str, np.ndarray]:
-    """Row name -> (clicks,) mIoU in percent, averaged over the seeds of that row."""
-    from .metrics import miou_curve
-    from .table import collect
-
-    runs, _ = collect(runs_dir)
-    by_row: dict[str, list[np.ndarray]] = {}
-    for run in runs:
-        by_row.setdefault(run.row or run.path.parent.parent.name, []).append(miou_curve(run.ious, run.max_clicks))
-    return {row: 100 * np.mean(curves, axis=0) for row, curves in by_row.items()}
-
-
-def plot_curves(runs_dir: Path, labels: dict[str, str], path: Path) -> None:
-    """mIoU-vs-clicks, one curve per row in table order."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    from .atomic import atomic_write
-
-    curves = _row_curves(runs_dir)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for row, label in labels.items():
-        if row in curves:
-            ax.plot(np.arange(1, len(curves[row]) + 1), curves[row], marker="o", ms=3, label=label)
-    ax.set(xlabel="clicks", ylabel="mIoU (%)", title="Demo: mIoU vs clicks (mean over seeds)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120), mode="wb")
-    plt.close(fig)
-
-
-def _first_click_order_map(predictor, gt: np.ndarray) -> np.ndarray:
-    """Eq. 1 order map of the protocol's first (positive) click, in the original frame (H,W)."""
-    import cv2
-    import torch
-
+def _first_click_order_map(predictor, gt: np.ndarray) -> dict:
+    """:meth:`Predictor.order_map` of the protocol's first (positive) click: ``positive`` its Eq. 1 map and
+    ``depth`` the model's depth, both (H,W) in the original frame."""
     from .clicks import Clicker
-    from .model.order import order_maps
 
     click = Clicker(gt).next_click(np.zeros(gt.shape, bool))
-    coords = torch.tensor([[predictor.to_input(click.y, click.x)]], dtype=torch.float32)  # 1,1,2
-    labels = torch.ones(1, 1, dtype=torch.long)
-    m = order_maps(predictor.enc.depth.cpu(), coords, labels)[0, 0].numpy()  # S,S
-    rh, rw = predictor.resized_size
-    return cv2.resize(m[:rh, :rw], gt.shape[::-1], interpolation=cv2.INTER_LINEAR)
+    return predictor.order_map(np.array([[click.y, click.x]]), np.array([1]))
 
 
-def plot_qualitative(cfg_full, cfg_wo_order, path: Path) -> None:
-    """Paper Fig. 1/6 style: for a few test scenes, image | depth | order map of click 1 | Full | w/o order."""
-    import matplotlib
+def plot_qualitative(ckpt_full: Path, ckpt_wo_order: Path, path: Path, overrides: list[str]) -> None:
+    """Paper Fig. 1 style: for a few test scenes, image | depth | order map of click 1 | Full | w/o order."""
+    from .data.splits import build_split
+    from .evaluate import ClickBudget, run_object
+    from .export import config_from_checkpoint
+    from .figures import draw_clicks, draw_prediction, new_figure, save_figure
+    from .predictor import Predictor
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .atomic import atomic_write
-    from .evaluate import ClickBudget, predictor_for, run_object
-    from .lit.datamodule import eval_dataset
-    from .lit.train import load_weights
-
-    predictors = [predictor_for(load_weights(c).eval(), c) for c in (cfg_full, cfg_wo_order)]
-    dataset = eval_dataset(cfg_full, "test")
+    predictors = [Predictor.from_checkpoint(c, "cpu", overrides) for c in (ckpt_full, ckpt_wo_order)]
+    dataset = build_split(config_from_checkpoint(ckpt_full, None, overrides), "layered", "test")
     scenes = [s for s in (dataset[i] for i in range(len(dataset))) if len(s.masks) >= 2][:QUALITATIVE_SCENES]
-    fig, axes = plt.subplots(len(scenes), 5, figsize=(15, 3.2 * len(scenes)), squeeze=False)
+    fig, axes = new_figure(len(scenes), 5)
     for r, sample in enumerate(scenes):
         gt = sample.masks[0]
         for p in predictors:
             p.set_image(sample)
-        panels = [(sample.image, "image"), (sample.depth, "depth (disparity)"),
-                  (_first_click_order_map(predictors[0], gt), "order map, click 1 (Eq. 1)")]
+        first = _first_click_order_map(predictors[0], gt)
+        panels = [(sample.image, "image"), (first["depth"], "depth (model's head, 1 = near)"),
+                  (first["positive"], "order map, click 1 (Eq. 1)")]
         for (img, title), ax in zip(panels, axes[r, :3]):
             ax.imshow(img, cmap=None if img.ndim == 3 else "gray")
             ax.set_title(title, fontsize=9)
         for ax, p, name in zip(axes[r, 3:], predictors, ("Full", "w/o order")):
             run = run_object(p, gt, ClickBudget(QUALITATIVE_CLICKS))
-            clicks, pred, score = run.clicks, run.pred, run.curve[-1]
-            ax.imshow(sample.image)
-            orange = np.zeros((*pred.shape, 4))  # H,W,RGBA: the prediction in orange, transparent elsewhere
-            orange[pred] = (1.0, 0.55, 0.0, 0.55)
-            ax.imshow(orange)
-            ax.contour(gt == 1, levels=[0.5], colors="cyan", linewidths=0.8)
-            for c in clicks:
-                ax.plot(c.x, c.y, "o", ms=6, mec="white", color="lime" if c.positive else "red")
-            ax.set_title(f"{name}: {len(clicks)} clicks, IoU {100 * score:.1f}", fontsize=9)
+            draw_prediction(ax, sample.image, gt, run.pred)
+            draw_clicks(ax, run.clicks)
+            ax.set_title(f"{name}: {len(run.clicks)} clicks, IoU {100 * run.curve[-1]:.1f}", fontsize=9)
         for ax in axes[r]:
             ax.axis("off")
     fig.suptitle("Green: positive clicks, red: negative; cyan: ground truth; orange: prediction", fontsize=10)
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110), mode="wb")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
-def run_demo(fast: bool = False, out_dir: str | Path = "demo_out", parallel: int = 2) -> int:
-    """Sweep, table and figures into ``out_dir``; prints the wall time and where the outputs are."""
-    from .config import load_config
-    from .grid import load_table_spec
+def run_demo(fast: bool = False, out_dir: str | Path = "demo_out", parallel: int = 2, tables: str = "4") -> int:
+    """Pretraining, sweep, table and figures into ``out_dir`` (``tables="all"``: then Tables 5-11 and the
+    scorecard); prints the wall time and where the outputs are."""
+    from .mini_paper import pretrain, run_mini_paper
     from .sweep import run_local
     from .table import make_table
 
@@ -131,23 +80,31 @@ def run_demo(fast: bool = False, out_dir: str | Path = "demo_out", parallel: int
     out = Path(out_dir)
     runs = out / "runs"
     extra = FAST_OVERRIDES if fast else []
-    print(f"[1/3] training + evaluating the demo grid ({'fast' if fast else 'full'} settings) into {runs}")
-    rc = run_local(DEMO / ("sweep_fast.yaml" if fast else "sweep.yaml"), extra, parallel, runs)
+    seeds = [0] if fast else None
+    every = tables == "all"
+    print(f"[1/4] pretraining the tiny backbone{'s' if every else ''} ({'fast' if fast else 'fixed'} budgets) "
+          f"into {out}/pretrain{'_fast' if fast else ''}")
+    files = pretrain(out, ["depth", "tenth", "mae"] if every else ["depth"], fast, parallel)
+    print(f"[2/4] training + evaluating the demo grid ({'fast' if fast else 'full'} settings) into {runs}")
+    rc = run_local(DEMO / "sweep.yaml", [*extra, *files.weights(mae=False)], parallel, runs, seeds=seeds)
     if rc != 0:
         print(f"ois demo: some runs failed; see {runs}/demo/*/seed*/train.log (re-run `make demo` to resume)")
         return rc
-    print("[2/3] the Table-4-style table")
-    spec_path = DEMO / "table.yaml"
-    make_table(runs / "demo", spec_path, wandb_project=None)
-    for name in ("table.md", "table.csv"):
-        shutil.copyfile(runs / "demo" / name, out / name)
-    print("[3/3] figures")
-    spec = load_table_spec(spec_path)
-    plot_curves(runs / "demo", {r.name: r.label for r in spec.rows}, out / "miou_vs_clicks.png")
-    cfgs = [load_config(DEMO / f"{row}.yaml", [*extra, f"ckpt={runs / 'demo' / row / 'seed0' / 'checkpoints' / 'last.ckpt'}"])
-            for row in ("full", "wo_order")]
-    plot_qualitative(*cfgs, out / "qualitative.png")
+    print("[3/4] Table 4 in miniature")
+    table = make_table(runs / "demo", DEMO / "table.yaml", paper=True, wandb_project=None)
+    for src, dst in (("table.md", "table.md"), ("table.csv", "table.csv"),
+                     ("table_miou_vs_clicks.png", "miou_vs_clicks.png")):
+        shutil.copyfile(runs / "demo" / src, out / dst)
+    print("[4/4] the qualitative figure")
+    ckpts = [runs / "demo" / row / "seed0" / "checkpoints" / "last.ckpt" for row in ("full", "wo_order")]
+    plot_qualitative(*ckpts, out / "qualitative.png", list(extra))
+    outputs = "table.md, table.csv, miou_vs_clicks.png, qualitative.png"
+    if every:
+        rc = run_mini_paper(out, runs, files, extra, seeds, parallel, table)
+        if rc != 0:
+            return rc
+        outputs += ", table5-11.md / .csv / _miou_vs_clicks.png, scorecard.md / .csv, figures/"
     minutes = (time.perf_counter() - start) / 60
-    print(f"demo finished in {minutes:.1f} min. Outputs in {out}/: table.md, table.csv, miou_vs_clicks.png, "
-          f"qualitative.png; runs (results.json, checkpoints, logs) in {runs}/demo/")
+    print(f"demo finished in {minutes:.1f} min. Outputs in {out}/: {outputs}; runs (results.json, checkpoints, "
+          f"logs) in {runs}/demo/")
     return 0

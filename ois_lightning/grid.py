@@ -74,6 +74,7 @@ def load_table_spec(path: str | Path) -> TableSpec:
             raise ConfigError(f"{path}: metric {m!r} unknown (expected one of {', '.join(METRIC_GOALS)})")
     if not isinstance(data["rows"], dict) or not data["rows"]:
         raise ConfigError(f"{path}: key 'rows' must be a non-empty mapping row name -> {{config, paper, ...}}")
+    borrowed = _paper_source(path, data)
     rows = []
     for name, row in data["rows"].items():
         if not isinstance(row, dict):
@@ -83,6 +84,13 @@ def load_table_spec(path: str | Path) -> TableSpec:
         if config_path is not None and not config_path.is_file():
             raise ConfigError(f"{path}: rows.{name}.config file '{config}' not found (looked for {config_path})")
         paper = row.get("paper") or {}
+        if "paper_row" in row:
+            if borrowed is None:
+                raise ConfigError(f"{path}: rows.{name}.paper_row needs a table-level 'paper_from: <table.yaml>'")
+            if row["paper_row"] not in borrowed:
+                raise ConfigError(f"{path}: rows.{name}.paper_row={row['paper_row']!r} is not a row of "
+                                  f"{data['paper_from']} (rows: {', '.join(borrowed)})")
+            paper = {m: v for m, v in borrowed[row["paper_row"]].items() if m in metrics}
         for m, v in paper.items():
             if m not in metrics or not isinstance(v, (int, float)):
                 raise ConfigError(f"{path}: rows.{name}.paper.{m}={v!r}: expected a number for one of {metrics}")
@@ -94,6 +102,15 @@ def load_table_spec(path: str | Path) -> TableSpec:
         if r.reference not in {x.name for x in rows if x.config is not None}:
             raise ConfigError(f"{path}: rows.{r.name}: reference row {r.reference!r} is not a row with a config")
     return spec
+
+
+def _paper_source(path: Path, data: dict[str, Any]) -> Optional[dict[str, dict[str, float]]]:
+    """``paper_from: <table.yaml>`` (relative to ``path``): that table's paper numbers by row, which rows of
+    this table take with ``paper_row: <name>`` (a miniature of a paper table borrows the paper's numbers)."""
+    if "paper_from" not in data:
+        return None
+    source = load_table_spec(path.parent / str(data["paper_from"]))
+    return {r.name: r.paper for r in source.rows}
 
 
 def default_table_path(table: str, search: Optional[list[Path]] = None) -> Path:

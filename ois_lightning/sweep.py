@@ -200,16 +200,21 @@ def _start(job: Job, status: Status, env: dict[str, str], gpus: str) -> tuple[su
 
 def run_local(sweep_path: str | Path, extra: Optional[list[str]] = None, parallel: int = 1,
               runs_dir: str | Path = "runs", out: Callable[[str], Any] = lambda line: print(line, flush=True),
-              gpus: Optional[Sequence[str]] = None) -> int:
+              gpus: Optional[Sequence[str]] = None, python: str = sys.executable,
+              seeds: Optional[Sequence[int]] = None) -> int:
     """Run every unfinished grid point (``parallel`` at a time, each on its own share of ``gpus``, default
-    :func:`visible_gpus`); 0 when all points end with exit code 0 and complete results, 1 if any failed
+    :func:`visible_gpus`) with ``python`` as the command's ``${interpreter}`` (a launcher such as
+    ``sweeps/slurm/bin/python`` runs each point as one srun step), only the points of ``seeds`` if given;
+    0 when all points end with exit code 0 and complete results, 1 if any failed
     (their logs are ``<output_dir>/train.log``) or was left to a live run holding its output_dir's lock
     (:func:`ois_lightning.lock.in_use`), 130 when interrupted (SIGINT / SIGTERM: the running points
     are terminated)."""
     if parallel < 1:
         raise ConfigError(f"--parallel must be >= 1, got {parallel}")
     sweep = load_sweep(sweep_path)
-    jobs = plan(sweep, runs_dir, list(extra or []))
+    if seeds is not None:  # a subset of the grid's seeds (the demo's fast mode)
+        sweep.points = [p for p in sweep.points if p.seed in seeds]
+    jobs = plan(sweep, runs_dir, list(extra or []), python)
     n = len(jobs)
     todo: list[tuple[Job, Status]] = []
     for job in jobs:

@@ -73,8 +73,8 @@ def bad_tree(root: Path) -> Path:
     return root
 
 
-def check_data(root: Path, capsys) -> tuple[int, str]:
-    code = main(["check-data", TINY_YAML, *SMALL, "data.train=[grabcut]", f"data.paths.grabcut={root}"])
+def check_data(root: Path, capsys, *extra: str) -> tuple[int, str]:
+    code = main(["check-data", TINY_YAML, *SMALL, "data.train=[grabcut]", f"data.paths.grabcut={root}", *extra])
     return code, capsys.readouterr().out
 
 
@@ -109,6 +109,27 @@ def test_check_data_on_a_clean_tree_exits_0_with_counts(tmp_path, capsys):
         "truncated 0, size mismatch 0, missing file 0")
     assert line_with(out, "val/layered:").startswith("val/layered: 1 images")
     assert "check-data: no problems" in out
+
+
+def test_check_data_loads_the_weights_files_as_training_will(tmp_path, capsys):
+    """A weights file in the Depth Anything V2 layout (the tiny net's, as `ois pretrain depth` writes it) loads;
+    one with a tensor missing or no file at all is a problem line naming it, after the data report."""
+    from ois_lightning.pretrain.depth import init_backbone
+
+    root, good = clean_tree(tmp_path / "GrabCut"), tmp_path / "depth_tiny.pth"
+    state = init_backbone(0).state_dict()
+    torch.save(state, good)
+    code, out = check_data(root, capsys, f"model.backbone.checkpoint={good}")
+    assert code == 0 and line_with(out, "weights:") == f"weights: model.backbone.checkpoint={good} loaded"
+    dropped = next(iter(state))
+    torch.save({k: v for k, v in state.items() if k != dropped}, tmp_path / "cut.pth")
+    code, out = check_data(root, capsys, f"model.backbone.checkpoint={tmp_path / 'cut.pth'}")
+    assert code == 1 and dropped in line_with(out, "weights:", "cut.pth")
+    assert "check-data: 1 problems that would stop a run" in out
+    code, out = check_data(root, capsys, f"model.backbone.checkpoint={tmp_path / 'none.pth'}")
+    assert code == 1 and "checkpoint not found" in line_with(out, "weights:", "none.pth")
+    code, out = check_data(root, capsys)
+    assert code == 0 and line_with(out, "weights:") == "weights: none set (tiny needs none)"
 
 
 def test_train_fails_on_a_missing_mask_before_building_a_model(tmp_path, capsys, monkeypatch):

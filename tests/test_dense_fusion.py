@@ -34,7 +34,7 @@ def test_config_requires_dense_and_rejects_sparse():
         load_config(None, TINY + ["model.fusion=dense_self_attention"])
     with pytest.raises(ConfigError, match="model.dense.enabled=true"):
         load_config(None, TINY + DENSE + ["model.dense.enabled=false"])
-    cfg = load_config(REPO / "experiments" / "dense_baseline.yaml")
+    cfg = load_config(REPO / "experiments" / "dense_baseline.yaml", ["weights.dav2-vitb=dav2.pth"])
     assert cfg.model.fusion.value == "dense_self_attention" and not cfg.model.sparse.enabled
 
 

@@ -211,3 +211,26 @@ def test_slurm_shim_runs_the_agents_command_under_srun_with_the_ddp_layout(tmp_p
     sbatch = (REPO / "sweeps/slurm/agent.sbatch").read_text()
     assert "wandb agent --count 1" in sbatch and 'PATH="$PWD/sweeps/slurm/bin:$PATH"' in sbatch
     assert subprocess.run(["bash", "-n", str(REPO / "sweeps/slurm/agent.sbatch")]).returncode == 0
+
+
+def test_local_runner_through_the_slurm_launcher(fake, tmp_path: Path, monkeypatch, capsys):
+    """``ois sweep --local --python sweeps/slurm/bin/python``: each point is one srun step with the DDP layout."""
+    sweep, called = fake
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text('#!/bin/sh\necho "srun $*" >> "$SRUN_LOG"\n'
+                                   'while [ "${1#--}" != "$1" ]; do shift; done\nexec "$@"\n')
+    (fake_bin / "srun").chmod(0o755)
+    for key, value in {"PATH": f"{fake_bin}:{os.environ['PATH']}", "OIS_PYTHON": sys.executable,
+                       "SLURM_NTASKS_PER_NODE": "4", "SLURM_JOB_NUM_NODES": "2",
+                       "SRUN_LOG": str(tmp_path / "srun.log")}.items():
+        monkeypatch.setenv(key, value)
+    argv = ["sweep", str(sweep), "--local", "--python", str(REPO / "sweeps/slurm/bin/python"),
+            "--runs-dir", str(tmp_path / "runs")]
+    assert main(argv) == 0
+    assert len(called()) == 4 and all(c[-3:] == ["train.strategy=ddp", "train.devices=4", "train.num_nodes=2"]
+                                      for c in called())
+    assert len((tmp_path / "srun.log").read_text().splitlines()) == 4
+    capsys.readouterr()
+    assert main([*argv[:4], str(tmp_path / "no_such_python"), *argv[5:]]) == 2
+    assert "--python" in (err := capsys.readouterr().err) and "not an executable file" in err
