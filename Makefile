@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Torch for this environment (local wheels); pyproject keeps a range.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test browser demo bench gpu-check clean
+.PHONY: install test browser demo paper-mini bench gpu-check clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ browser:
 
 demo: $(STAMP)
 	WANDB_MODE=offline $(PY) -m ois_lightning demo
+
+# Tables 4-11 in miniature and the scorecard (docs/mini_paper.md); reuses a finished `make demo`.
+paper-mini: $(STAMP)
+	WANDB_MODE=offline $(PY) -m ois_lightning demo --tables all
 
 bench: $(STAMP)
 	$(PY) -m ois_lightning bench
