@@ -134,8 +134,15 @@ def available_cores() -> int:
 
 
 def set_threads(threads: int | None, processes: int = 1) -> int:
-    """Set torch's intra-op threads to ``threads`` (``train.threads`` / ``eval.threads``), by default this
+    """Set torch's intra-op threads to ``threads`` (``train.threads`` / ``eval.threads``); by default a positive
+    ``OMP_NUM_THREADS`` (the share ``ois sweep --parallel N`` or a scheduler gives each process), else this
     process's share of the cores (cores // ``processes``, at least 1); returns the number set."""
-    n = int(threads) if threads is not None else max(1, available_cores() // max(1, processes))
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    if threads is not None:
+        n = int(threads)
+    elif omp.isdigit() and int(omp) > 0:
+        n = int(omp)
+    else:
+        n = max(1, available_cores() // max(1, processes))
     torch.set_num_threads(n)
     return n

@@ -102,6 +102,7 @@ def test_ois_train_bf16_end_to_end(tmp_path, keep_threads):
 def test_eval_threads_are_applied(tmp_path, monkeypatch, keep_threads):
     """`ois eval`: eval.threads=N sets torch's threads; unset, cores // LOCAL_WORLD_SIZE (at least 1)."""
     monkeypatch.setattr(lit_train, "finish", lambda model, cfg: {})  # the entry point only
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     argv = ["eval", TINY_YAML, *TINY_RUN, "model.backbone.random_init=true", f"output_dir={tmp_path}"]
     assert main([*argv, "eval.threads=3"]) == 0 and torch.get_num_threads() == 3
     monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
@@ -125,9 +126,22 @@ def test_train_threads_are_applied(tmp_path, monkeypatch, keep_threads):
     monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
     monkeypatch.setattr(parallel.os, "cpu_count", lambda: 6)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     cfg = load_config(TINY_YAML, [*TINY_RUN, "train.check_data=false", f"output_dir={tmp_path}"])
     for threads, devices, expected in ((2, 1, 2), (None, 3, 2), (None, 1, 6), (None, 12, 1)):
         cfg.train.threads, cfg.train.devices = threads, devices
         with pytest.raises(Stop):
             lit_train.train(cfg)
         assert torch.get_num_threads() == expected, (threads, devices)
+
+
+def test_default_threads_follow_omp_num_threads(monkeypatch, keep_threads):
+    """A process given OMP_NUM_THREADS (each point of `ois sweep --parallel N` is) keeps that share: the
+    cores // processes default would put N x cores threads on the cores, tens of times slower."""
+    monkeypatch.setattr(parallel, "available_cores", lambda: 6)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert parallel.set_threads(None) == 1 == torch.get_num_threads()
+    assert parallel.set_threads(4) == 4  # an explicit train.threads / eval.threads wins
+    for unusable in ("", "0", "x"):
+        monkeypatch.setenv("OMP_NUM_THREADS", unusable)
+        assert parallel.set_threads(None, processes=2) == 3
