@@ -3,6 +3,7 @@ scorecard and the figures; a rerun resumes without training anything."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -43,12 +44,12 @@ def test_paper_mini_fast_end_to_end(tmp_path: Path):
     for row in rows:
         run = read_results(out / "runs" / "demo" / row / "seed0" / "results.json")
         assert run.row == row and len(run.ious) == 3
-    full = read_results(out / "runs" / "demo" / "full" / "seed0" / "results.json")
-    assert full.config["model"]["backbone"]["checkpoint"] == str(out / "pretrain_fast" / "depth_tiny.pth")
-    assert full.config["data"]["depth"]["source"] == "model"
+    full = json.loads((out / "runs" / "demo" / "full" / "seed0" / "results.json").read_text())["config"]
+    assert full["model"]["backbone"]["checkpoint"] == str(out / "pretrain_fast" / "depth_tiny.pth")
+    assert full["data"]["depth"]["source"] == "model"
     for row in ("full", "wo_order"):  # Table 8: the same checkpoints on twice-as-large scenes
-        hr = read_results(out / "runs_high_res" / "demo" / row / "seed0" / "results.json")
-        assert hr.config["data"]["layered"]["size"] == 224
+        hr = json.loads((out / "runs_high_res" / "demo" / row / "seed0" / "results.json").read_text())["config"]
+        assert hr["data"]["layered"]["size"] == 224
     with open(out / "table.csv") as f:
         assert [r["row"] for r in csv.DictReader(f)] == list(TABLE4_ROWS)
     assert "Full, exact depth" in (out / "table.md").read_text() and "NoC90 (paper)" in (out / "table.md").read_text()
