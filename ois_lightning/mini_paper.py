@@ -45,26 +45,27 @@ class Pretrained:
 
 def pretrain(out: Path, which: Sequence[str], fast: bool, parallel: int) -> Pretrained:
     """``ois pretrain`` for each of ``which`` (depth / tenth / mae) in up to ``parallel`` processes, one torch
-    thread each; a finished file with the same budget is reused by the command itself."""
+    thread each (log beside each file); a finished file with the same budget is reused by the command itself."""
     folder = out / ("pretrain_fast" if fast else "pretrain")
     files = Pretrained(folder / "depth_tiny.pth", folder / "depth_tiny_tenth.pth", folder / "mae_tiny.pth")
-    commands = {"depth": ["depth", "--out", str(files.depth)],
-                "tenth": ["depth", "--out", str(files.tenth), "--steps", "40"],
-                "mae": ["mae", "--out", str(files.mae)]}
-    pending = [[sys.executable, "-m", "ois_lightning", "pretrain", *commands[w][:3],
-                *(FAST_PRETRAIN[w] if fast else commands[w][3:]), "--threads", "1"] for w in which]
+    jobs = {"depth": ("depth", files.depth, []), "tenth": ("depth", files.tenth, ["--steps", "40"]),
+            "mae": ("mae", files.mae, [])}
     folder.mkdir(parents=True, exist_ok=True)
-    running: list[tuple[list[str], subprocess.Popen, Path]] = []
+    pending = list(which)
+    running: list[tuple[str, subprocess.Popen, Path]] = []
     failed = []
     while pending or running:
         while pending and len(running) < max(1, parallel):
-            argv = pending.pop(0)
-            log = Path(argv[6]).with_suffix(".log")
+            name = pending.pop(0)
+            kind, path, budget = jobs[name]
+            argv = [sys.executable, "-m", "ois_lightning", "pretrain", kind, "--out", str(path),
+                    *(FAST_PRETRAIN[name] if fast else budget), "--threads", "1"]
+            log = path.with_suffix(".log")
             with log.open("w") as f:
-                running.append((argv, subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT), log))
-        argv, proc, log = running.pop(0)
+                running.append((name, subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT), log))
+        name, proc, log = running.pop(0)
         if proc.wait() != 0:
-            failed.append(f"{' '.join(argv[3:7])} (exit code {proc.returncode}, log {log})")
+            failed.append(f"{name} (exit code {proc.returncode}, log {log})")
     if failed:
         raise ConfigError("pretraining failed: " + "; ".join(failed))
     return files

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from .grid import METRIC_GOALS
-from .table import Table, _fmt
+from .table import Table, delta_text, fmt_value
 
 VERDICT_METRIC = "NoC90"
 AGREES, DISAGREES, INCONCLUSIVE, NOT_IN_PAPER = "agrees", "disagrees", "inconclusive", "not in the paper"
@@ -75,10 +75,9 @@ def to_markdown(found: Sequence[Entry], metric: str = VERDICT_METRIC) -> str:
              f"of {judged} rows with a paper number",
              "", f"| table | row | vs | paper Δ{metric} | ours Δ{metric} [95% CI] | verdict |", "|---|---|---|---|---|---|"]
     for e in found:
-        ours = "—" if e.delta is None else _fmt(metric, e.delta, True) + (
-            f" [{_fmt(metric, e.ci[0], True)}, {_fmt(metric, e.ci[1], True)}]" if e.ci else "")
+        ours = "—" if e.delta is None else delta_text(metric, e.delta, e.ci)
         mark = f"**{e.verdict}**" if e.verdict == DISAGREES else e.verdict
-        lines.append(f"| {e.table} | {e.label} | {e.reference} | {_fmt(metric, e.paper_delta, True)} | {ours} "
+        lines.append(f"| {e.table} | {e.label} | {e.reference} | {fmt_value(metric, e.paper_delta, True)} | {ours} "
                      f"| {mark} |")
     return "\n".join(lines) + "\n"
 

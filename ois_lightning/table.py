@@ -211,7 +211,8 @@ def _paired_ci(row: tuple[list[str], dict[str, np.ndarray]], ref: tuple[list[str
 
 
 # ------------------------------------------------------------------------------------------------ rendering
-def _fmt(metric: str, v: Optional[float], signed: bool = False) -> str:
+def fmt_value(metric: str, v: Optional[float], signed: bool = False) -> str:
+    """One number as the tables print it (NoF counts without decimals, — when missing)."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
     sign = "+" if signed else ""
@@ -223,17 +224,21 @@ def _fmt(metric: str, v: Optional[float], signed: bool = False) -> str:
 def _ours_text(metric: str, c: Cell) -> str:
     if c.mean is None:
         return "—"
-    text = _fmt(metric, c.mean) + (f" ± {_fmt(metric, c.std)}" if c.std is not None else "")
+    text = fmt_value(metric, c.mean) + (f" ± {fmt_value(metric, c.std)}" if c.std is not None else "")
     if c.delta is not None:
-        ci = f" [{_fmt(metric, c.ci[0], True)}, {_fmt(metric, c.ci[1], True)}]" if c.ci else ""
-        text += f" ({_fmt(metric, c.delta, True)}{ci})"
+        text += f" ({delta_text(metric, c.delta, c.ci)})"
     return text
+
+
+def delta_text(metric: str, delta: float, ci: Optional[tuple[float, float]]) -> str:
+    """A signed delta and its CI as the tables print them: ``+1.04 [+0.20, +1.90]``."""
+    return fmt_value(metric, delta, True) + (f" [{fmt_value(metric, ci[0], True)}, {fmt_value(metric, ci[1], True)}]" if ci else "")
 
 
 def _paper_text(metric: str, c: Cell) -> str:
     if c.paper is None:
         return "—"
-    return _fmt(metric, c.paper) + (f" ({_fmt(metric, c.paper_delta, True)})" if c.paper_delta is not None else "")
+    return fmt_value(metric, c.paper) + (f" ({fmt_value(metric, c.paper_delta, True)})" if c.paper_delta is not None else "")
 
 
 def to_markdown(table: Table, paper: bool = False) -> str:
