@@ -54,7 +54,7 @@ def _eval(args: argparse.Namespace) -> int:
         cfg = config_from_checkpoint(args.ckpt, None, overrides)  # the checkpoint's stored config <- overrides
     else:
         raise ConfigError("ois eval: give CONFIG (with ckpt=PATH), or --ckpt PATH to use the checkpoint's config")
-    from .lit.train import evaluate_checkpoint
+    from .eval_run import evaluate_checkpoint  # no Lightning
 
     evaluate_checkpoint(cfg)
     return 0

@@ -56,7 +56,7 @@ def config_from_checkpoint(ckpt: str | Path, config: str | Path | None = None,
 
 def _stored_config(ckpt: Path, overrides: Sequence[str]) -> DictConfig:
     """Schema defaults <- the checkpoint's ``hyper_parameters`` <- ``overrides``, validated."""
-    from .lit.train import read_checkpoint
+    from .eval_run import read_checkpoint
 
     checkpoint = read_checkpoint(ckpt)
     stored = checkpoint.get("hyper_parameters")
@@ -82,7 +82,7 @@ def _stored_config(ckpt: Path, overrides: Sequence[str]) -> DictConfig:
 def load_checkpoint(ckpt: str | Path, config: str | Path | None = None,
                     overrides: Sequence[str] = ()) -> tuple[OISModel, DictConfig]:
     """:func:`config_from_checkpoint` and the model with the checkpoint's weights, in eval mode."""
-    from .lit.train import load_weights
+    from .eval_run import load_weights
 
     cfg = config_from_checkpoint(ckpt, config, overrides)
     return load_weights(cfg).eval(), cfg

@@ -292,7 +292,7 @@ def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, pa
     """Collate ``runs_dir``, write ``table.md`` and ``table.csv`` there (atomically) and print the Markdown.
     A row without results is a :class:`ResultsError` unless ``allow_partial`` (then a warning)."""
     from .atomic import atomic_write
-    from .tracking import log_to_wandb
+    from .tracking import log_table
 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
@@ -318,12 +318,14 @@ def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, pa
             + (f" (or was evaluated on another dataset than {table.dataset})" if table.dataset else ""))
     markdown = to_markdown(table, paper)
     atomic_write(runs_dir / "table.md", lambda f: f.write(markdown))
-    atomic_write(runs_dir / "table.csv", lambda f: f.write(to_csv(table)))
+    csv_text = to_csv(table)
+    atomic_write(runs_dir / "table.csv", lambda f: f.write(csv_text))
     out(markdown)
     from .figures import plot_table_curves
 
     plot_table_curves(table, runs, runs_dir / "table_miou_vs_clicks.png")
     out(f"wrote {runs_dir / 'table.md'}, {runs_dir / 'table.csv'} and {runs_dir / 'table_miou_vs_clicks.png'}")
-    if wandb_project and log_to_wandb(table, wandb_project):
+    header, *rows = csv.reader(io.StringIO(csv_text))
+    if wandb_project and log_table(table.spec.name, header, rows, wandb_project):
         out(f"logged the table to W&B project {wandb_project}")
     return table

@@ -1,41 +1,41 @@
-"""The tracking layer: every W&B call of the project (the only module that imports ``wandb``).
+"""The tracking layer: every W&B call of the project (the only module that imports ``wandb``), no Lightning.
 
 - Mode (:func:`wandb_mode`): an explicit ``WANDB_MODE`` is honoured (``disabled``: no logger, no files);
   unset, W&B runs online when an API key is found, else offline.
-- Run id (:func:`build_logger`): a resumed training (``ckpt_path``) asks for the id in
-  ``<output_dir>/wandb_run_id``; otherwise, and always under a sweep agent (which chose the run), W&B picks.
-  Rank 0 writes the id W&B actually used there, so ``ckpt_path=last`` continues that run.
+- Runs (:func:`start_run`): ``ois train`` hands the run to Lightning's WandbLogger (``lit/loggers.py``);
+  ``ois eval`` logs to a run of its own, or to ``csv_eval/`` (:func:`eval_logger`). Run id: a resumed training
+  (``ckpt_path``) asks for the id in ``<output_dir>/wandb_run_id``; otherwise, and always under a sweep agent
+  (which chose the run), W&B picks. Rank 0 writes the id W&B actually used there, so ``ckpt_path=last``
+  continues that run.
+- Loggers (:class:`Sink`): Lightning's, a W&B run (:class:`WandbRun`) or :class:`~ois_lightning.csv_log.CSVLog`.
 - Summaries: NoC/NoF keep their minimum, k-mIoU its maximum (directions of :data:`grid.METRIC_GOALS`).
 - Validation (:func:`log_validation`): a few objects as images with clicks, ground truth and prediction masks,
   and the order map of the first click. Test (:func:`log_test`): the numbers, the mIoU-vs-clicks PNG and line
   plot, a per-object table (the worst objects by NoC90 with images) and results.json as a ``results`` artifact.
 - Parameter counts per model part in the run config (:func:`log_parameter_counts`); the paper table of
-  ``ois table`` (:func:`log_to_wandb`).
+  ``ois table``, as plain columns and rows (:func:`log_table`).
 """
 from __future__ import annotations
 
-import csv
-import io
 import netrc
 import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Protocol, Sequence
 from urllib.parse import urlparse
 
 import cv2
 import numpy as np
 import torch
 import wandb
-from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from torch import nn
 
 from .atomic import atomic_write
 from .clicks import Click
 from .config import ConfigError
+from .csv_log import CSVLog
 from .data import Sample
 from .data.splits import build_split
 from .evaluate import ClickBudget, EvalResult, click_budget, run_object
@@ -45,12 +45,11 @@ from .model.order import order_maps
 from .model.prompts import NEG, POS
 from .predictor import Predictor, predictor_for
 from .results import results_paths
-from .table import Table, to_csv
 
 WANDB_RUN_ID = "wandb_run_id"  # in output_dir: the W&B run a resumed training continues
 MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
 SWEEP_ENV = "WANDB_SWEEP_ID"  # set by `wandb agent` for the runs it starts (beside WANDB_RUN_ID, its run id)
-STEP = "trainer/global_step"  # WandbLogger's x-axis
+STEP = "trainer/global_step"  # the x-axis of Lightning's WandbLogger, kept for every run
 OBJECT_COLUMNS = ["id", "dataset", "NoC85", "NoC90", "NoC95", "IoU@1", "IoU@5", "IoU@20", "image"]
 POSITIVE, NEGATIVE, RIM = (0, 255, 0), (255, 0, 0), (255, 255, 255)  # click colours of demo.py's figure (RGB)
 
@@ -110,34 +109,67 @@ def define_summaries(run: Any, cfg: DictConfig) -> None:
                               summary="min" if goal == "lower" else "max")
 
 
-def build_logger(cfg: DictConfig, eval_only: bool = False) -> Logger | bool:
-    """The logger of ``logger.kind``: wandb (project/group/name/tags from :func:`run_identity`, mode from
-    :func:`wandb_mode`, id from :func:`wandb_run_id`; none at all under ``WANDB_MODE=disabled``), csv, or none.
-    ``eval_only`` (``ois eval``): a W&B run of its own (``<name>-eval``, job type eval, in the training run's
-    group; the training run id is left alone), or ``csv_eval/``."""
-    kind = cfg.logger.kind.value
+def start_run(cfg: DictConfig, eval_only: bool = False) -> Any | None:
+    """Start the W&B run of ``cfg`` (rank 0 only): project/group/name/tags from :func:`run_identity`, mode from
+    :func:`wandb_mode`, id from :func:`wandb_run_id`, files under output_dir; None under ``WANDB_MODE=disabled``.
+    The axes are WandbLogger's (every key against ``trainer/global_step``) and the summaries
+    :func:`define_summaries`. ``eval_only`` (``ois eval``): a run of its own (``<name>-eval``, job type eval, in
+    the training run's group; the training run id is left alone)."""
+    mode = wandb_mode()
+    if mode == "disabled":
+        return None
     out = Path(cfg.output_dir)
-    if kind == "csv":
-        return CSVLogger(save_dir=str(out), name="csv_eval" if eval_only else "csv")
-    mode = wandb_mode() if kind == "wandb" else None
-    if mode in (None, "disabled"):
-        return False
     out.mkdir(parents=True, exist_ok=True)
     project, group, name, tags = run_identity(cfg)  # table / row / seed (grid.py)
     run_id = None if eval_only else wandb_run_id(cfg)
-    # resume only with an id: W&B's resume="allow" without one would attach to the last run in save_dir
-    common = dict(project=project, group=group, save_dir=str(out), mode=mode, id=run_id,
-                  resume="allow" if run_id else None)
-    if eval_only:
-        logger = WandbLogger(name=f"{name}-eval", tags=tags + ["eval"], job_type="eval", **common)
-    else:
-        logger = WandbLogger(name=name, tags=tags, **common)
-    if rank_zero_only.rank == 0:
-        run = logger.experiment  # starts the W&B run
-        define_summaries(run, cfg)
-        if not eval_only:
-            atomic_write(out / WANDB_RUN_ID, lambda f: f.write(run.id))
-    return logger
+    role = dict(name=f"{name}-eval", tags=tags + ["eval"], job_type="eval") if eval_only else dict(name=name, tags=tags)
+    # resume only with an id: W&B's resume="allow" without one would attach to the last run in dir
+    run = wandb.init(project=project, group=group, dir=str(out), mode=mode, id=run_id,
+                     resume="allow" if run_id else None, **role)
+    run.define_metric(STEP)
+    run.define_metric("*", step_metric=STEP, step_sync=True)
+    define_summaries(run, cfg)
+    if not eval_only:
+        atomic_write(out / WANDB_RUN_ID, lambda f: f.write(run.id))
+    return run
+
+
+class Sink(Protocol):
+    """What the logging functions need of a logger: Lightning's loggers, :class:`WandbRun` and
+    :class:`~ois_lightning.csv_log.CSVLog` have it."""
+
+    def log_hyperparams(self, params: dict[str, Any]) -> None: ...
+
+    def log_metrics(self, metrics: dict[str, Any], step: int) -> None: ...
+
+    def save(self) -> None: ...
+
+
+class WandbRun:
+    """A started W&B run as a :class:`Sink`, logging as Lightning's WandbLogger does: the step as
+    ``trainer/global_step`` beside the metrics, hyperparameters into the run config."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+
+    def log_hyperparams(self, params: dict[str, Any]) -> None:
+        self.run.config.update(params, allow_val_change=True)
+
+    def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
+        self.run.log({**metrics, STEP: step})
+
+    def save(self) -> None:
+        """Nothing to flush: W&B writes as it logs."""
+
+
+def eval_logger(cfg: DictConfig) -> Sink | None:
+    """The logger of ``ois eval`` for ``logger.kind``: wandb (:func:`start_run` with ``eval_only``; None under
+    ``WANDB_MODE=disabled``), csv (``<output_dir>/csv_eval/version_N/``, Lightning's CSVLogger layout) or None."""
+    kind = cfg.logger.kind.value
+    if kind == "csv":
+        return CSVLog(Path(cfg.output_dir) / "csv_eval")
+    run = start_run(cfg, eval_only=True) if kind == "wandb" else None
+    return None if run is None else WandbRun(run)
 
 
 def parameter_counts(model: nn.Module) -> dict[str, dict[str, int]]:
@@ -149,7 +181,7 @@ def parameter_counts(model: nn.Module) -> dict[str, dict[str, int]]:
     return {"all": count(model), **{name: count(child) for name, child in model.named_children()}}
 
 
-def log_parameter_counts(loggers: Sequence[Logger], model: nn.Module) -> None:
+def log_parameter_counts(loggers: Sequence[Sink], model: nn.Module) -> None:
     """:func:`parameter_counts` as ``params`` in each logger's run config (hparams)."""
     for logger in loggers:
         logger.log_hyperparams({"params": parameter_counts(model)})
@@ -219,14 +251,10 @@ def _objects(dataset: Any, wanted: set[str] | None = None) -> Iterator[tuple[Sam
                     left.discard(f"{sample.id}#{k}")
 
 
-def _wandb_loggers(loggers: Sequence[Logger]) -> list[WandbLogger]:
-    return [logger for logger in loggers if isinstance(logger, WandbLogger)]
-
-
-def log_validation(loggers: Sequence[Logger], model: nn.Module, dataset: Any, cfg: DictConfig, step: int) -> None:
+def log_validation(loggers: Sequence[Sink], model: nn.Module, dataset: Any, cfg: DictConfig, step: int) -> None:
     """The first ``logger.log_images`` validation objects, clicked through the protocol with the current
-    weights: ``val/examples`` (image, clicks, masks) and ``val/order_maps`` (first click), on W&B loggers."""
-    targets = _wandb_loggers(loggers)
+    weights: ``val/examples`` (image, clicks, masks) and ``val/order_maps`` (first click), on W&B runs."""
+    targets = [logger for logger in loggers if isinstance(logger, WandbRun)]
     if not targets or cfg.logger.log_images <= 0:
         return
     predictor = predictor_for(model, cfg)
@@ -284,30 +312,31 @@ def log_results_artifact(run: Any, paths: dict[str, Path], cfg: DictConfig) -> N
     run.log_artifact(artifact)
 
 
-def log_test(logger: Logger, results: dict[str, EvalResult], cfg: DictConfig, step: int, model: nn.Module) -> None:
+def log_test(logger: Sink, results: dict[str, EvalResult], cfg: DictConfig, step: int, model: nn.Module) -> None:
     """Each dataset's summary as ``test/<metric>`` (``test/<dataset>/<metric>`` with several; metrics an early
     stop left undetermined are skipped) and, on W&B, its mIoU-vs-clicks PNG and line plot, the per-object
     table (:func:`object_table`) and the results artifact; then the logger is closed."""
     paths = results_paths(cfg.output_dir, list(results))
+    on_wandb = isinstance(logger, WandbRun)
     for name, result in results.items():
         prefix = test_prefix(name, list(results))
         logger.log_metrics({prefix + k: v for k, v in result.summary.items() if v is not None}, step=step)
-        if isinstance(logger, WandbLogger):
+        if on_wandb:
             logger.log_metrics({prefix + "miou_vs_clicks": wandb.Image(str(paths[name].parent / "miou_vs_clicks.png")),
                                 prefix + "miou_curve": miou_plot(result, name),
                                 prefix + "objects": object_table(model, result, cfg, name)}, step=step)
     logger.save()
-    if isinstance(logger, WandbLogger):
-        log_results_artifact(logger.experiment, paths, cfg)
-        logger.experiment.finish()  # close the run, so another run can start in this process
+    if on_wandb:
+        log_results_artifact(logger.run, paths, cfg)
+        logger.run.finish()  # close the run, so another run can start in this process
 
 
-def log_to_wandb(table: Table, project: str) -> bool:
-    """Log the CSV table as a ``wandb.Table`` in its own run when W&B is online (:func:`wandb_mode`); else False."""
+def log_table(name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], project: str) -> bool:
+    """Log a table (its header and rows, e.g. ``ois table``'s CSV) as a ``wandb.Table`` in a run of its own
+    (``<name>-table``, job type table) when W&B is online (:func:`wandb_mode`); else False."""
     if wandb_mode() != "online":
         return False
-    rows = list(csv.reader(io.StringIO(to_csv(table))))
-    with wandb.init(project=project, group=table.spec.name, job_type="table", name=f"{table.spec.name}-table",
-                    tags=[table.spec.name, "table"], mode="online") as run:
-        run.log({table.spec.name: wandb.Table(columns=rows[0], data=rows[1:])})
+    with wandb.init(project=project, group=name, job_type="table", name=f"{name}-table", tags=[name, "table"],
+                    mode="online") as run:
+        run.log({name: wandb.Table(columns=list(columns), data=[list(row) for row in rows])})
     return True

@@ -85,7 +85,7 @@ def test_kill_9_of_the_runner_leaves_no_orphan(tmp_path: Path):
 
 
 def test_second_ois_train_or_eval_on_one_output_dir_fails_at_once_with_one_line(tmp_path: Path):
-    from ois_lightning.lit.train import evaluate_checkpoint
+    from ois_lightning.eval_run import evaluate_checkpoint
 
     out = tmp_path / "run"
     cfg = load_config(REPO / "experiments/tiny.yaml", [f"output_dir={out}", "logger.kind=none",

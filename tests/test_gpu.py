@@ -65,16 +65,16 @@ def test_bf16_mixed_training_step_at_paper_size(tmp_path: Path):
 def test_ois_eval_on_cuda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """`ois eval` of the random-init paper-size model on 2 generated layered scenes runs on CUDA and writes
     finite metrics."""
-    import ois_lightning.lit.train as lit_train
+    import ois_lightning.eval_run as eval_run
 
     devices: list[str] = []
-    finish = lit_train.finish
+    evaluate_test_splits = eval_run.evaluate_test_splits
 
-    def finish_on(model, cfg):  # noqa: ANN001, ANN202
+    def evaluate_on(model, cfg):  # noqa: ANN001, ANN202
         devices.append(next(model.parameters()).device.type)
-        return finish(model, cfg)
+        return evaluate_test_splits(model, cfg)
 
-    monkeypatch.setattr(lit_train, "finish", finish_on)
+    monkeypatch.setattr(eval_run, "evaluate_test_splits", evaluate_on)
     out = tmp_path / "eval"
     assert main(["eval", TINY_YAML, *PAPER, "data.layered.size=256", "data.layered.test_length=2",
                  "clicks.max_eval=5", "logger.kind=none", f"output_dir={out}"]) == 0

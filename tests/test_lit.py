@@ -17,7 +17,8 @@ from ois_lightning.config import load_config
 from ois_lightning.evaluate import evaluate
 from ois_lightning.lit.datamodule import OISDataModule, eval_dataset
 from ois_lightning.lit.module import OISLitModule, add_click
-from ois_lightning.lit.train import load_weights, train
+from ois_lightning.eval_run import load_weights
+from ois_lightning.lit.train import train
 from ois_lightning.losses import NormalizedFocalLoss
 
 from .conftest import REPO, TINY

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from ois_lightning import parallel
+from ois_lightning import eval_run, parallel
 from ois_lightning.cli import main
 from ois_lightning.clicks import Clicker
 from ois_lightning.config import load_config
@@ -101,7 +101,7 @@ def test_ois_train_bf16_end_to_end(tmp_path, keep_threads):
 
 def test_eval_threads_are_applied(tmp_path, monkeypatch, keep_threads):
     """`ois eval`: eval.threads=N sets torch's threads; unset, cores // LOCAL_WORLD_SIZE (at least 1)."""
-    monkeypatch.setattr(lit_train, "finish", lambda model, cfg: {})  # the entry point only
+    monkeypatch.setattr(eval_run, "evaluate_test_splits", lambda model, cfg: {})  # the entry point only
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     argv = ["eval", TINY_YAML, *TINY_RUN, "model.backbone.random_init=true", f"output_dir={tmp_path}"]
     assert main([*argv, "eval.threads=3"]) == 0 and torch.get_num_threads() == 3

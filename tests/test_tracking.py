@@ -17,6 +17,7 @@ from ois_lightning.cli import main
 from ois_lightning.clicks import Click
 from ois_lightning.config import ConfigError, load_config
 from ois_lightning.grid import METRIC_GOALS, default_table_path, load_table_spec
+from ois_lightning.lit.loggers import build_logger
 
 from .conftest import REPO, TINY
 
@@ -118,10 +119,10 @@ def test_explicit_online_is_not_turned_offline(tmp_path: Path, monkeypatch, reco
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_MODE", "online")
-    assert tracking.build_logger(cfg_of(tmp_path / "run"))
+    assert build_logger(cfg_of(tmp_path / "run"))
     assert recorder.runs[0].kwargs["mode"] == "online"
     monkeypatch.delenv("WANDB_MODE")
-    tracking.build_logger(cfg_of(tmp_path / "run2"))
+    build_logger(cfg_of(tmp_path / "run2"))
     assert recorder.runs[1].kwargs["mode"] == "offline"  # unset and no key: offline
 
 
@@ -133,17 +134,17 @@ def test_sweep_agent_run_id_is_the_one_wandb_used(tmp_path: Path, monkeypatch):
     wandb.teardown()
     monkeypatch.setenv("WANDB_SWEEP_ID", "sweep123")
     monkeypatch.setenv("WANDB_RUN_ID", "agentrun")
-    logger = tracking.build_logger(cfg_of(out))
+    logger = build_logger(cfg_of(out))
     assert logger.experiment.id == "agentrun" == (out / tracking.WANDB_RUN_ID).read_text()
     logger.experiment.finish()
     wandb.teardown()
     monkeypatch.delenv("WANDB_SWEEP_ID")
     monkeypatch.delenv("WANDB_RUN_ID")
-    resumed = tracking.build_logger(cfg_of(out, "ckpt_path=last"))
+    resumed = build_logger(cfg_of(out, "ckpt_path=last"))
     assert resumed.experiment.id == "agentrun" == (out / tracking.WANDB_RUN_ID).read_text()
     resumed.experiment.finish()
     wandb.teardown()
-    fresh = tracking.build_logger(cfg_of(out))  # no ckpt_path: a new run, its id written
+    fresh = build_logger(cfg_of(out))  # no ckpt_path: a new run, its id written
     assert fresh.experiment.id != "agentrun" and (out / tracking.WANDB_RUN_ID).read_text() == fresh.experiment.id
     fresh.experiment.finish()
     wandb.teardown()
@@ -155,7 +156,7 @@ def test_sweep_agent_resume_passes_no_id(tmp_path: Path, monkeypatch, recorder: 
     (out / tracking.WANDB_RUN_ID).write_text("old00001")
     monkeypatch.setenv("WANDB_SWEEP_ID", "sweep123")
     monkeypatch.setenv("WANDB_RUN_ID", "agentrun")
-    tracking.build_logger(cfg_of(out, "ckpt_path=last"))
+    build_logger(cfg_of(out, "ckpt_path=last"))
     assert recorder.runs[0].kwargs["id"] is None and (out / tracking.WANDB_RUN_ID).read_text() == "agentrun"
 
 
@@ -218,13 +219,17 @@ def test_ois_eval_run_logs_the_table_and_artifact(tmp_path: Path, recorder: Reco
 
 
 def test_table_is_logged_only_online(monkeypatch, recorder: Recorder):
-    from ois_lightning.table import build_table
+    import csv
+    import io
+
+    from ois_lightning.table import build_table, to_csv
 
     table = build_table(load_table_spec(default_table_path("table4")), [])
+    header, *rows = csv.reader(io.StringIO(to_csv(table)))
     monkeypatch.setenv("WANDB_MODE", "offline")
-    assert not tracking.log_to_wandb(table, "p") and not recorder.runs
+    assert not tracking.log_table("table4", header, rows, "p") and not recorder.runs
     monkeypatch.setenv("WANDB_MODE", "online")
-    assert tracking.log_to_wandb(table, "p")
+    assert tracking.log_table("table4", header, rows, "p")
     (run,) = recorder.runs
     assert run.kwargs["job_type"] == "table" and run.finished
     assert run.logged["table4"].columns[0] == "row" and len(run.logged["table4"].data) == len(table.rows)

@@ -16,6 +16,7 @@ from ..metrics import summarize_ious
 from ..model import ImageEncoding, build_model
 from ..model.prompts import PAD
 from ..tracking import log_validation
+from .loggers import sinks
 
 
 def add_click(coords: Tensor, labels: Tensor, i: int, y: int, x: int, positive: bool) -> bool:
@@ -118,7 +119,7 @@ class OISLitModule(L.LightningModule):
             self.log("val/5-mIoU", float(totals[1] / totals[2]))
         self._val_curves = []
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            log_validation(self.loggers, self.model, self.trainer.val_dataloaders.dataset, self.cfg, self.global_step)
+            log_validation(sinks(self.loggers), self.model, self.trainer.val_dataloaders.dataset, self.cfg, self.global_step)
 
     def configure_optimizers(self) -> torch.optim.Optimizer | dict:
         """Adam on the trainable parameters (Sec. 4.1); with ``train.lr_schedule=cosine``, cosine decay to 0 over
