@@ -22,23 +22,18 @@ Peak memory is the CUDA allocator's peak on GPU and the peak resident set size a
 """
 from __future__ import annotations
 
-import json
-import os
-import platform
 import statistics
-import subprocess
 import tempfile
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
-from .atomic import atomic_write
+from .bench_measure import PeakMemory, machine, sync, timed, torch_threads
+from .bench_report import format_table, write_json
 from .clicks import Clicker
 from .config import ClicksConfig, load_config
 from .model import ImageEncoding, OISModel, build_model
@@ -52,7 +47,7 @@ TINY_WIDTHS = ["model.backbone.name=tiny", "model.sparse.dim=64", "model.sparse.
 RANDOM_WEIGHTS = "model.backbone.random_init=true"  # timings need no published weights files
 PAPER_WIDTHS = ["model.backbone.name=dav2-vitb", "model.sparse.dim=128", "model.sparse.num_heads=8",
                 "model.sparse.ffn_dim=512", RANDOM_WEIGHTS]  # the paper's widths over experiments/tiny.yaml
-TARGETS = {  # acceptance targets (issue #8): ratio key -> upper bound
+TARGETS = {  # the speed targets (docs/benchmarks.md): ratio key -> upper bound
     "ois_vs_dense_per_click_paper": 0.5,
     "ois_vs_dense_per_click_paper_quarter_logits": 0.5,
     "click20_vs_click1": 1.2,
@@ -94,79 +89,6 @@ class Settings:
         cuda = device.type == "cuda"
         sat = ("dav2-vitb", 1036) if cuda else ("tiny", 224)
         return cls(False, 1036, "dav2-vitb", 224, 1, 5, 3, 12, 8, 1036 if cuda else 518, 6, 6, 20, *sat, 16)
-
-
-# --- measuring -----------------------------------------------------------------------------------------------
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _rss_bytes() -> int:
-    """Current resident set size (Linux /proc), 0 where unavailable."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-class PeakMemory:
-    """Peak memory of a code section in MB: CUDA allocator peak, or on CPU the peak RSS above the start
-    (sampled every 2 ms by a thread, since torch's CPU allocations are invisible to tracemalloc)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.mb = 0.0
-        self._stop = threading.Event()
-
-    def __enter__(self) -> "PeakMemory":
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._start = torch.cuda.memory_allocated(self.device)
-        else:
-            self._start = self._peak = _rss_bytes()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self._peak = max(self._peak, _rss_bytes())
-            time.sleep(0.002)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            peak = torch.cuda.max_memory_allocated(self.device)
-        else:
-            self._stop.set()
-            self._thread.join()
-            peak = max(self._peak, _rss_bytes())
-        self.mb = (peak - self._start) / 2**20
-
-
-def timed(fns: dict[str, Callable[[], Any]], warmup: int, repeats: int, device: torch.device
-          ) -> dict[str, dict[str, float]]:
-    """Median seconds (and peak MB) of each callable; the callables are run in turn within each repeat."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    peaks: dict[str, float] = {name: 0.0 for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            with PeakMemory(device) as mem:
-                _sync(device)
-                start = time.perf_counter()
-                fn()
-                _sync(device)
-                times[name].append(time.perf_counter() - start)
-            peaks[name] = max(peaks[name], mem.mb)
-    return {name: {"s": statistics.median(ts), "min_s": min(ts), "peak_mb": peaks[name]}
-            for name, ts in times.items()}
 
 
 # --- inputs --------------------------------------------------------------------------------------------------
@@ -273,12 +195,12 @@ def _train_steps(max_extra: int | None, steps: int, batch: int, overrides: list[
             self.calls = 0
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
-            _sync(pl_module.device)
+            sync(pl_module.device)
             self.calls = 0
             self.start = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-            _sync(pl_module.device)
+            sync(pl_module.device)
             self.times.append(time.perf_counter() - self.start)
             self.rounds.append(self.calls - 1)  # forward calls minus the trained one = simulated rounds
 
@@ -397,20 +319,7 @@ def grid_at_paper_size(encoder_s: float, click_s: dict[str, float], max_clicks: 
             for name, c in click_s.items()}
 
 
-# --- report --------------------------------------------------------------------------------------------------
-
-def machine() -> dict:
-    """What the numbers were measured on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        cpu = next((ln.split(":", 1)[1].strip() for ln in lscpu.splitlines() if ln.startswith("Model name")), cpu)
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
+# --- the run -------------------------------------------------------------------------------------------------
 
 def run(quick: bool = False, device: str = "auto", sections: tuple[str, ...] | None = None) -> dict:
     """All sections (or the named ones) -> the bench.json payload."""
@@ -471,70 +380,8 @@ def run(quick: bool = False, device: str = "auto", sections: tuple[str, ...] | N
     return out
 
 
-def write_json(payload: dict, path: str | Path) -> Path:
-    """bench.json, atomically (temp file + os.replace)."""
-    return atomic_write(path, lambda f: json.dump(payload, f, indent=1))
-
-
-def _ms(x: float) -> str:
-    return f"{1000 * x:9.1f} ms"
-
-
-def format_table(r: dict) -> str:
-    """The human-readable summary printed by ``ois bench``."""
-    lines = [f"ois bench on {r['machine']['cpu']} ({r['device']}, torch {r['machine']['torch']}, "
-             f"{r['machine']['torch_threads']} threads){' [quick]' if r['quick'] else ''}", "", "ratios:"]
-    for k, v in r["ratios"].items():
-        t = r["targets"].get(k)
-        mark = "" if t is None else f"   (target <= {t['at_most']}: {'met' if t['met'] else 'MISSED'})"
-        lines.append(f"  {k:<34} {v:7.3f}{mark}")
-    for name, p in r.get("per_click", {}).items():
-        lines.append(f"per click [{name}: {p['backbone']} @ {p['input_size']}, logits at {p['decoder_logits']}, "
-                     f"{p['clicks']} clicks]: "
-                     f"OIS {_ms(p['ois_s'])} ({p['ois_peak_mb']:.0f} MB)  dense {_ms(p['dense_s'])} "
-                     f"({p['dense_peak_mb']:.0f} MB)")
-    if "clicks" in r:
-        c = r["clicks"]
-        lines.append("OIS per click after 1/5/10/20 clicks: " + " ".join(_ms(c[f'click{n}_s']) for n in (1, 5, 10, 20)))
-    if "clicker" in r:
-        lines.append(f"clicker (EDT {r['clicker']['mask_size']}^2): {_ms(r['clicker']['clicker_s'])}")
-    if "encoder" in r:
-        e = r["encoder"]
-        lines.append(f"encoder @ {e['input_size']}: {_ms(e['s_per_image'])} per image ({e['peak_mb']:.0f} MB)")
-    if "sat" in r:
-        t = r["sat"]
-        lines.append(f"SAT latency ({t['backbone']} @ {t['input_size']}, {t['points']} points, {t['batch']} at a time):"
-                     f" {t['s']:.2f} s ({_ms(t['per_point_s']).strip()} per point)")
-    for name, t in r.get("train_step", {}).items():
-        w = t["without_simulation"]
-        lines.append(f"train step ({name} @ {w['input_size']}, batch {w['batch_size']}): without simulation "
-                     f"{_ms(w['mean_step_s'])}, with {_ms(t['with_simulation']['mean_step_s'])}"
-                     f" (mean {t['with_simulation']['mean_rounds']:.2f} rounds)")
-    for name, g in r.get("grid_paper_size", {}).items():
-        lines.append(f"cached 5-row grid at the paper size ({name}): <= 2x one row iff objects average <= "
-                     f"{g['break_even_clicks_per_object']:.1f} clicks; at {g['max_clicks']} clicks "
-                     f"{g['ratio_at_max_clicks']:.2f}x")
-    if "grid" in r:
-        g = r["grid"]
-        lines.append(f"Table 4 grid ({len(g['rows'])} rows, {g['objects']} objects x {g['clicks_per_object']} clicks): "
-                     f"one row {g['one_row_s']:.2f} s, grid {g['grid_no_cache_s']:.2f} s, with cache "
-                     f"{g['grid_cache_s']:.2f} s (identical results: {g['cached_equals_uncached']})")
-    return "\n".join(lines)
-
-
-@contextmanager
-def _threads(n: int | None) -> Iterator[None]:
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def main(quick: bool, out: str, device: str = "auto", threads: int | None = None) -> int:
-    with _threads(threads):
+    with torch_threads(threads):
         payload = run(quick, device)
     path = write_json(payload, out)
     print(format_table(payload))

@@ -271,17 +271,18 @@ class Predictor:
         return 0.5 * (logits[:b] + mirror(logits[b:], width))
 
     @torch.no_grad()
-    def order_map(self, points: np.ndarray, labels: np.ndarray) -> dict:
+    def order_map(self, points: np.ndarray, labels: np.ndarray, mode: str = "pos+neg") -> dict:
         """The order maps of these clicks on the model's depth, in the original frame (paper Fig. 3):
         ``positive`` (H,W) float32 shared by the positive clicks (Eq. 1; None without one), ``negatives`` one
-        (H,W) per negative click in order (Eq. 2), ``depth`` (H,W) the normalised depth (1 = nearest)."""
+        (H,W) per negative click in order (Eq. 2), ``depth`` (H,W) the normalised depth (1 = nearest).
+        ``mode``: the click types that get a map (Table 9; the model's own is ``model.order_mode``)."""
         clicks = self._clicks(points, labels)
         assert self.enc is not None and self.frame is not None
         if self.enc.depth is None:
             raise ValueError("order maps need a model that reads depth (model.order or model.depth_encoder on)")
         depth = self.enc.depth[:1].float()  # 1,1,S,S (the unmirrored view with flip)
         coords, labels_t = self._tensors(self.frame, [clicks])  # 1,K,2 / 1,K
-        maps = order_maps(depth, coords, labels_t)[0].cpu().numpy()  # K,S,S
+        maps = order_maps(depth, coords, labels_t, mode)[0].cpu().numpy()  # K,S,S
         positive = [k for k, c in enumerate(clicks) if c.positive]
         return {"positive": self.map_to_original(maps[positive[0]]) if positive else None,
                 "negatives": [self.map_to_original(maps[k]) for k, c in enumerate(clicks) if not c.positive],

@@ -27,7 +27,6 @@ from urllib.parse import urlparse
 
 import cv2
 import numpy as np
-import torch
 import wandb
 from omegaconf import DictConfig
 from torch import nn
@@ -41,8 +40,6 @@ from .data.splits import build_split
 from .evaluate import ClickBudget, EvalResult, click_budget, run_object
 from .grid import METRIC_GOALS, run_identity
 from .metrics import miou_curve, summarize_ious
-from .model.order import order_maps
-from .model.prompts import NEG, POS
 from .predictor import Predictor, predictor_for
 from .results import results_paths
 
@@ -199,17 +196,14 @@ def draw_clicks(image: np.ndarray, clicks: Sequence[Click]) -> np.ndarray:
 
 
 def first_click_order_map(predictor: Predictor, click: Click) -> np.ndarray | None:
-    """(H,W) order map (Eq. 1-2) of the first click on the image set in ``predictor``, in the original frame;
-    None when the model uses no order (w/o order ablations, no depth)."""
-    enc, mode = predictor.enc, predictor.model.order_mode
-    if enc is None or enc.depth is None or mode is None:
+    """(H,W) order map (Eq. 1-2) the model computes for the first click on the image set in ``predictor``, in
+    the original frame (:meth:`Predictor.order_map` with the model's click types); None when the model uses no
+    order (w/o order ablations, no depth)."""
+    mode = predictor.model.order_mode
+    if predictor.enc is None or predictor.enc.depth is None or mode is None:
         return None
-    depth = enc.depth[:1]  # 1,1,S,S; with flip the batch also holds the mirror
-    coords = torch.tensor([[predictor.to_input(click.y, click.x)]], dtype=torch.float32, device=depth.device)
-    labels = torch.tensor([[POS if click.positive else NEG]], device=depth.device)
-    order = order_maps(depth, coords, labels, mode)[0, 0].float().cpu().numpy()  # S,S
-    h, w = predictor.resized_size
-    return cv2.resize(order[:h, :w], predictor.original_size[::-1], interpolation=cv2.INTER_LINEAR)
+    maps = predictor.order_map(np.array([[click.y, click.x]]), np.array([int(click.positive)]), mode)
+    return maps["positive"] if click.positive else maps["negatives"][0]
 
 
 def _masks(gt: np.ndarray, pred: np.ndarray) -> dict:

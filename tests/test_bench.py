@@ -9,7 +9,9 @@ import time
 import pytest
 import torch
 
-from ois_lightning.bench import TARGETS, PeakMemory, format_table, grid_at_paper_size, timed
+from ois_lightning.bench import TARGETS, grid_at_paper_size
+from ois_lightning.bench_measure import PeakMemory, timed
+from ois_lightning.bench_report import format_table
 from ois_lightning.cli import main
 from ois_lightning.config import load_config
 from ois_lightning.model import build_model

@@ -257,3 +257,30 @@ def test_parameter_counts_per_part():
     counts = tracking.parameter_counts(model)
     assert counts == {"all": {"total": 13, "trainable": 4}, "0": {"total": 9, "trainable": 0},
                       "1": {"total": 4, "trainable": 4}}
+
+
+@pytest.mark.parametrize("clicks", ["pos", "pos+neg"])
+def test_logged_order_map_is_the_models_own(clicks: str):
+    """The validation images' order map uses the model's click types (Table 9): with ``order.clicks=pos`` a
+    negative first click has no map (all zero), with pos+neg it has Eq. 2's; a positive click has Eq. 1's."""
+    from ois_lightning.data.splits import build_split
+    from ois_lightning.model import build_model
+    from ois_lightning.predictor import predictor_for
+
+    cfg = load_config(TINY_YAML, [*QUICK, "model.backbone.random_init=true", f"model.order.clicks={clicks}"])
+    model = build_model(cfg.model, cfg.data.depth).eval()
+    predictor = predictor_for(model, cfg)
+    sample = build_split(cfg, "layered", "test")[0]
+    predictor.set_image(sample)
+    ys, xs = np.nonzero(sample.masks[0] == 1)
+    positive = tracking.first_click_order_map(predictor, Click(int(ys[0]), int(xs[0]), True))
+    negative = tracking.first_click_order_map(predictor, Click(0, 0, False))
+    assert positive.shape == negative.shape == sample.masks[0].shape
+    assert positive.max() > 0  # the depth varies over the scene, so |R - R(click)| does too
+    assert (negative.max() > 0) == (clicks == "pos+neg")
+    off = load_config(TINY_YAML, [*QUICK, "model.backbone.random_init=true", "model.order.enabled=false",
+                                  "model.depth_encoder.enabled=true"])
+    without_order = predictor_for(build_model(off.model, off.data.depth).eval(), off)
+    without_order.set_image(sample)
+    assert without_order.enc.depth is not None  # depth is there, the model just does not use order maps
+    assert tracking.first_click_order_map(without_order, Click(0, 0, False)) is None
