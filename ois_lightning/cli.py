@@ -60,7 +60,7 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- ablation grids (issue #5): `ois sweep`, `ois table` and the W&B-sweep argv hook ---------------------------
+# --- ablation grids: `ois sweep`, `ois table` and the W&B-sweep argv hook ---------------------------
 _SWEEP_VALUE_OPTIONS = ("--parallel", "--runs-dir", "--gpus", "--python")
 
 
@@ -137,7 +137,7 @@ def _add_grid_commands(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_table)
 
 
-# --- depth maps from a separate depth model (issue #6): `ois depth-cache` ----------------------------------------
+# --- depth maps from a separate depth model: `ois depth-cache` ----------------------------------------
 def _depth_cache(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     from .depth_cache import cache_depth
