@@ -8,7 +8,9 @@ keyed by
   i.e. the ViT, the depth head and anything else :meth:`OISModel.encode` may use;
 * the input exactly as the encoder sees it (the transformed, padded image tensor, hence also the transform and
   the input size) and the depth input (tensor and kind) when one is given. So ``eval.resize`` and the flip
-  batch (image and mirror) get entries of their own; zoom-in crops never come here (``ois_lightning/predictor.py``).
+  batch (image and mirror) get entries of their own; zoom-in crops never come here (``ois_lightning/predictor.py``);
+* the autocast in force (``eval.precision``, or Lightning's during validation): a bf16 encoding never serves a
+  32-bit run, nor the reverse.
 
 Entries are written atomically (temp file + ``os.replace``), so concurrent runs may share a folder: the worst
 case is two processes computing the same entry. The folder is kept under ``max_gb`` by deleting the least
@@ -30,7 +32,7 @@ from .config import ConfigError
 from .model import ImageEncoding, OISModel
 
 PER_CLICK = ("dense", "sparse", "fusion", "dense_fusion", "seg_head")  # OISModel parts run per click round
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the key holds the autocast state
 SUFFIX = ".pt"
 
 
@@ -39,6 +41,13 @@ def _update(h: "hashlib._Hash", t: Tensor) -> None:
     t = t.detach().to("cpu").contiguous()
     h.update(f"{t.dtype}{tuple(t.shape)}".encode())
     h.update(t.reshape(-1).view(torch.uint8).numpy())  # buffer protocol: no copy
+
+
+def autocast_state(device_type: str) -> str:
+    """The autocast in force for ``device_type``: its dtype (``torch.bfloat16`` ...) or ``off``."""
+    if not torch.is_autocast_enabled(device_type):
+        return "off"
+    return str(torch.get_autocast_dtype(device_type))
 
 
 def encoder_identity(model: nn.Module) -> str:
@@ -79,8 +88,9 @@ class FeatureCache:
         self.hits = self.misses = 0
 
     def key(self, image: Tensor, depth: Tensor | None, depth_kind: str) -> str:
-        """Entry name for one encoder input."""
+        """Entry name for one encoder input under the autocast in force (:func:`autocast_state`)."""
         h = hashlib.sha256(self.identity.encode())
+        h.update(autocast_state(image.device.type).encode())
         _update(h, image)
         if depth is not None:
             h.update(depth_kind.encode())

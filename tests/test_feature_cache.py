@@ -162,3 +162,19 @@ def test_cached_and_uncached_evaluation_write_identical_metrics(tmp_path):
         assert results[name]["per_object"] == results["plain"]["per_object"]
         metrics = {k: v for k, v in results[name]["summary"].items() if k not in TIMING}
         assert metrics == {k: v for k, v in results["plain"]["summary"].items() if k not in TIMING}
+
+
+@torch.no_grad()
+def test_key_covers_the_autocast_in_force(tmp_path):
+    """eval.precision: a bf16 encoding is not served to a 32-bit run of the same weights, nor the reverse."""
+    model = _model()
+    cache = FeatureCache(tmp_path, 1.0, model)
+    image = _image()
+    full = cache.encode(image)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = cache.encode(image)
+        again = cache.encode(image)
+    assert (cache.misses, cache.hits) == (2, 1)
+    assert not torch.equal(full.feats[0], half.feats[0])  # bf16 matmuls: other values
+    _assert_same(again, half)
+    _assert_same(cache.encode(image), full)
