@@ -153,6 +153,9 @@ class LayeredDataConfig:
     train_length: int = 2000
     val_length: int = 20
     test_length: int = 100
+    # monocular depth cues of the generated scenes (ois_lightning/data/monocular.py): [] = occlusion only;
+    # [ground, perspective, haze, shading] = every cue (the demo's scenes)
+    cues: list[str] = field(default_factory=list)
 
 
 @dataclass

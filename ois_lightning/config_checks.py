@@ -37,6 +37,12 @@ def _networks() -> Collection[str]:
     return [*_backbones(), *_depth_models()]
 
 
+def _cues() -> Collection[str]:
+    from .data.monocular import CUES
+
+    return CUES
+
+
 def _strategies() -> Collection[str]:
     from lightning.pytorch.strategies import StrategyRegistry  # slow: looked up only for a non-default value
 
@@ -47,7 +53,7 @@ def _strategies() -> Collection[str]:
 REGISTRIES: dict[str, Callable[[], Collection[str]]] = {
     "model.backbone.name": _backbones, "data.depth.model": _depth_models, "weights": _networks,
     "data.train": _datasets, "data.val": _datasets, "data.test": _datasets, "data.paths": _datasets,
-    "train.strategy": _strategies,
+    "train.strategy": _strategies, "data.layered.cues": _cues,
 }
 
 

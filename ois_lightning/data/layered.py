@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from .base import DataError, Sample, SegDataset
+from .monocular import resolve_cues, scene_with_cues
 
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}  # disjoint scene streams per split unless a seed is given
 
@@ -58,9 +59,11 @@ class LayeredScenes(SegDataset):
         hue_jitter: float = 4.0,
         background_hue_offset: tuple[float, float] = (20.0, 60.0),
         min_visible: float = 0.01,
+        cues: str | tuple[str, ...] | list[str] = (),
     ):
         """``radius`` is the range of the scene's mean object radius as a fraction of ``size`` (objects vary
-        +-10% around it); hues are in degrees."""
+        +-10% around it); hues are in degrees. ``cues``: the monocular depth cues added to the scenes, a preset
+        name (``occlusion``: none, today's scenes; ``monocular``: all) or a list of names (:mod:`.monocular`)."""
         if length < 0 or size < 16 or seed < 0 or not 1 <= num_objects[0] <= num_objects[1]:
             raise DataError(
                 f"layered scenes: bad arguments length={length}, size={size}, seed={seed}, "
@@ -70,6 +73,10 @@ class LayeredScenes(SegDataset):
         self.num_objects, self.radius = num_objects, radius
         self.hue_jitter, self.background_hue_offset = hue_jitter, background_hue_offset
         self.min_visible = min_visible
+        try:
+            self.cues = resolve_cues(cues)
+        except ValueError as e:
+            raise DataError(f"layered scenes: {e}") from None
         self.yy, self.xx = np.mgrid[0:size, 0:size].astype(np.float32)
 
     @classmethod
@@ -101,6 +108,9 @@ class LayeredScenes(SegDataset):
             value=rng.uniform(0.55, 0.85),
             noise=rng.uniform(0.2, 0.5),
         )
+        if self.cues:
+            image, label, disparity = scene_with_cues(self, rng, look, n)
+            return self._sample(i, image, label, disparity, n)
         disparity = self._background_plane(rng)
         hue_offset = rng.uniform(*self.background_hue_offset) * rng.choice((-1.0, 1.0))
         hsv = self._paint(rng, look, hue=look.hue + hue_offset, period=look.period * rng.uniform(1.5, 2.5),
@@ -115,13 +125,18 @@ class LayeredScenes(SegDataset):
             hsv[shape] = obj[shape]
             label[shape] = j
         image = (cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+        lo, hi = disparity.min(), disparity.max()
+        return self._sample(i, image, label, ((disparity - lo) / max(hi - lo, 1e-6)).astype(np.float32), n)
+
+    def _sample(self, i: int, image: np.ndarray, label: np.ndarray, depth: np.ndarray, n: int) -> Sample:
+        """The Sample of scene ``i``: the visible parts of objects ``0..n-1`` of ``label`` as masks."""
+        s = self.size
         visible = [label == j for j in range(n)]
         masks = [m for m in visible if m.sum() >= self.min_visible * s * s]
-        lo, hi = disparity.min(), disparity.max()
         return Sample(
             image=image,
             masks=np.stack(masks).astype(np.int8) if masks else np.zeros((0, s, s), np.int8),
-            depth=((disparity - lo) / max(hi - lo, 1e-6)).astype(np.float32),
+            depth=depth,
             id=f"{self.name}/{self.seed}-{i}",
             depth_kind="disparity",
         )
