@@ -164,8 +164,14 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(fast=args.fast or os.environ.get("DEMO_FAST", "0") not in ("", "0"), out_dir=args.out,
-                    parallel=args.parallel, tables=args.tables)
+    def env(name: str) -> bool:
+        return os.environ.get(name, "0") not in ("", "0")
+
+    full = args.full or env("PAPER_MINI_FULL")
+    if full and args.tables != "all":
+        raise ConfigError("--full (PAPER_MINI_FULL=1) is the scale of the whole miniature paper: add --tables all")
+    scale = "fast" if args.fast or env("DEMO_FAST") else ("full" if full else "default")
+    return run_demo(scale=scale, out_dir=args.out, parallel=args.parallel, tables=args.tables)
 
 
 def _add_demo_command(sub: argparse._SubParsersAction) -> None:
@@ -173,7 +179,9 @@ def _add_demo_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tables", choices=("4", "all"), default="4",
                    help="4: Table 4 in miniature (make demo); all: Tables 4-11 and the scorecard (make paper-mini)")
     p.add_argument("--fast", action="store_true", help="smoke-test settings (also DEMO_FAST=1)")
-    p.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
+    p.add_argument("--full", action="store_true", help="with --tables all: more seeds and held-out objects, CIs "
+                   "narrow enough for a verdict on every row, into demo_out_full (also PAPER_MINI_FULL=1)")
+    p.add_argument("--out", help="output folder (default demo_out; demo_out_full with --full)")
     p.add_argument("--parallel", type=int, default=2, help="runs trained at the same time (default 2)")
     p.set_defaults(func=_demo)
 
@@ -197,7 +205,7 @@ def _add_bench_command(sub: argparse._SubParsersAction) -> None:
 def _pretrain(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    given = {k: getattr(args, k) for k in ("steps", "batch", "size", "seed") if getattr(args, k, None) is not None}
+    given = {k: getattr(args, k) for k in ("steps", "batch", "size", "seed", "lr", "scenes", "backbone") if getattr(args, k, None) is not None}
     if args.what == "depth":
         from .pretrain.budgets import DepthBudget
         from .pretrain.depth import pretrain_depth
@@ -225,8 +233,12 @@ def _add_pretrain_command(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--steps", type=int, help=f"optimiser steps (default {budget.steps})")
         q.add_argument("--batch", type=int, help=f"scenes per step (default {budget.batch})")
         if name == "depth":
-            q.add_argument("--size", type=int, help=f"scene side, a multiple of 14 (default {budget.size})")
+            q.add_argument("--size", type=int, help=f"scene side, a multiple of the patch (default {budget.size})")
+            q.add_argument("--backbone", help=f"backbone with a depth head (default {budget.backbone})")
         q.add_argument("--seed", type=int, help=f"initialisation seed (default {budget.seed})")
+        q.add_argument("--lr", type=float, help=f"peak learning rate (default {budget.lr})")
+        q.add_argument("--scenes", help=f"scene preset (occlusion, monocular) or comma-separated depth cues "
+                       f"(default {budget.scenes})")
         q.add_argument("--threads", type=int, default=1,
                        help="torch CPU threads (default 1: faster than 2 on busy shared cores, docs/mini_paper.md)")
         q.add_argument("--force", action="store_true", help="retrain even if --out exists with the same budget")

@@ -10,19 +10,41 @@
    model's depth, the order map of the first click, Full vs w/o order with the clicks drawn).
 
 ``--tables all`` (``make paper-mini``) goes on to Tables 5-11 and the scorecard (:mod:`ois_lightning.mini_paper`).
-``DEMO_FAST=1`` (or ``--fast``) runs one seed on tiny budgets: a smoke test of the same pipeline.
+Scales (:data:`SCALES`): ``default`` (``make demo`` / ``make paper-mini``), ``full`` (``PAPER_MINI_FULL=1 make
+paper-mini`` or ``--full``: more seeds and held-out objects for CIs narrow enough for a verdict on every row, into
+its own folder) and ``fast`` (``DEMO_FAST=1`` or ``--fast``: one seed on tiny budgets, a smoke test of the same
+pipeline).
 """
 from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .mini_paper import DEMO
+
 FAST_OVERRIDES = ["train.max_steps=3", "data.layered.test_length=3", "eval.max_objects=3", "train.val_objects=1",
                   "data.layered.val_length=1", "logger.log_images=0"]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How much of the miniature a run makes: the seeds of every row (a subset of the sweep files' seeds), extra
+    overrides of every run, and the default output folder. Fixed before any table was read (docs/mini_paper.md)."""
+
+    seeds: tuple[int, ...]
+    overrides: tuple[str, ...]
+    out_dir: str
+
+
+SCALES = {
+    "fast": Scale((0,), tuple(FAST_OVERRIDES), "demo_out"),
+    "default": Scale((0, 1), (), "demo_out"),
+    "full": Scale((0, 1, 2, 3), ("data.layered.test_length=120", "eval.max_objects=300"), "demo_out_full"),
+}
 QUALITATIVE_SCENES = 3
 QUALITATIVE_CLICKS = 3
 
@@ -69,23 +91,26 @@ def plot_qualitative(ckpt_full: Path, ckpt_wo_order: Path, path: Path, overrides
     save_figure(fig, path)
 
 
-def run_demo(fast: bool = False, out_dir: str | Path = "demo_out", parallel: int = 2, tables: str = "4") -> int:
-    """Pretraining, sweep, table and figures into ``out_dir`` (``tables="all"``: then Tables 5-11 and the
-    scorecard); prints the wall time and where the outputs are."""
+def run_demo(scale: str = "default", out_dir: str | Path | None = None, parallel: int = 2, tables: str = "4") -> int:
+    """Pretraining, sweep, table and figures at ``scale`` (:data:`SCALES`) into ``out_dir`` (default: the scale's
+    folder; ``tables="all"``: then Tables 5-11, the controls and the scorecard); prints the wall time and where
+    the outputs are."""
     from .mini_paper import pretrain, run_mini_paper
     from .sweep import run_local
     from .table import make_table
 
     start = time.perf_counter()
-    out = Path(out_dir)
+    chosen = SCALES[scale]
+    fast = scale == "fast"
+    out = Path(out_dir or chosen.out_dir)
     runs = out / "runs"
-    extra = FAST_OVERRIDES if fast else []
-    seeds = [0] if fast else None
     every = tables == "all"
+    extra = list(chosen.overrides)
+    seeds = list(chosen.seeds if every else chosen.seeds[:1])  # `make demo`: one seed, to fit its 20 minutes
     print(f"[1/4] pretraining the tiny backbone{'s' if every else ''} ({'fast' if fast else 'fixed'} budgets) "
           f"into {out}/pretrain{'_fast' if fast else ''}")
     files = pretrain(out, ["depth", "tenth", "mae"] if every else ["depth"], fast, parallel)
-    print(f"[2/4] training + evaluating the demo grid ({'fast' if fast else 'full'} settings) into {runs}")
+    print(f"[2/4] training + evaluating the demo grid ({scale} scale: seeds {seeds}) into {runs}")
     rc = run_local(DEMO / "sweep.yaml", [*extra, *files.weights(mae=False)], parallel, runs, seeds=seeds)
     if rc != 0:
         print(f"ois demo: some runs failed; see {runs}/demo/*/seed*/train.log (re-run `make demo` to resume)")

@@ -19,10 +19,15 @@ from typing import Sequence
 
 from .atomic import atomic_write
 from .config import ConfigError
+from .pretrain.budgets import DepthBudget
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "experiments" / "demo"
 TABLES = {n: DEMO / "tables" / f"table{n}.yaml" for n in (5, 6, 7, 8, 9, 10, 11)}  # Table 4: DEMO / table.yaml
+# the instrument's controls (docs/mini_paper.md): table spec and what its row must show (scorecard.Control)
+CONTROLS = {"Positive control": (DEMO / "tables" / "control_positive.yaml", "effect"),
+            "Negative control": (DEMO / "tables" / "control_negative.yaml", "none")}
+PLACEBO_SEED_OFFSET = 100  # the placebo row's seed 100 + k stands for the demo's seed k (sweep_placebo.yaml)
 HIGH_RES = 224  # Table 8's scenes: twice the input size, evaluated at it (HQSeg44K's images exceed the input)
 TABLE8_ROWS = ("full", "wo_order", "wo_object", "wo_sparse", "wo_dense")
 # fast mode (CI): the same stages on budgets that only prove the pipeline
@@ -48,7 +53,8 @@ def pretrain(out: Path, which: Sequence[str], fast: bool, parallel: int) -> Pret
     thread each (log beside each file); a finished file with the same budget is reused by the command itself."""
     folder = out / ("pretrain_fast" if fast else "pretrain")
     files = Pretrained(folder / "depth_tiny.pth", folder / "depth_tiny_tenth.pth", folder / "mae_tiny.pth")
-    jobs = {"depth": ("depth", files.depth, []), "tenth": ("depth", files.tenth, ["--steps", "40"]),
+    tenth = ["--steps", str(max(1, DepthBudget().steps // 10))]
+    jobs = {"depth": ("depth", files.depth, []), "tenth": ("depth", files.tenth, tenth),
             "mae": ("mae", files.mae, [])}
     folder.mkdir(parents=True, exist_ok=True)
     pending = list(which)
@@ -89,23 +95,27 @@ def evaluate_high_res(runs: Path, hr_runs: Path, extra: Sequence[str], seeds: Se
 
 
 def run_tables(out: Path, runs: Path, hr_runs: Path, demo_table: object) -> list[tuple[str, object]]:
-    """Tables 5-11 (Table 4 is the demo's ``demo_table``) into ``out``/tableN.md / .csv / _miou_vs_clicks.png,
-    then the scorecard of all of them into ``out``/scorecard.md / .csv."""
-    from .scorecard import entries, to_csv, to_markdown
+    """Tables 5-11 (Table 4 is the demo's ``demo_table``) and the two controls into ``out``/tableN.md / .csv /
+    _miou_vs_clicks.png (``control_positive`` / ``control_negative``), then the scorecard of all of them into
+    ``out``/scorecard.md / .csv, the controls first."""
+    from .scorecard import controls, entries, to_csv, to_markdown
     from .table import make_table
+
+    def one(spec: Path, folder: Path, name: str) -> object:
+        table = make_table(folder, spec, paper=True, wandb_project=None, out=lambda line: None)
+        for suffix in (".md", ".csv", "_miou_vs_clicks.png"):
+            shutil.copyfile(folder / f"table{suffix}", out / f"{name}{suffix}")
+        print(f"{spec.stem}: {out / f'{name}.md'}")
+        return table
 
     tables: list[tuple[str, object]] = [("Table 4", demo_table)]
     for n, spec in TABLES.items():
-        folder = (hr_runs if n == 8 else runs) / "demo"
-        table = make_table(folder, spec, paper=True, wandb_project=None, out=lambda line: None)
-        for suffix in (".md", ".csv", "_miou_vs_clicks.png"):
-            shutil.copyfile(folder / f"table{suffix}", out / f"table{n}{suffix}")
-        print(f"Table {n}: {out / f'table{n}.md'}")
-        tables.append((f"Table {n}", table))
+        tables.append((f"Table {n}", one(spec, (hr_runs if n == 8 else runs) / "demo", f"table{n}")))
+    checks = controls([(name, one(spec, runs / "demo", spec.stem), kind) for name, (spec, kind) in CONTROLS.items()])
     found = entries(tables)
-    card = to_markdown(found)
+    card = to_markdown(found, checks=checks)
     atomic_write(out / "scorecard.md", lambda f: f.write(card))
-    atomic_write(out / "scorecard.csv", lambda f: f.write(to_csv(found)))
+    atomic_write(out / "scorecard.csv", lambda f: f.write(to_csv(found, checks)))
     print(card)
     return tables
 
@@ -117,9 +127,12 @@ def run_mini_paper(out: Path, runs: Path, files: Pretrained, extra: Sequence[str
     from .sweep import run_local
 
     weights = files.weights(mae=True)
-    print("[paper 1/4] the rows of Tables 5-11")
-    for sweep, more in (("sweep_mini.yaml", []), ("sweep_mini_tenth.yaml", [f"data.depth.checkpoint={files.tenth}"])):
-        rc = run_local(DEMO / sweep, [*extra, *weights, *more], parallel, runs, seeds=seeds)
+    print("[paper 1/4] the rows of Tables 5-11 and the controls")
+    placebo = None if seeds is None else [PLACEBO_SEED_OFFSET + s for s in seeds]
+    for sweep, more, which in (("sweep_mini.yaml", [], seeds),
+                               ("sweep_mini_tenth.yaml", [f"data.depth.checkpoint={files.tenth}"], seeds),
+                               ("sweep_controls.yaml", [], seeds), ("sweep_placebo.yaml", [], placebo)):
+        rc = run_local(DEMO / sweep, [*extra, *weights, *more], parallel, runs, seeds=which)
         if rc != 0:
             print(f"ois demo: some runs failed; see {runs}/demo/*/seed*/train.log (rerun to resume)")
             return rc

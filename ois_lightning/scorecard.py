@@ -6,6 +6,10 @@ of every paper table 4-11), the paper's delta has a direction (worse / better / 
 ours has one only when its CI excludes 0. Same direction: *agrees*; opposite: *disagrees*; a CI containing 0:
 *inconclusive* (the miniature cannot tell), except that a paper delta of 0 and a CI containing 0 *agree*.
 Rows of ours without a paper row (an upper bound the paper does not have) are listed with no verdict.
+
+Two controls validate the instrument before any verdict is read: a *positive* control, a row that must show an
+effect (its CI above 0: worse than its reference on NoC90), and a *negative* control, a placebo that must not (its
+CI contains 0). If either fails, the scorecard's first line says, in bold, that the miniature cannot be trusted.
 """
 from __future__ import annotations
 
@@ -52,6 +56,27 @@ def verdict(paper_delta: Optional[float], ci: Optional[tuple[float, float]]) -> 
     return AGREES if ours == paper else DISAGREES
 
 
+@dataclass
+class Control:
+    """A control row and what it must show: ``effect`` (positive control: CI above 0) or ``none`` (negative
+    control: CI contains 0)."""
+
+    kind: str
+    entry: Entry
+
+    @property
+    def passed(self) -> bool:
+        ci = self.entry.ci
+        if ci is None:
+            return False
+        return ci[0] > 0 if self.kind == "effect" else ci[0] <= 0 <= ci[1]
+
+
+def controls(tables: Sequence[tuple[str, Table, str]], metric: str = VERDICT_METRIC) -> list[Control]:
+    """(name, table, ``effect`` | ``none``) -> one Control per non-reference row of each control table."""
+    return [Control(kind, e) for name, table, kind in tables for e in entries([(name, table)], metric)]
+
+
 def entries(tables: Sequence[tuple[str, Table]], metric: str = VERDICT_METRIC) -> list[Entry]:
     """Every row of ours that is not its table's reference, in table order."""
     found = []
@@ -66,11 +91,30 @@ def entries(tables: Sequence[tuple[str, Table]], metric: str = VERDICT_METRIC) -
     return found
 
 
-def to_markdown(found: Sequence[Entry], metric: str = VERDICT_METRIC) -> str:
+def controls_markdown(checks: Sequence[Control], metric: str = VERDICT_METRIC) -> list[str]:
+    """The controls' lines: a bold warning first when any failed, then one table row per control."""
+    if not checks:
+        return []
+    failed = [c for c in checks if not c.passed]
+    head = (f"**The miniature cannot be trusted: {len(failed)} of {len(checks)} controls failed "
+            f"({', '.join(c.entry.table for c in failed)}); read no verdict below as evidence.**" if failed else
+            f"Controls: {len(checks)} of {len(checks)} passed (the instrument shows an effect where one must be, "
+            "none where none can be).")
+    lines = [head, "", f"| control | row | vs | must show | ours Δ{metric} [95% CI] | result |", "|---|---|---|---|---|---|"]
+    for c in checks:
+        e = c.entry
+        ours = "—" if e.delta is None else delta_text(metric, e.delta, e.ci)
+        must = "an effect (CI above 0)" if c.kind == "effect" else "no effect (CI contains 0)"
+        result = "passed" if c.passed else "**FAILED**"
+        lines.append(f"| {e.table} | {e.label} | {e.reference} | {must} | {ours} | {result} |")
+    return [*lines, ""]
+
+
+def to_markdown(found: Sequence[Entry], metric: str = VERDICT_METRIC, checks: Sequence[Control] = ()) -> str:
     better = "lower" if METRIC_GOALS[metric] == "lower" else "higher"
     counts = {v: sum(e.verdict == v for e in found) for v in (AGREES, DISAGREES, INCONCLUSIVE)}
     judged = sum(counts.values())
-    lines = [f"**Scorecard** — {metric} ({better} is better), each row against its table's reference: "
+    lines = [*controls_markdown(checks, metric), f"**Scorecard** — {metric} ({better} is better), each row against its table's reference: "
              f"{counts[AGREES]} agree, {counts[DISAGREES]} disagree, {counts[INCONCLUSIVE]} inconclusive "
              f"of {judged} rows with a paper number",
              "", f"| table | row | vs | paper Δ{metric} | ours Δ{metric} [95% CI] | verdict |", "|---|---|---|---|---|---|"]
@@ -82,12 +126,15 @@ def to_markdown(found: Sequence[Entry], metric: str = VERDICT_METRIC) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_csv(found: Sequence[Entry]) -> str:
+def to_csv(found: Sequence[Entry], checks: Sequence[Control] = ()) -> str:
+    """Every entry, then every control (its verdict ``control passed`` / ``control FAILED``)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["table", "row", "label", "reference", "paper_delta", "delta", "ci_low", "ci_high", "verdict"])
-    for e in found:
+    rows = [(e, e.verdict) for e in found] + [(c.entry, f"control {'passed' if c.passed else 'FAILED'}")
+                                               for c in checks]
+    for e, text in rows:
         ci = e.ci or (None, None)
         writer.writerow([e.table, e.row, e.label, e.reference, *("" if v is None else repr(float(v))
-                                                               for v in (e.paper_delta, e.delta, *ci)), e.verdict])
+                                                               for v in (e.paper_delta, e.delta, *ci)), text])
     return buf.getvalue()

@@ -15,7 +15,8 @@ import pytest
 from ois_lightning.grid import load_sweep, load_table_spec
 from ois_lightning.mini_paper import DEMO, TABLES
 from ois_lightning.model import build_model
-from ois_lightning.scorecard import AGREES, DISAGREES, INCONCLUSIVE, NOT_IN_PAPER, verdict
+from ois_lightning.scorecard import (AGREES, DISAGREES, INCONCLUSIVE, NOT_IN_PAPER, Control, Entry, to_csv,
+                                    to_markdown, verdict)
 from ois_lightning.config import load_config
 from ois_lightning.table import read_results
 
@@ -39,11 +40,13 @@ def test_paper_mini_fast_end_to_end(tmp_path: Path):
     assert "demo finished in" in proc.stdout and f"Outputs in {out}/" in proc.stdout
     for name in ("depth_tiny.pth", "depth_tiny_tenth.pth", "mae_tiny.pth"):  # each with its report
         assert (out / "pretrain_fast" / name).is_file() and (out / "pretrain_fast" / name).with_suffix(".json").is_file()
-    rows = {Path(p.config).stem for s in ("sweep.yaml", "sweep_mini.yaml", "sweep_mini_tenth.yaml")
-            for p in load_sweep(DEMO / s).points}
-    for row in rows:
-        run = read_results(out / "runs" / "demo" / row / "seed0" / "results.json")
+    rows = {Path(p.config).stem for s in ("sweep.yaml", "sweep_mini.yaml", "sweep_mini_tenth.yaml",
+                                          "sweep_controls.yaml") for p in load_sweep(DEMO / s).points}
+    for row, seed in [*((r, 0) for r in rows), ("full_placebo", 100)]:
+        run = read_results(out / "runs" / "demo" / row / f"seed{seed}" / "results.json")
         assert run.row == row and len(run.ious) == 3
+    occlusion = json.loads((out / "runs" / "demo" / "occlusion_full" / "seed0" / "results.json").read_text())["config"]
+    assert occlusion["data"]["layered"]["cues"] == [] and occlusion["data"]["depth"]["source"] == "gt"
     full = json.loads((out / "runs" / "demo" / "full" / "seed0" / "results.json").read_text())["config"]
     assert full["model"]["backbone"]["checkpoint"] == str(out / "pretrain_fast" / "depth_tiny.pth")
     assert full["data"]["depth"]["source"] == "model"
@@ -60,12 +63,19 @@ def test_paper_mini_fast_end_to_end(tmp_path: Path):
         _image(out / f"table{n}_miou_vs_clicks.png")
     card = (out / "scorecard.md").read_text()
     assert "Table 4 | w/o order | Full | +1.04" in card and "Table 11 |" in card
+    first = card.splitlines()[0]  # the controls lead the scorecard (3 objects: they may well fail here)
+    assert first.startswith("Controls: 2 of 2 passed") or first.startswith("**The miniature cannot be trusted")
+    assert "| Positive control |" in card and "| Negative control |" in card
+    for name in ("control_positive", "control_negative"):
+        assert (out / f"{name}.md").is_file()
     with open(out / "scorecard.csv") as f:
-        assert {r["verdict"] for r in csv.DictReader(f)} <= {AGREES, DISAGREES, INCONCLUSIVE, NOT_IN_PAPER}
+        verdicts = {r["verdict"] for r in csv.DictReader(f)}
+    assert verdicts - {"control passed", "control FAILED"} <= {AGREES, DISAGREES, INCONCLUSIVE, NOT_IN_PAPER}
     for png in ("miou_vs_clicks.png", "qualitative.png", "figures/order_maps.png", "figures/attention.png"):
         _image(out / png)
     proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and "6 finished, 0 to run" in proc.stdout and "7 finished, 0 to run" in proc.stdout
+    assert "2 finished, 0 to run" in proc.stdout  # the positive control; the placebo and the tenth: 1 each
     for name in ("depth_tiny", "depth_tiny_tenth", "mae_tiny"):  # the pretraining logs of the rerun
         assert "reusing it" in (out / "pretrain_fast" / f"{name}.log").read_text()
 
@@ -79,6 +89,28 @@ def test_scorecard_rule():
     assert verdict(1.04, (-0.2, 0.5)) == INCONCLUSIVE
     assert verdict(0.0, (-0.2, 0.5)) == AGREES and verdict(0.0, (0.1, 0.5)) == DISAGREES
     assert verdict(None, (0.1, 0.5)) == NOT_IN_PAPER and verdict(0.5, None) == INCONCLUSIVE
+
+
+def _entry(table: str, ci) -> Entry:
+    return Entry(table, "row", "row", "Full", None, None if ci is None else sum(ci) / 2, ci, NOT_IN_PAPER)
+
+
+def test_controls_pass_fail_and_lead_the_scorecard_in_bold_when_one_fails():
+    """Positive control: passes only with a CI above 0; negative control: only with a CI containing 0; a failed
+    control puts the bold warning on the scorecard's first line and 'control FAILED' in the csv."""
+    assert Control("effect", _entry("P", (0.2, 1.0))).passed
+    assert not Control("effect", _entry("P", (-0.1, 1.0))).passed and not Control("effect", _entry("P", None)).passed
+    assert Control("none", _entry("N", (-0.3, 0.2))).passed
+    assert not Control("none", _entry("N", (0.1, 0.4))).passed and not Control("none", _entry("N", (-0.5, -0.1))).passed
+    good = [Control("effect", _entry("Positive control", (0.2, 1.0))), Control("none", _entry("Negative control",
+                                                                                           (-0.3, 0.2)))]
+    card = to_markdown([], checks=good)
+    assert card.startswith("Controls: 2 of 2 passed") and "cannot be trusted" not in card
+    bad = [good[0], Control("none", _entry("Negative control", (0.1, 0.4)))]
+    card = to_markdown([], checks=bad)
+    assert card.splitlines()[0] == ("**The miniature cannot be trusted: 1 of 2 controls failed (Negative control); "
+                                    "read no verdict below as evidence.**")
+    assert "| **FAILED** |" in card and to_csv([], bad).strip().endswith("control FAILED")
 
 
 def test_mini_rows_load_their_pretrained_files_by_network_name():

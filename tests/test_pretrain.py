@@ -41,7 +41,7 @@ def mae_run(tmp_path_factory):
 # --- the SSI loss and the aligned metrics ---------------------------------------------------------------------
 
 def test_alignment_removes_scale_and_shift_exactly():
-    _, gt = scene_batch(HELDOUT_SCENE_SEED, 0, 3, 56)
+    _, gt = scene_batch(HELDOUT_SCENE_SEED, 0, 3, 56, "occlusion")
     pred = 2 * gt + 3
     assert depth_metrics(pred, gt) == pytest.approx({"absrel": 0.0, "delta1": 1.0}, abs=1e-6)
     assert ssi_loss(pred, gt).item() < 1e-5
@@ -55,9 +55,9 @@ def test_alignment_removes_scale_and_shift_exactly():
 
 
 def test_pretraining_scenes_are_disjoint_from_the_split_streams():
-    a, _ = scene_batch(TRAIN_SCENE_SEED, 0, 1, 56)
-    b, _ = scene_batch(HELDOUT_SCENE_SEED, 0, 1, 56)
-    test, _ = scene_batch(2, 0, 1, 56)  # the test split's stream (SPLIT_SEEDS)
+    a, _ = scene_batch(TRAIN_SCENE_SEED, 0, 1, 56, "monocular")
+    b, _ = scene_batch(HELDOUT_SCENE_SEED, 0, 1, 56, "monocular")
+    test, _ = scene_batch(2, 0, 1, 56, "monocular")  # the test split's stream (SPLIT_SEEDS)
     assert not torch.equal(a, b) and not torch.equal(a, test)
 
 
@@ -66,7 +66,10 @@ def test_pretraining_scenes_are_disjoint_from_the_split_streams():
 def test_short_depth_run_lowers_the_loss_and_beats_the_untrained_head(depth_run):
     _, report = depth_run
     first, last = report["train_loss_first_last"]
-    untrained, pretrained = report["untrained"], report["pretrained"]
+    untrained, pretrained, flat = (report["held_out"][k] for k in ("untrained", "pretrained", "flat"))
+    assert set(pretrained) == set(flat) == {"ssi_loss", "absrel", "delta1"}  # the documented report fields
+    assert 0.0 <= pretrained["delta1"] <= 1.0 and pretrained["absrel"] >= 0.0
+    assert flat["ssi_loss"] == pytest.approx(1.0, abs=0.05)  # a constant map: |0 - median_mad(gt)| averages to 1
     assert last < first
     assert pretrained["ssi_loss"] < untrained["ssi_loss"]
     assert pretrained["absrel"] < untrained["absrel"] - MARGIN, (untrained, pretrained)

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from .base import DataError, Sample, SegDataset
-from .monocular import resolve_cues, scene_with_cues
+from .monocular import CUE_OBJECTS, resolve_cues, scene_with_cues
 
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}  # disjoint scene streams per split unless a seed is given
 
@@ -99,7 +99,8 @@ class LayeredScenes(SegDataset):
         """Generate scene ``i`` (any non-negative index)."""
         rng = np.random.default_rng((self.seed, i))
         s = self.size
-        n = int(rng.integers(self.num_objects[0], self.num_objects[1] + 1))
+        count = CUE_OBJECTS if self.cues else self.num_objects
+        n = int(rng.integers(count[0], count[1] + 1))
         look = _Look(
             period=rng.uniform(6.0, 14.0) * s / 224,
             angle=rng.uniform(0.0, np.pi),
@@ -141,9 +142,9 @@ class LayeredScenes(SegDataset):
             depth_kind="disparity",
         )
 
-    def _levels(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """Separated disparity levels in far-to-near order (the painting order)."""
-        lo, hi = OBJECT_DISPARITY
+    def _levels(self, rng: np.random.Generator, n: int, span: tuple[float, float] = OBJECT_DISPARITY) -> np.ndarray:
+        """Separated disparity levels in ``span``, in far-to-near order (the painting order)."""
+        lo, hi = span
         gap = (hi - lo) / max(n - 1, 1)
         levels = np.linspace(lo, hi, n) if n > 1 else np.array([rng.uniform(lo, hi)])
         return np.clip(levels + rng.uniform(-LEVEL_JITTER, LEVEL_JITTER, n) * gap, lo, hi)

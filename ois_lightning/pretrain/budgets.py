@@ -14,11 +14,13 @@ class DepthBudget:
 
     steps: int = 400
     batch: int = 4
-    size: int = 112  # the demo's input size; a multiple of the patch (14)
+    size: int = 112  # the demo's input size; a multiple of the backbone's patch
+    backbone: str = "tiny"  # a name of model.backbones.SPECS with a depth head
     seed: int = 0  # initialisation
     lr: float = 1e-3
     weight_decay: float = 0.05
     heldout: int = 48  # held-out scenes for AbsRel / delta<1.25
+    scenes: str = "monocular"  # the scenes' depth cues: a preset or comma-separated cue names (data/monocular.py)
 
 
 @dataclass(frozen=True)
@@ -35,3 +37,4 @@ class MAEBudget:
     decoder_depth: int = 2
     decoder_heads: int = 4
     heldout: int = 32  # held-out scenes for the reconstruction loss
+    scenes: str = "monocular"  # as DepthBudget.scenes

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from ..atomic import atomic_write
 from ..config import ConfigError
 from ..data.layered import SPLIT_SEEDS, LayeredScenes
+from ..data.monocular import PRESETS
 from ..model.depth_models import IMAGENET_MEAN, IMAGENET_STD
 
 # Scene streams of the pre-training, disjoint from every evaluation scene: LayeredScenes seeds its train / val /
@@ -26,10 +27,16 @@ assert not {TRAIN_SCENE_SEED, HELDOUT_SCENE_SEED} & set(SPLIT_SEEDS.values())
 WARMUP = 0.05  # fraction of the steps with a linear learning-rate warm-up, then cosine decay to 0
 
 
-def scene_batch(seed: int, start: int, count: int, size: int) -> tuple[Tensor, Tensor]:
-    """Layered scenes ``start .. start+count-1`` of stream ``seed`` -> images (B,3,S,S) RGB in [0,1] and their
-    exact disparity (B,1,S,S), larger = closer, 0..1 per image."""
-    scenes = LayeredScenes(start + count, size=size, seed=seed)
+def scene_cues(scenes: str) -> str | list[str]:
+    """A budget's ``scenes`` setting (a preset name or comma-separated cue names) -> LayeredScenes' ``cues``."""
+    return scenes if "," not in scenes and scenes in PRESETS else [c for c in scenes.split(",") if c]
+
+
+def scene_batch(seed: int, start: int, count: int, size: int, scenes: str) -> tuple[Tensor, Tensor]:
+    """Layered scenes ``start .. start+count-1`` of stream ``seed`` with the depth cues ``scenes`` (see
+    :func:`scene_cues`) -> images (B,3,S,S) RGB in [0,1] and their exact disparity (B,1,S,S), larger = closer,
+    0..1 per image."""
+    scenes = LayeredScenes(start + count, size=size, seed=seed, cues=scene_cues(scenes))
     samples = [scenes[i] for i in range(start, start + count)]
     images = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2).float() / 255.0
     depth = torch.from_numpy(np.stack([s.depth for s in samples]))[:, None]

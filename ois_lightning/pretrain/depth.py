@@ -19,15 +19,14 @@ from .common import (HELDOUT_SCENE_SEED, TRAIN_SCENE_SEED, imagenet_normalise, r
                      scene_batch, train_steps, write_outputs)
 from .ssi import depth_metrics, ssi_loss
 
-BACKBONE = "tiny"
 OUTPUT_BIAS = 1.0  # start of the last conv's bias: a random head's output can be <= 0 everywhere (init seed 1 of
 # 0-3), and then the final ReLU (kept, as in the published head) passes no gradient at all
 
 
-def init_backbone(seed: int) -> Backbone:
-    """Random-init tiny Backbone with a live final ReLU (the untrained reference and the training start)."""
+def init_backbone(seed: int, backbone: str = "tiny") -> Backbone:
+    """Random-init Backbone ``backbone`` with a live final ReLU (the untrained reference and the training start)."""
     torch.manual_seed(seed)
-    net = Backbone(SPECS[BACKBONE])
+    net = Backbone(SPECS[backbone])
     with torch.no_grad():
         net.depth_head.scratch.output_conv2[2].bias.fill_(OUTPUT_BIAS)
     return net
@@ -38,36 +37,50 @@ def predict(net: Backbone, images: Tensor) -> Tensor:
     return net(imagenet_normalise(images))
 
 
-@torch.no_grad()
-def evaluate(net: Backbone, size: int, count: int) -> dict[str, float]:
-    """SSI loss, AbsRel and delta<1.25 on ``count`` held-out scenes (stream HELDOUT_SCENE_SEED)."""
-    net.eval()
-    images, gt = scene_batch(HELDOUT_SCENE_SEED, 0, count, size)
-    pred = torch.cat([predict(net, x) for x in images.split(8)])
+def quality(pred: Tensor, gt: Tensor) -> dict[str, float]:
+    """SSI loss, AbsRel and delta<1.25 of disparity predictions (B,1,S,S) against the exact disparity."""
     return {"ssi_loss": ssi_loss(pred, gt).item(), **depth_metrics(pred, gt)}
+
+
+@torch.no_grad()
+def evaluate(net: Backbone, size: int, count: int, scenes: str) -> dict[str, float]:
+    """:func:`quality` on ``count`` held-out scenes (stream HELDOUT_SCENE_SEED, cues ``scenes``)."""
+    net.eval()
+    images, gt = scene_batch(HELDOUT_SCENE_SEED, 0, count, size, scenes)
+    return quality(torch.cat([predict(net, x) for x in images.split(8)]), gt)
+
+
+def flat_reference(size: int, count: int, scenes: str) -> dict[str, float]:
+    """:func:`quality` of a flat map (any constant: after alignment, each image's mean disparity) on the same
+    held-out scenes: what a head that learned nothing from the image scores."""
+    _, gt = scene_batch(HELDOUT_SCENE_SEED, 0, count, size, scenes)
+    return quality(torch.ones_like(gt), gt)
 
 
 def pretrain_depth(out: str | Path, budget: DepthBudget = DepthBudget(), threads: int | None = 1,
                    force: bool = False) -> dict:
-    """Train, evaluate against the untrained start, write ``out`` (DAv2 layout) and ``out`` .json; returns the
-    report. A finished run into ``out`` with the same budget is reused."""
+    """Train, evaluate against the untrained start and a flat map, write ``out`` (DAv2 layout) and ``out`` .json
+    (held-out quality under ``held_out.pretrained`` / ``.untrained`` / ``.flat``, each ``ssi_loss``, ``absrel``,
+    ``delta1``); returns the report. A finished run into ``out`` with the same budget is reused."""
     out = Path(out)
     done = reuse_or_start(out, budget, threads, force)
     if done is not None:
         return done
-    net = init_backbone(budget.seed)
-    untrained = evaluate(net, budget.size, budget.heldout)
+    net = init_backbone(budget.seed, budget.backbone)
+    untrained = evaluate(net, budget.size, budget.heldout, budget.scenes)
     print(f"untrained: {untrained}")
 
     def loss_at(step: int) -> Tensor:
-        images, disparity = scene_batch(TRAIN_SCENE_SEED, step * budget.batch, budget.batch, budget.size)
+        images, disparity = scene_batch(TRAIN_SCENE_SEED, step * budget.batch, budget.batch, budget.size, budget.scenes)
         return ssi_loss(predict(net.train(), images), disparity)
 
     losses, seconds = train_steps(list(net.parameters()), loss_at, budget.steps, budget.lr, budget.weight_decay)
-    pretrained = evaluate(net, budget.size, budget.heldout)
+    pretrained = evaluate(net, budget.size, budget.heldout, budget.scenes)
     print(f"pretrained: {pretrained}")
-    report = {**run_report(budget, losses, seconds), "backbone": BACKBONE, "layout": "depth_anything_v2",
-              "untrained": untrained, "pretrained": pretrained}
+    flat = flat_reference(budget.size, budget.heldout, budget.scenes)
+    held_out = {"pretrained": pretrained, "untrained": untrained, "flat": flat}
+    report = {**run_report(budget, losses, seconds), "backbone": budget.backbone, "layout": "depth_anything_v2",
+              "held_out": held_out}
     write_outputs(out, net.state_dict(), report)
-    build(BACKBONE, out)  # what was written loads strictly through the published-checkpoint path
+    build(budget.backbone, out)  # what was written loads strictly through the published-checkpoint path
     return report

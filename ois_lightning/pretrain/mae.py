@@ -120,10 +120,10 @@ def mae_loss(enc: ViTEncoder, dec: MAEDecoder, images: Tensor, generator: torch.
 
 
 @torch.no_grad()
-def heldout_loss(enc: ViTEncoder, dec: MAEDecoder, size: int, count: int, seed: int) -> float:
+def heldout_loss(enc: ViTEncoder, dec: MAEDecoder, size: int, count: int, seed: int, scenes: str) -> float:
     """Reconstruction loss on ``count`` held-out scenes with masks fixed by ``seed``."""
     enc.eval(), dec.eval()
-    images, _ = scene_batch(HELDOUT_SCENE_SEED, 0, count, size)
+    images, _ = scene_batch(HELDOUT_SCENE_SEED, 0, count, size, scenes)
     return mae_loss(enc, dec, images, torch.Generator().manual_seed(seed)).item()
 
 
@@ -148,18 +148,18 @@ def pretrain_mae(out: str | Path, budget: MAEBudget = MAEBudget(), threads: int 
     enc.pos_embed.requires_grad_(False)
     dec = MAEDecoder(spec.embed_dim, spec.patch_size, spec.pretrain_grid, budget.decoder_dim,
                      budget.decoder_depth, budget.decoder_heads)
-    before = heldout_loss(enc, dec, size, budget.heldout, budget.seed)
+    before = heldout_loss(enc, dec, size, budget.heldout, budget.seed, budget.scenes)
     print(f"untrained held-out reconstruction loss {before:.4f}")
     masks = torch.Generator().manual_seed(budget.seed + 1)
 
     def loss_at(step: int) -> Tensor:
         enc.train(), dec.train()
-        images, _ = scene_batch(TRAIN_SCENE_SEED, step * budget.batch, budget.batch, size)
+        images, _ = scene_batch(TRAIN_SCENE_SEED, step * budget.batch, budget.batch, size, budget.scenes)
         return mae_loss(enc, dec, images, masks)
 
     params = [p for p in (*enc.parameters(), *dec.parameters()) if p.requires_grad]
     losses, seconds = train_steps(params, loss_at, budget.steps, budget.lr, budget.weight_decay)
-    after = heldout_loss(enc, dec, size, budget.heldout, budget.seed)
+    after = heldout_loss(enc, dec, size, budget.heldout, budget.seed, budget.scenes)
     print(f"pretrained held-out reconstruction loss {after:.4f}")
     report = {
         **run_report(budget, losses, seconds), "backbone": BACKBONE, "layout": "mae", "size": size,
