@@ -45,8 +45,6 @@ _MAE = dict(patch_size=16, pretrain_grid=14, layer_scale=False, pos_interp="mae"
 
 SPECS: dict[str, BackboneSpec] = {
     "tiny": BackboneSpec(pretrain_grid=16, **_T),
-    # the miniature paper's backbone: the tiny width on a finer token grid (patch 7: 16 x 16 tokens at 112 px)
-    "tiny-p7": BackboneSpec(patch_size=7, pretrain_grid=16, **_T),
     "mae-tiny": BackboneSpec(**_MAE, **_T),  # the miniature's MAE encoder (`ois pretrain mae`, Tables 10-11)
     "dav2-vits": BackboneSpec(out_indices=(2, 5, 8, 11), **_S),
     "dav2-vitb": BackboneSpec(out_indices=(2, 5, 8, 11), **_B),
