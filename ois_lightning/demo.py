@@ -59,28 +59,29 @@ def _first_click_order_map(predictor, gt: np.ndarray) -> dict:
 
 
 def plot_qualitative(ckpt_full: Path, ckpt_wo_order: Path, path: Path, overrides: list[str]) -> None:
-    """Paper Fig. 1 style: for a few test scenes, image | depth | order map of click 1 | Full | w/o order."""
-    from .data.splits import build_split
+    """Paper Fig. 1 style: for a few test scenes, image | exact depth | the model's depth | order map of click 1 |
+    Full | w/o order."""
+    from .data.splits import read_split
     from .evaluate import ClickBudget, run_object
     from .export import config_from_checkpoint
     from .figures import draw_clicks, draw_prediction, new_figure, save_figure
     from .predictor import Predictor
 
     predictors = [Predictor.from_checkpoint(c, "cpu", overrides) for c in (ckpt_full, ckpt_wo_order)]
-    dataset = build_split(config_from_checkpoint(ckpt_full, None, overrides), "layered", "test")
+    dataset = read_split(config_from_checkpoint(ckpt_full, None, overrides), "layered", "test")  # exact depth kept
     scenes = [s for s in (dataset[i] for i in range(len(dataset))) if len(s.masks) >= 2][:QUALITATIVE_SCENES]
-    fig, axes = new_figure(len(scenes), 5)
+    fig, axes = new_figure(len(scenes), 6)
     for r, sample in enumerate(scenes):
         gt = sample.masks[0]
         for p in predictors:
             p.set_image(sample)
         first = _first_click_order_map(predictors[0], gt)
-        panels = [(sample.image, "image"), (first["depth"], "depth (model's head, 1 = near)"),
-                  (first["positive"], "order map, click 1 (Eq. 1)")]
-        for (img, title), ax in zip(panels, axes[r, :3]):
+        panels = [(sample.image, "image"), (sample.depth, "exact depth (scene, 1 = near)"),
+                  (first["depth"], "depth (model's head, 1 = near)"), (first["positive"], "order map, click 1 (Eq. 1)")]
+        for (img, title), ax in zip(panels, axes[r, :4]):
             ax.imshow(img, cmap=None if img.ndim == 3 else "gray")
             ax.set_title(title, fontsize=9)
-        for ax, p, name in zip(axes[r, 3:], predictors, ("Full", "w/o order")):
+        for ax, p, name in zip(axes[r, 4:], predictors, ("Full", "w/o order")):
             run = run_object(p, gt, ClickBudget(QUALITATIVE_CLICKS))
             draw_prediction(ax, sample.image, gt, run.pred)
             draw_clicks(ax, run.clicks)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 class DepthBudget:
     """``ois pretrain depth``: steps x batch training scenes at size x size, and the held-out evaluation."""
 
-    steps: int = 400
-    batch: int = 4
+    steps: int = 1000
+    batch: int = 8
     size: int = 112  # the demo's input size; a multiple of the backbone's patch
     backbone: str = "tiny"  # a name of model.backbones.SPECS with a depth head
     seed: int = 0  # initialisation
