@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
 def user_error(e: BaseException) -> str | None:
     """The label of an error caused by the user's config, data or checkpoint (shown as one line), else None."""
     from .data.base import DataError
-    from .lock import LockError
+    from .utils.lock import LockError
     from .model.checkpoints import CheckpointError
 
     labels = ((ConfigError, "config error"), (DataError, "data error"), (CheckpointError, "checkpoint error"),

@@ -4,7 +4,7 @@
   pickle: ``state_dict`` with the network's keys prefixed ``model.``, the resolved config under
   ``hyper_parameters``, which must agree with the given one: :func:`check_checkpoint_config`).
 - :func:`evaluate_test_splits`: the interactive protocol (:func:`evaluate`) on each ``data.test`` dataset on its
-  own, the images sharded over the ranks of a process group (``ois_lightning/parallel.py``); one results.json
+  own, the images sharded over the ranks of a process group (``ois_lightning/utils/parallel.py``); one results.json
   each and the paper's table row per dataset.
 - :func:`evaluate_checkpoint`: ``ois eval``: both, under torchrun too, then the numbers to the tracker of
   ``logger.kind`` (``ois_lightning/tracking.py``).
@@ -21,10 +21,10 @@ from omegaconf import DictConfig
 from .config import ConfigError, check_checkpoint_config, to_dict
 from .data.splits import build_split
 from .evaluate import TABLE_COLUMNS, EvalResult, evaluate, table_row, write_results
-from .lock import locks_output_dir
+from .utils.lock import locks_output_dir
 from .model import OISModel, build_model
 from .model.checkpoints import CheckpointError
-from .parallel import barrier, local_processes, process_group_from_env, rank_path, set_threads, world
+from .utils.parallel import barrier, local_processes, process_group_from_env, rank_path, set_threads, world
 from .results import results_paths
 
 EVAL_JOURNAL = "eval_journal.jsonl"  # beside results.json while the evaluation runs

@@ -5,7 +5,7 @@ the configured protocol (``eval.resize`` letterbox | stretch, ``eval.zoom_in``, 
 per image, then one cheap decoder pass per click round. :func:`evaluate` runs the
 :class:`~ois_lightning.clicks.Clicker` for 20 clicks on every object and reports the paper's metrics
 (NoC, NoF, k-mIoU, SPC with the encoder and per-click parts apart); samples without an object are counted as
-skipped; under a process group the images are sharded over the ranks (:mod:`~ois_lightning.parallel`).
+skipped; under a process group the images are sharded over the ranks (:mod:`~ois_lightning.utils.parallel`).
 :func:`write_results` writes results.json (atomically, with the protocol and the skipped samples), the
 mIoU-vs-clicks plot and the table row.
 """
@@ -22,14 +22,14 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from .atomic import Journal, atomic_write
+from .utils.atomic import Journal, atomic_write
 from .clicks import Click, Clicker, iou
 from .config import to_dict
 from .data import Sample
 from .feature_cache import FeatureCache
 from .metrics import format_metric, miou_curve, summarize_ious, summarize_timing
 from .model import OISModel
-from .parallel import gather_records, local_samples, rank_path, world
+from .utils.parallel import gather_records, local_samples, rank_path, world
 from .predictor import Predictor, click_arrays, predictor_for, protocol
 from .results import settings_fingerprint
 
@@ -196,8 +196,8 @@ def evaluate(model: OISModel, dataset: Any, cfg: Any, progress: bool = True,
     """Run the protocol (:func:`click_budget` of cfg.clicks, threshold cfg.clicks.threshold) on ``dataset``
     (a sequence of :class:`Sample`), at most cfg.eval.max_objects objects; the model is put in eval mode.
     Under a process group the images are sharded over the ranks and every rank returns the whole result
-    (:mod:`~ois_lightning.parallel`). ``journal``: a file recording finished images (one per rank,
-    :func:`~ois_lightning.parallel.rank_path`; :class:`~ois_lightning.atomic.Journal`, keyed by
+    (:mod:`~ois_lightning.utils.parallel`). ``journal``: a file recording finished images (one per rank,
+    :func:`~ois_lightning.utils.parallel.rank_path`; :class:`~ois_lightning.utils.atomic.Journal`, keyed by
     :func:`fingerprint`), so a rerun after an interruption evaluates only the rest."""
     model.eval()
     samples, max_objects = local_samples(dataset, cfg.eval.max_objects)

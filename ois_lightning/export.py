@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
-from .atomic import atomic_write
+from .utils.atomic import atomic_write
 from .config import Config, ConfigError, load_config, uses_depth, validate
 from .model import ImageEncoding, OISModel
 from .model.checkpoints import CheckpointError

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .atomic import atomic_write
+from .utils.atomic import atomic_write
 from .config import ConfigError
 from .model import ImageEncoding, OISModel
 

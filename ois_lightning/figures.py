@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from .atomic import atomic_write
+from .utils.atomic import atomic_write
 from .clicks import Click, Clicker
 from .config import ConfigError
 from .data import Sample

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_write
+from .utils.atomic import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_SECTIONS = ("per_click", "clicks", "clicker", "encoder", "sat", "train_step")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .atomic import atomic_write
+from .utils.atomic import atomic_write
 from .config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

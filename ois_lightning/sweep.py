@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .atomic import atomic_write
+from .utils.atomic import atomic_write
 from .config import ConfigError
 from .grid import ARG_MACROS, GridPoint, Sweep, load_sweep, resolve_point
-from .lock import in_use
+from .utils.lock import in_use
 from .metrics import format_metric
 from .results import ResultsError, describe_changes, read_results, result_settings, results_paths
 from .supervise import GRACE_S, die_with_parent
@@ -207,7 +207,7 @@ def run_local(sweep_path: str | Path, extra: Optional[list[str]] = None, paralle
     ``sweeps/slurm/bin/python`` runs each point as one srun step), only the points of ``seeds`` if given;
     0 when all points end with exit code 0 and complete results, 1 if any failed
     (their logs are ``<output_dir>/train.log``) or was left to a live run holding its output_dir's lock
-    (:func:`ois_lightning.lock.in_use`), 130 when interrupted (SIGINT / SIGTERM: the running points
+    (:func:`ois_lightning.utils.lock.in_use`), 130 when interrupted (SIGINT / SIGTERM: the running points
     are terminated)."""
     if parallel < 1:
         raise ConfigError(f"--parallel must be >= 1, got {parallel}")

@@ -291,7 +291,7 @@ def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, pa
                allow_partial: bool = False) -> Table:
     """Collate ``runs_dir``, write ``table.md`` and ``table.csv`` there (atomically) and print the Markdown.
     A row without results is a :class:`ResultsError` unless ``allow_partial`` (then a warning)."""
-    from .atomic import atomic_write
+    from .utils.atomic import atomic_write
     from .tracking import log_table
 
     runs_dir = Path(runs_dir)

@@ -31,7 +31,7 @@ import wandb
 from omegaconf import DictConfig
 from torch import nn
 
-from .atomic import atomic_write
+from .utils.atomic import atomic_write
 from .clicks import Click
 from .config import ConfigError
 from .csv_log import CSVLog

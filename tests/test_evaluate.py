@@ -249,7 +249,7 @@ def test_ois_eval_logs_an_evaluation_run(tmp_path):
 def test_interrupted_evaluation_resumes_from_its_journal(tmp_path, monkeypatch):
     """Finished images are journaled; after a crash the rerun encodes only the images not in the journal and
     gives the uninterrupted run's curves; other weights or settings start afresh."""
-    from ois_lightning.atomic import Journal
+    from ois_lightning.utils.atomic import Journal
 
     cfg = tiny_cfg("clicks.max_eval=5")
     torch.manual_seed(0)

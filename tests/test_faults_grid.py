@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from ois_lightning.atomic import current_umask
+from ois_lightning.utils.atomic import current_umask
 from ois_lightning.cli import main
 from ois_lightning.config import load_config
 from ois_lightning.evaluate import EvalResult, write_results
 from ois_lightning.grid import load_table_spec
-from ois_lightning.lock import LOCK_FILE, LockError, locks_output_dir, output_dir_lock
+from ois_lightning.utils.lock import LOCK_FILE, LockError, locks_output_dir, output_dir_lock
 from ois_lightning.results import ResultsError, read_results, settings_fingerprint
 from ois_lightning.sweep import gpu_slots, run_local
 from ois_lightning.table import build_table, collect

@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from ois_lightning import eval_run, parallel
+from ois_lightning import eval_run
+from ois_lightning.utils import parallel
 from ois_lightning.cli import main
 from ois_lightning.clicks import Clicker
 from ois_lightning.config import load_config

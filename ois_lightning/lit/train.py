@@ -13,8 +13,8 @@ from ..check_data import check_splits
 from ..config import ConfigError
 from ..eval_run import evaluate_test_splits
 from ..evaluate import EvalResult
-from ..lock import locks_output_dir
-from ..parallel import local_processes, set_threads
+from ..utils.lock import locks_output_dir
+from ..utils.parallel import local_processes, set_threads
 from ..tracking import log_parameter_counts, log_test
 from .checkpointing import LAST, AtomicCheckpointIO, checkpoint_dir, prepare_checkpoint_dir, resume_path
 from .datamodule import EpochEndWarnings, OISDataModule

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..atomic import atomic_write
+from ..utils.atomic import atomic_write
 from ..config import ConfigError
 from ..data.layered import SPLIT_SEEDS, LayeredScenes
 from ..model.depth_models import IMAGENET_MEAN, IMAGENET_STD

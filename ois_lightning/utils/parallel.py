@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 import torch.distributed as dist
 
-from .data import Sample
+from ..data import Sample
 
 
 def world() -> tuple[int, int]:
