@@ -35,7 +35,8 @@ import torch
 from .bench_measure import PeakMemory, machine, sync, timed, torch_threads
 from .bench_report import format_table, write_json
 from .clicks import Clicker
-from .config import ClicksConfig, load_config
+from .config.schema import ClicksConfig
+from .config.load import load_config
 from .model import ImageEncoding, OISModel, build_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .config import ConfigError, load_config, load_config_with_sources, source_comments, to_yaml
+from .config.schema import ConfigError, to_yaml
+from .config.load import load_config, load_config_with_sources, source_comments
 
 
 def _print_config(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from .config import ConfigError, DepthSource
+from .config.schema import ConfigError, DepthSource
 from .data import DataError, SegDataset, write_depth
 from .data.depth import read_depth_meta, write_depth_meta
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from .config import ConfigError, check_checkpoint_config, to_dict
+from .config.schema import ConfigError, to_dict
+from .config.checks import check_checkpoint_config
 from .data.splits import build_split
 from .evaluate import TABLE_COLUMNS, EvalResult, evaluate, table_row, write_results
 from .utils.lock import locks_output_dir

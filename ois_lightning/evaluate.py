@@ -24,7 +24,7 @@ import torch
 
 from .utils.atomic import Journal, atomic_write
 from .clicks import Click, Clicker, iou
-from .config import to_dict
+from .config.schema import to_dict
 from .data import Sample
 from .feature_cache import FeatureCache
 from .metrics import format_metric, miou_curve, summarize_ious, summarize_timing

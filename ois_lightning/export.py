@@ -29,7 +29,9 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
 from .utils.atomic import atomic_write
-from .config import Config, ConfigError, load_config, uses_depth, validate
+from .config.schema import Config, ConfigError, uses_depth
+from .config.load import load_config
+from .config.checks import validate
 from .model import ImageEncoding, OISModel
 from .model.checkpoints import CheckpointError
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .utils.atomic import atomic_write
-from .config import ConfigError
+from .config.schema import ConfigError
 from .model import ImageEncoding, OISModel
 
 PER_CLICK = ("dense", "sparse", "fusion", "dense_fusion", "seg_head")  # OISModel parts run per click round

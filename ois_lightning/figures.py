@@ -22,7 +22,7 @@ import torch
 
 from .utils.atomic import atomic_write
 from .clicks import Click, Clicker
-from .config import ConfigError
+from .config.schema import ConfigError
 from .data import Sample
 from .evaluate import ClickBudget, click_budget, evaluate_samples, run_object
 from .metrics import miou_curve, noc_per_object

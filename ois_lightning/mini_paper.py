@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .utils.atomic import atomic_write
-from .config import ConfigError
+from .config.schema import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "experiments" / "demo"

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .clicks import Click
-from .config import uses_depth
+from .config.schema import uses_depth
 from .data import Sample
 from .eval_geometry import Crop, Letterbox, Mapping, Stretch, full_inputs, mirror
 from .feature_cache import FeatureCache

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from omegaconf import DictConfig
 
-from .config import to_dict
+from .config.schema import to_dict
 
 # Config keys (and sections) that do not change the numbers: names, output places, weight/cache locations,
 # the hardware layout (data.batch_size is the global batch whatever the devices), logging and monitoring.

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from .utils.atomic import atomic_write
-from .config import ConfigError
+from .config.schema import ConfigError
 from .grid import ARG_MACROS, GridPoint, Sweep, load_sweep, resolve_point
 from .utils.lock import in_use
 from .metrics import format_metric

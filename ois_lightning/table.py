@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .config import ConfigError
+from .config.schema import ConfigError
 from .grid import METRIC_GOALS, TableSpec, default_table_path, load_table_spec
 from .metrics import summarize_ious
 from .results import (ResultsError, RunResult, collect, describe_changes, read_results,  # noqa: F401 (re-exported)

@@ -33,7 +33,7 @@ from torch import nn
 
 from .utils.atomic import atomic_write
 from .clicks import Click
-from .config import ConfigError
+from .config.schema import ConfigError
 from .csv_log import CSVLog
 from .data import Sample
 from .data.splits import build_split

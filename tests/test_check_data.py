@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from ois_lightning.cli import main
-from ois_lightning.config import ConfigError, load_config
+from ois_lightning.config.schema import ConfigError
+from ois_lightning.config.load import load_config
 from ois_lightning.data.base import DataError, MissingFile, UnreadableFile, read_image, read_mask
 from ois_lightning.data.splits import build_split
 from ois_lightning.data.truncation import is_truncated

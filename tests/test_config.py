@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from ois_lightning.config import (CHOICES, FREE_TEXT, RANGES, Config, ConfigError, check_checkpoint_config,
-                                  config_mismatch, load_config, load_config_with_sources, source_comments, to_dict)
-from ois_lightning.config_checks import REGISTRIES
-from ois_lightning.config_load import LOCAL_ENV
+from ois_lightning.config.schema import CHOICES, FREE_TEXT, RANGES, Config, ConfigError, to_dict
+from ois_lightning.config.checks import check_checkpoint_config, config_mismatch
+from ois_lightning.config.load import load_config, load_config_with_sources, source_comments
+from ois_lightning.config.checks import REGISTRIES
+from ois_lightning.config.load import LOCAL_ENV
 
 from .conftest import REPO
 

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from ois_lightning.cli import main
-from ois_lightning.config import ConfigError, load_config
+from ois_lightning.config.schema import ConfigError
+from ois_lightning.config.load import load_config
 from ois_lightning.data import DataError, DepthFolder, build_dataset
 from ois_lightning.model.depth_models import DepthAnythingDepth, ZoeDepthDepth, build_depth_model
 from ois_lightning.model.order import normalize_depth

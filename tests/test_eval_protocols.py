@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from ois_lightning.clicks import Click
-from ois_lightning.config import ConfigError, load_config
+from ois_lightning.config.schema import ConfigError
+from ois_lightning.config.load import load_config
 from ois_lightning.data import Sample
 from ois_lightning.eval_geometry import Crop, Stretch, mirror
 from ois_lightning.evaluate import Predictor, evaluate, write_results

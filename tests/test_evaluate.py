@@ -11,7 +11,7 @@ from torch import nn
 
 from ois_lightning.cli import main
 from ois_lightning.clicks import Clicker
-from ois_lightning.config import load_config
+from ois_lightning.config.load import load_config
 from ois_lightning.data import LayeredScenes, Sample
 from ois_lightning.evaluate import (
     TABLE_COLUMNS, ClickBudget, Predictor, evaluate, evaluate_samples, run_object, table_row, write_results,

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ois_lightning.cli import main
-from ois_lightning.config import ConfigError, load_config
+from ois_lightning.config.schema import ConfigError
+from ois_lightning.config.load import load_config
 from ois_lightning.export import (
     config_from_checkpoint, example_inputs, export_onnx, graph_names, load_checkpoint, relative_error,
 )

@@ -16,7 +16,7 @@ import torch
 
 from ois_lightning.utils.atomic import current_umask
 from ois_lightning.cli import main
-from ois_lightning.config import load_config
+from ois_lightning.config.load import load_config
 from ois_lightning.evaluate import EvalResult, write_results
 from ois_lightning.grid import load_table_spec
 from ois_lightning.utils.lock import LOCK_FILE, LockError, locks_output_dir, output_dir_lock

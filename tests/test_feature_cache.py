@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from ois_lightning.config import load_config
+from ois_lightning.config.load import load_config
 from ois_lightning.feature_cache import FeatureCache, encoder_identity
 from ois_lightning.model import build_model
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from ois_lightning.cli import main
-from ois_lightning.config import load_config, to_dict
+from ois_lightning.config.load import load_config
+from ois_lightning.config.schema import to_dict
 from ois_lightning.data.splits import build_split
 from ois_lightning.export import load_checkpoint
 from ois_lightning.figures import (

@@ -17,7 +17,7 @@ from torch import nn
 
 from ois_lightning.bench import PAPER_WIDTHS
 from ois_lightning.cli import main
-from ois_lightning.config import load_config
+from ois_lightning.config.load import load_config
 from ois_lightning.lit.datamodule import OISDataModule
 from ois_lightning.lit.module import OISLitModule
 

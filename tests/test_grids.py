@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ois_lightning.config import ConfigError, load_config
+from ois_lightning.config.schema import ConfigError
+from ois_lightning.config.load import load_config
 from ois_lightning.grid import (METRIC_GOALS, load_sweep, load_table_spec, normalize_argv, point_overrides,
                                 resolve_point, run_identity)
 

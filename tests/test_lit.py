@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import default_collate
 
 from ois_lightning.cli import main
-from ois_lightning.config import load_config
+from ois_lightning.config.load import load_config
 from ois_lightning.evaluate import evaluate
 from ois_lightning.lit.datamodule import OISDataModule, eval_dataset
 from ois_lightning.lit.module import OISLitModule, add_click

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ois_lightning.config import load_config
+from ois_lightning.config.load import load_config
 from ois_lightning.losses import NormalizedFocalLoss
 from ois_lightning.model import build_model
 from ois_lightning.model import prompts

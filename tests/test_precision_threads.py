@@ -13,7 +13,7 @@ from ois_lightning import eval_run
 from ois_lightning.utils import parallel
 from ois_lightning.cli import main
 from ois_lightning.clicks import Clicker
-from ois_lightning.config import load_config
+from ois_lightning.config.load import load_config
 from ois_lightning.data import LayeredScenes
 from ois_lightning.evaluate import evaluate
 from ois_lightning.lit import train as lit_train

@@ -15,7 +15,8 @@ import yaml
 from ois_lightning import tracking
 from ois_lightning.cli import main
 from ois_lightning.clicks import Click
-from ois_lightning.config import ConfigError, load_config
+from ois_lightning.config.schema import ConfigError
+from ois_lightning.config.load import load_config
 from ois_lightning.grid import METRIC_GOALS, default_table_path, load_table_spec
 from ois_lightning.lit.loggers import build_logger
 

@@ -19,7 +19,7 @@ import lightning as L
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 
-from ..config import ConfigError, uses_depth
+from ..config.schema import ConfigError, uses_depth
 from ..data import build_train_transform
 from ..data.splits import FOLDERS, build_split, dataset_root, eval_dataset, train_datasets  # noqa: F401 (re-exported)
 from ..data.training import EpochSampler, TrainingSamples, per_device_batch

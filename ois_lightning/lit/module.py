@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from ..clicks import next_training_click
-from ..config import to_dict
+from ..config.schema import to_dict
 from ..evaluate import ClickBudget, evaluate_samples, predictor_for
 from ..losses import NormalizedFocalLoss
 from ..metrics import summarize_ious

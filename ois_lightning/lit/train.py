@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
 
 from ..check_data import check_splits
-from ..config import ConfigError
+from ..config.schema import ConfigError
 from ..eval_run import evaluate_test_splits
 from ..evaluate import EvalResult
 from ..utils.lock import locks_output_dir

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..config import uses_depth
+from ..config.schema import uses_depth
 from .backbones import BackboneSpec, build, build_head
 from .checkpoints import init_from_depth_head
 from .depth_encoder import DepthEncoder
@@ -151,7 +151,7 @@ class OISModel(nn.Module):
 
 
 def build_model(cfg, depth=None) -> OISModel:
-    """OISModel from the ``model`` section of the config (``ois_lightning.config.ModelConfig``) and, for a
+    """OISModel from the ``model`` section of the config (``ois_lightning.config.schema.ModelConfig``) and, for a
     separate depth model (``data.depth.model`` with ``data.depth.source=model``), the ``data.depth`` section.
 
     ``model.backbone.checkpoint`` loads strictly into the encoder and depth head; with a depth head, the

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..utils.atomic import atomic_write
-from ..config import ConfigError
+from ..config.schema import ConfigError
 from ..data.layered import SPLIT_SEEDS, LayeredScenes
 from ..model.depth_models import IMAGENET_MEAN, IMAGENET_STD
 

@@ -139,7 +139,7 @@ def output_dir_lock(output_dir: str | Path, command: str) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = _acquire(path, command)
     except OSError as e:
-        from ..config import ConfigError
+        from ..config.schema import ConfigError
 
         raise ConfigError(f"output_dir={output_dir}: cannot create {path} ({e.strerror or e}); "
                           "expected a writable directory") from None

@@ -1,14 +1,13 @@
 """Typed configuration: the schema (OmegaConf structured dataclasses) and, next to it, the allowed values.
 
 Every switch of the paper's ablations (Tables 4-11) is a field here, so a table row is a YAML file. Loading
-(YAML ``base:`` chain, local layer, overrides) is :mod:`ois_lightning.config_load`, the checks are
-:mod:`ois_lightning.config_checks`; both are re-exported here. Any bad value is a :class:`ConfigError` naming
+(YAML ``base:`` chain, local layer, overrides) is :mod:`ois_lightning.config.load`, the checks are
+:mod:`ois_lightning.config.checks`. Any bad value is a :class:`ConfigError` naming
 the file (or "command line"), the key and the value.
 """
 from __future__ import annotations
 
 import enum
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -313,7 +312,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.depth.preprocess": ("official", "input"),
 }
 NON_EMPTY = ("data.train", "data.test")  # lists that need at least one entry
-# string keys without fixed choices (paths, names); with CHOICES and config_checks.REGISTRIES every string field
+# string keys without fixed choices (paths, names); with CHOICES and checks.REGISTRIES every string field
 FREE_TEXT = ("base", "name", "table", "row", "output_dir", "ckpt", "ckpt_path", "weights", "model.backbone.checkpoint",
              "data.root", "data.paths", "data.cocolvis_allow_list", "data.depth.folder", "data.depth.checkpoint",
              "eval.feature_cache", "logger.project", "logger.group", "logger.tags", "logger.name")
@@ -333,14 +332,3 @@ def to_dict(cfg: DictConfig) -> dict:
     """Plain dict with enums as their values (for W&B, results.json)."""
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
-
-_ELSEWHERE = {"config_load": ("load_config", "load_config_with_sources", "read_yaml", "source_comments"),
-              "config_checks": ("validate", "check_checkpoint_config", "config_mismatch")}
-
-
-def __getattr__(name: str) -> Any:
-    """The loader and the checks import this module, so it re-exports them on first use (no import cycle)."""
-    module = next((m for m, names in _ELSEWHERE.items() if name in names), None)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{module}", __package__), name)

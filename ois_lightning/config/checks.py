@@ -1,4 +1,4 @@
-"""Checks of a loaded config: every value against the tables of :mod:`ois_lightning.config` (ranges, choices,
+"""Checks of a loaded config: every value against the tables of :mod:`ois_lightning.config.schema` (ranges, choices,
 registries), relations between keys, random weights only on request, and a checkpoint's stored config against
 the one it is evaluated with. Each problem is one :class:`ConfigError` line naming the layer, key and value."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any, Callable, Collection, Iterator, Mapping, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .config import (CHOICES, NON_EMPTY, RANGES, Config, ConfigError, DepthSource, FusionKind, to_dict,
+from .schema import (CHOICES, NON_EMPTY, RANGES, Config, ConfigError, DepthSource, FusionKind, to_dict,
                      uses_depth)
 
 Sources = Mapping[str, str]
@@ -16,19 +16,19 @@ Where = Callable[..., str]
 
 
 def _backbones() -> Collection[str]:
-    from .model.backbones import SPECS
+    from ..model.backbones import SPECS
 
     return SPECS
 
 
 def _depth_models() -> Collection[str]:
-    from .model.depth_models import depth_model_names
+    from ..model.depth_models import depth_model_names
 
     return depth_model_names()
 
 
 def _datasets() -> Collection[str]:
-    from .data import DATASETS
+    from ..data import DATASETS
 
     return DATASETS
 
@@ -142,7 +142,7 @@ def validate(cfg: DictConfig, where: Where = lambda *keys: "config") -> None:
     if not m.sparse.enabled and not m.dense.enabled:
         raise _fail(where, ("model.sparse.enabled", "model.dense.enabled"), "model.sparse.enabled=false and "
                     "model.dense.enabled=false leave no prompt path; enable one")
-    from .model.backbones import SPECS
+    from ..model.backbones import SPECS
 
     patch = SPECS[m.backbone.name].patch_size
     if m.input_size % patch != 0:
@@ -171,7 +171,7 @@ def _validate_depth(cfg: DictConfig, where: Where) -> None:
         raise _fail(where, ("model.depth_encoder.dim", "model.depth_encoder.num_heads"), f"model.depth_encoder.dim="
                     f"{enc.dim} not divisible by num_heads={enc.num_heads}")
     if d.model is not None:
-        from .model.depth_models import depth_model_kind
+        from ..model.depth_models import depth_model_kind
 
         if not uses_depth(m):
             raise _fail(where, ("data.depth.model", "model"), f"data.depth.model={d.model} is unused: no part of "
@@ -184,7 +184,7 @@ def _validate_depth(cfg: DictConfig, where: Where) -> None:
             raise _fail(where, ("data.depth.kind", "data.depth.model"), f"data.depth.kind={d.kind} but "
                         f"data.depth.model={d.model} gives '{kind}' maps; set data.depth.kind={kind}")
     elif uses_depth(m) and d.source == DepthSource.model:
-        from .model.backbones import SPECS
+        from ..model.backbones import SPECS
 
         if not SPECS[m.backbone.name].has_depth_head:
             raise _fail(where, ("model.backbone.name", "data.depth.source"), f"model.backbone.name={m.backbone.name} "

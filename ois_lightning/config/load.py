@@ -1,6 +1,6 @@
 """Loading a config in layers, recording which layer set each key.
 
-Precedence, lowest first: schema defaults (:mod:`ois_lightning.config`) <- the YAML ``base:`` chain (root
+Precedence, lowest first: schema defaults (:mod:`ois_lightning.config.schema`) <- the YAML ``base:`` chain (root
 first, ``${oc.env:VAR,default}`` values resolved from this machine's environment) <- the local layer
 (``experiments/local.yaml``, git-ignored: this machine's paths) <- ``key=value`` command-line overrides. Then a
 null ``model.backbone.checkpoint`` / ``data.depth.checkpoint`` takes ``weights.<network name>``.
@@ -16,8 +16,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import Config, ConfigError
-from .config_checks import check, leaves
+from .schema import Config, ConfigError
+from .checks import check, leaves
 
 LOCAL_ENV = "OIS_LOCAL_CONFIG"  # path of the local layer instead of experiments/local.yaml; empty: none
 LOCAL_NAME = "local.yaml"  # next to the root of the base chain (experiments/base.yaml -> experiments/local.yaml)
