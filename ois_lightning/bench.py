@@ -34,7 +34,7 @@ import torch
 
 from .bench_measure import PeakMemory, machine, sync, timed, torch_threads
 from .bench_report import format_table, write_json
-from .clicks import Clicker
+from .protocol.clicks import Clicker
 from .config.schema import ClicksConfig
 from .config.load import load_config
 from .model import ImageEncoding, OISModel, build_model
@@ -265,8 +265,8 @@ def bench_train_step(steps: int, batch: int, overrides: list[str], device: torch
 def bench_grid(s: Settings, device: torch.device) -> dict:
     """The 5 Table 4 rows (tiny model, shared frozen encoder) evaluated on generated scenes: one row alone,
     the grid without the feature cache, and the grid with a cold cache."""
-    from .evaluate import evaluate
-    from .lit.datamodule import eval_dataset
+    from .protocol.evaluate import evaluate
+    from .data.splits import eval_dataset
 
     size = s.tiny_input
     overrides = TINY_WIDTHS + [f"model.input_size={size}", "data.test=[layered]", f"data.layered.size={size}",

@@ -55,7 +55,7 @@ def _eval(args: argparse.Namespace) -> int:
         cfg = config_from_checkpoint(args.ckpt, None, overrides)  # the checkpoint's stored config <- overrides
     else:
         raise ConfigError("ois eval: give CONFIG (with ckpt=PATH), or --ckpt PATH to use the checkpoint's config")
-    from .eval_run import evaluate_checkpoint  # no Lightning
+    from .protocol.eval_run import evaluate_checkpoint  # no Lightning
 
     evaluate_checkpoint(cfg)
     return 0
@@ -98,7 +98,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _table(args: argparse.Namespace) -> int:
-    from .table import ResultsError, make_table
+    from .protocol.results import ResultsError
+    from .table import make_table
 
     try:
         make_table(args.runs, args.table, args.paper, args.n_boot, args.bootstrap_seed,

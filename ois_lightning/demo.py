@@ -30,7 +30,7 @@ QUALITATIVE_CLICKS = 3
 def _first_click_order_map(predictor, gt: np.ndarray) -> dict:
     """:meth:`Predictor.order_map` of the protocol's first (positive) click: ``positive`` its Eq. 1 map and
     ``depth`` the model's depth, both (H,W) in the original frame."""
-    from .clicks import Clicker
+    from .protocol.clicks import Clicker
 
     click = Clicker(gt).next_click(np.zeros(gt.shape, bool))
     return predictor.order_map(np.array([[click.y, click.x]]), np.array([1]))
@@ -39,10 +39,10 @@ def _first_click_order_map(predictor, gt: np.ndarray) -> dict:
 def plot_qualitative(ckpt_full: Path, ckpt_wo_order: Path, path: Path, overrides: list[str]) -> None:
     """Paper Fig. 1 style: for a few test scenes, image | depth | order map of click 1 | Full | w/o order."""
     from .data.splits import build_split
-    from .evaluate import ClickBudget, run_object
+    from .protocol.evaluate import ClickBudget, run_object
     from .export import config_from_checkpoint
     from .figures import draw_clicks, draw_prediction, new_figure, save_figure
-    from .predictor import Predictor
+    from .protocol.predictor import Predictor
 
     predictors = [Predictor.from_checkpoint(c, "cpu", overrides) for c in (ckpt_full, ckpt_wo_order)]
     dataset = build_split(config_from_checkpoint(ckpt_full, None, overrides), "layered", "test")

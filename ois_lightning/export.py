@@ -42,7 +42,7 @@ CLICK_INPUTS = ("coords", "labels", "prev_mask")
 
 class StoredConfigError(ConfigError, CheckpointError):
     """A file that is no Lightning checkpoint with a stored config: a config error on the command line (pass
-    --config), a CheckpointError to :meth:`~ois_lightning.predictor.Predictor.from_checkpoint`."""
+    --config), a CheckpointError to :meth:`~ois_lightning.protocol.predictor.Predictor.from_checkpoint`."""
 
 
 def config_from_checkpoint(ckpt: str | Path, config: str | Path | None = None,
@@ -58,7 +58,7 @@ def config_from_checkpoint(ckpt: str | Path, config: str | Path | None = None,
 
 def _stored_config(ckpt: Path, overrides: Sequence[str]) -> DictConfig:
     """Schema defaults <- the checkpoint's ``hyper_parameters`` <- ``overrides``, validated."""
-    from .eval_run import read_checkpoint
+    from .protocol.eval_run import read_checkpoint
 
     checkpoint = read_checkpoint(ckpt)
     stored = checkpoint.get("hyper_parameters")
@@ -84,7 +84,7 @@ def _stored_config(ckpt: Path, overrides: Sequence[str]) -> DictConfig:
 def load_checkpoint(ckpt: str | Path, config: str | Path | None = None,
                     overrides: Sequence[str] = ()) -> tuple[OISModel, DictConfig]:
     """:func:`config_from_checkpoint` and the model with the checkpoint's weights, in eval mode."""
-    from .eval_run import load_weights
+    from .protocol.eval_run import load_weights
 
     cfg = config_from_checkpoint(ckpt, config, overrides)
     return load_weights(cfg).eval(), cfg

@@ -21,19 +21,19 @@ import numpy as np
 import torch
 
 from .utils.atomic import atomic_write
-from .clicks import Click, Clicker
+from .protocol.clicks import Click, Clicker
 from .config.schema import ConfigError
 from .data import Sample
-from .evaluate import ClickBudget, click_budget, evaluate_samples, run_object
-from .metrics import miou_curve, noc_per_object
-from .model.introspection import order_attention_weights  # noqa: F401  (Fig. 6's weights, imported from here)
-from .predictor import Predictor, click_arrays, predictor_for
+from .protocol.evaluate import ClickBudget, click_budget, evaluate_samples, run_object
+from .protocol.metrics import miou_curve, noc_per_object
+from .protocol.predictor import Predictor, click_arrays, predictor_for
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from .table import RunResult, Table
+    from .protocol.results import RunResult
+    from .table import Table
 
 PANEL = 2.6  # inches per panel
 

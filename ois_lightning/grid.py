@@ -17,7 +17,7 @@ from typing import Any, Optional
 from .config.schema import ConfigError
 from .config.load import load_config, read_yaml
 
-# Metric names (keys of ois_lightning.metrics.summarize_ious) a table may list, with the better direction.
+# Metric names (keys of ois_lightning.protocol.metrics.summarize_ious) a table may list, with the better direction.
 METRIC_GOALS: dict[str, str] = {
     "NoC85": "lower", "NoC90": "lower", "NoC95": "lower",
     "NoF85": "lower", "NoF90": "lower", "NoF95": "lower",

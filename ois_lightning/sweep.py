@@ -6,7 +6,7 @@ point's ``key=value`` tokens), followed by ``output_dir=<runs>/<sweep>/<row>/see
 W&B runs offline unless ``WANDB_MODE`` is set (``wandb sync <output_dir>/wandb/offline-run-*`` later).
 
 Resumable: a point is skipped when every results.json it writes is valid, of its seed and of its settings
-(:func:`ois_lightning.results.settings_fingerprint` of the point's config, so a rerun with other overrides
+(:func:`ois_lightning.protocol.results.settings_fingerprint` of the point's config, so a rerun with other overrides
 reruns it, saying which keys changed). Any other point is (re)run, resuming its training from
 ``<output_dir>/checkpoints/last.ckpt`` (``ckpt_path=last``) when that exists, except after a change of settings
 (the checkpoint belongs to the old ones). A point counts as done only when its process exits 0 and leaves such
@@ -29,8 +29,8 @@ from .utils.atomic import atomic_write
 from .config.schema import ConfigError
 from .grid import ARG_MACROS, GridPoint, Sweep, load_sweep, resolve_point
 from .utils.lock import in_use
-from .metrics import format_metric
-from .results import ResultsError, describe_changes, read_results, result_settings, results_paths
+from .protocol.metrics import format_metric
+from .protocol.results import ResultsError, describe_changes, read_results, result_settings, results_paths
 from .supervise import GRACE_S, die_with_parent
 
 TERMINATE_GRACE_S = GRACE_S + 10.0  # the supervisor's grace for the point, then its own exit
@@ -56,7 +56,7 @@ class Job:
     row: str
     output_dir: Path
     argv: list[str]
-    results: list[Path]  # one results.json per test dataset (ois_lightning.results.results_paths)
+    results: list[Path]  # one results.json per test dataset (ois_lightning.protocol.results.results_paths)
     settings: dict[str, Any]  # result_settings of the point's config
 
     @property

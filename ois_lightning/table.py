@@ -1,7 +1,7 @@
 """``ois table``: collate ``results.json`` files of a sweep into a paper table (Tables 4-11).
 
 Per row: our number (mean ± sample std over seeds; each seed's metric recomputed from its per-object IoU
-curves with :func:`ois_lightning.metrics.summarize_ious`), the delta against the row's reference ("Full") row,
+curves with :func:`ois_lightning.protocol.metrics.summarize_ious`), the delta against the row's reference ("Full") row,
 and a 95% paired bootstrap confidence interval of that delta over seeds and evaluated objects.
 
 Bootstrap (two levels, so that the interval holds both sources of variation): each replicate draws, for the
@@ -26,9 +26,8 @@ import numpy as np
 
 from .config.schema import ConfigError
 from .grid import METRIC_GOALS, TableSpec, default_table_path, load_table_spec
-from .metrics import summarize_ious
-from .results import (ResultsError, RunResult, collect, describe_changes, read_results,  # noqa: F401 (re-exported)
-                      results_paths)
+from .protocol.metrics import summarize_ious
+from .protocol.results import ResultsError, RunResult, collect, describe_changes
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -50,7 +49,7 @@ def run_metrics(run: RunResult, metrics: Sequence[str]) -> dict[str, float]:
 
 def per_object_metrics(run: RunResult, metrics: Sequence[str]) -> dict[str, np.ndarray]:
     """(N,) value of every metric per object: the metric of the single-object set, so definitions stay in
-    ois_lightning.metrics; aggregating them with :func:`_aggregate` gives :func:`run_metrics`."""
+    ois_lightning.protocol.metrics; aggregating them with :func:`_aggregate` gives :func:`run_metrics`."""
     single = [summarize_ious([curve], run.max_clicks) for curve in run.ious]
     return {m: np.array([s[m] for s in single], dtype=float) for m in metrics}
 

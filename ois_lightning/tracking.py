@@ -32,16 +32,16 @@ from omegaconf import DictConfig
 from torch import nn
 
 from .utils.atomic import atomic_write
-from .clicks import Click
+from .protocol.clicks import Click
 from .config.schema import ConfigError
 from .csv_log import CSVLog
 from .data import Sample
 from .data.splits import build_split
-from .evaluate import ClickBudget, EvalResult, click_budget, run_object
+from .protocol.evaluate import ClickBudget, EvalResult, click_budget, run_object
 from .grid import METRIC_GOALS, run_identity
-from .metrics import miou_curve, summarize_ious
-from .predictor import Predictor, predictor_for
-from .results import results_paths
+from .protocol.metrics import miou_curve, summarize_ious
+from .protocol.predictor import Predictor, predictor_for
+from .protocol.results import results_paths
 
 WANDB_RUN_ID = "wandb_run_id"  # in output_dir: the W&B run a resumed training continues
 MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}

@@ -91,7 +91,7 @@ def call(server: AppServer, path: str, body: dict | None = None, headers: dict |
 
 def reference_masks(ckpt: Path, image: np.ndarray, clicks: list[dict]) -> list[np.ndarray]:
     """The Predictor's mask after each click, fed its previous mask as the app does."""
-    from ois_lightning.predictor import Predictor
+    from ois_lightning.protocol.predictor import Predictor
 
     p = Predictor.from_checkpoint(ckpt, device="cpu")
     p.set_image(image)

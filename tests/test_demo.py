@@ -17,7 +17,7 @@ from ois_lightning.mini_paper import DEMO, TABLES
 from ois_lightning.model import build_model
 from ois_lightning.scorecard import AGREES, DISAGREES, INCONCLUSIVE, NOT_IN_PAPER, verdict
 from ois_lightning.config.load import load_config
-from ois_lightning.table import read_results
+from ois_lightning.protocol.results import read_results
 
 from .conftest import REPO
 

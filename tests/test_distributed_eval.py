@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from ois_lightning import evaluate as evaluate_module
+from ois_lightning.protocol import evaluate as evaluate_module
 from ois_lightning.utils import parallel
 from ois_lightning.cli import main
 from ois_lightning.data import LayeredScenes, Sample
-from ois_lightning.evaluate import Predictor, evaluate
+from ois_lightning.protocol.evaluate import Predictor, evaluate
 from ois_lightning.model import build_model
 
 from .conftest import REPO

@@ -1,4 +1,4 @@
-"""The evaluation protocol (ois_lightning.evaluate) and `ois eval`."""
+"""The evaluation protocol (ois_lightning.protocol.evaluate) and `ois eval`."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from ois_lightning.cli import main
-from ois_lightning.clicks import Clicker
+from ois_lightning.protocol.clicks import Clicker
 from ois_lightning.config.load import load_config
 from ois_lightning.data import LayeredScenes, Sample
-from ois_lightning.evaluate import (
+from ois_lightning.protocol.evaluate import (
     TABLE_COLUMNS, ClickBudget, Predictor, evaluate, evaluate_samples, run_object, table_row, write_results,
 )
 from ois_lightning.model import ImageEncoding, build_model

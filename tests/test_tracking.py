@@ -14,7 +14,7 @@ import yaml
 
 from ois_lightning import tracking
 from ois_lightning.cli import main
-from ois_lightning.clicks import Click
+from ois_lightning.protocol.clicks import Click
 from ois_lightning.config.schema import ConfigError
 from ois_lightning.config.load import load_config
 from ois_lightning.grid import METRIC_GOALS, default_table_path, load_table_spec
@@ -266,7 +266,7 @@ def test_logged_order_map_is_the_models_own(clicks: str):
     negative first click has no map (all zero), with pos+neg it has Eq. 2's; a positive click has Eq. 1's."""
     from ois_lightning.data.splits import build_split
     from ois_lightning.model import build_model
-    from ois_lightning.predictor import predictor_for
+    from ois_lightning.protocol.predictor import predictor_for
 
     cfg = load_config(TINY_YAML, [*QUICK, "model.backbone.random_init=true", f"model.order.clicks={clicks}"])
     model = build_model(cfg.model, cfg.data.depth).eval()

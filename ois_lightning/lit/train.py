@@ -1,5 +1,5 @@
 """``ois train``: Lightning Trainer, checkpoints, resume and loggers from the config; the final evaluation on
-``data.test`` (``ois_lightning/eval_run.py``, shared with ``ois eval``) writes ``<output_dir>/results.json`` per
+``data.test`` (``ois_lightning/protocol/eval_run.py``, shared with ``ois eval``) writes ``<output_dir>/results.json`` per
 test dataset (schema in docs/training.md)."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 
 from ..check_data import check_splits
 from ..config.schema import ConfigError
-from ..eval_run import evaluate_test_splits
-from ..evaluate import EvalResult
+from ..protocol.eval_run import evaluate_test_splits
+from ..protocol.evaluate import EvalResult
 from ..utils.lock import locks_output_dir
 from ..utils.parallel import local_processes, set_threads
 from ..tracking import log_parameter_counts, log_test

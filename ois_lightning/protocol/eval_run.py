@@ -18,14 +18,14 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from .config.schema import ConfigError, to_dict
-from .config.checks import check_checkpoint_config
-from .data.splits import build_split
+from ..config.schema import ConfigError, to_dict
+from ..config.checks import check_checkpoint_config
+from ..data.splits import build_split
 from .evaluate import TABLE_COLUMNS, EvalResult, evaluate, table_row, write_results
-from .utils.lock import locks_output_dir
-from .model import OISModel, build_model
-from .model.checkpoints import CheckpointError
-from .utils.parallel import barrier, local_processes, process_group_from_env, rank_path, set_threads, world
+from ..utils.lock import locks_output_dir
+from ..model import OISModel, build_model
+from ..model.checkpoints import CheckpointError
+from ..utils.parallel import barrier, local_processes, process_group_from_env, rank_path, set_threads, world
 from .results import results_paths
 
 EVAL_JOURNAL = "eval_journal.jsonl"  # beside results.json while the evaluation runs
@@ -103,7 +103,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, EvalResult]:
     go to the tracker of ``logger.kind`` as an evaluation run of its own (``tracking.eval_logger``). Under
     torchrun the images are sharded over the processes (:func:`process_group_from_env`) and rank 0 writes and
     logs. ``eval.threads`` sets torch's threads."""
-    from .tracking import eval_logger, log_parameter_counts, log_test  # W&B: not for other load_weights users
+    from ..tracking import eval_logger, log_parameter_counts, log_test  # W&B: not for other load_weights users
 
     set_threads(cfg.eval.threads, local_processes())
     torch.manual_seed(cfg.seed)

@@ -1,4 +1,4 @@
-"""Checks of what a user hands to :class:`~ois_lightning.predictor.Predictor`: each bad input is one ValueError
+"""Checks of what a user hands to :class:`~ois_lightning.protocol.predictor.Predictor`: each bad input is one ValueError
 line saying what was expected."""
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def check_prev_mask(prev_mask: object, size: tuple[int, int]) -> np.ndarray | No
 
 
 def click_arrays(clicks: Sequence[Click]) -> tuple[np.ndarray, np.ndarray]:
-    """:class:`Click` list (the :class:`~ois_lightning.clicks.Clicker`'s) -> points (K,2) int64 (y, x) and
+    """:class:`Click` list (the :class:`~ois_lightning.protocol.clicks.Clicker`'s) -> points (K,2) int64 (y, x) and
     labels (K,) int64, 1 positive / 0 negative."""
     points = np.array([(c.y, c.x) for c in clicks], dtype=np.int64).reshape(-1, 2)
     return points, np.array([int(c.positive) for c in clicks], dtype=np.int64)

@@ -4,8 +4,8 @@ uses which). The API follows SAM's ``SamPredictor`` (``segment_anything/predicto
 ``predict`` per prompt) on a self-describing checkpoint, as isegm's ``load_is_model``.
 
 :class:`Predictor` encodes the image once in ``set_image`` (paper Fig. 2) and runs one decoder pass per click
-round in ``predict``; the geometry is an :mod:`~ois_lightning.eval_geometry` mapping. Zoom-in
-(:mod:`~ois_lightning.zoom_in`) gives the model a crop from the 2nd click on: the encoder runs again whenever
+round in ``predict``; the geometry is an :mod:`~ois_lightning.protocol.geometry` mapping. Zoom-in
+(:mod:`~ois_lightning.protocol.zoom_in`) gives the model a crop from the 2nd click on: the encoder runs again whenever
 the crop changes, as in the references, and the crop's probabilities are pasted into a zero full-image map.
 Flip runs the input and its mirror as a batch of two (two encodings per image or crop) and averages the
 logits after un-mirroring, then the sigmoid, as the isegm predictor (``isegm/inference/predictors/base.py``:
@@ -23,14 +23,14 @@ import torch
 from torch import Tensor
 
 from .clicks import Click
-from .config.schema import uses_depth
-from .data import Sample
-from .eval_geometry import Crop, Letterbox, Mapping, Stretch, full_inputs, mirror
+from ..config.schema import uses_depth
+from ..data import Sample
+from .geometry import Crop, Letterbox, Mapping, Stretch, full_inputs, mirror
 from .feature_cache import FeatureCache
-from .model import ImageEncoding, OISModel
-from .model.introspection import order_attention_weights
-from .model.order import order_maps
-from .model.prompts import NEG, PAD, POS
+from ..model import ImageEncoding, OISModel
+from ..model.introspection import order_attention_weights
+from ..model.order import order_maps
+from ..model.prompts import NEG, PAD, POS
 from .predictor_inputs import check_clicks, check_depth, check_image, check_prev_mask, click_arrays
 from .zoom_in import ZoomIn
 
@@ -89,7 +89,7 @@ class Predictor:
         ``overrides`` on top, e.g. ``["eval.precision=bf16-mixed"]``), weights loaded strictly, in eval mode on
         ``device`` (None: cuda if available, else cpu). A file that is no such checkpoint is a one-line
         CheckpointError; bad overrides, or protocol keys that differ from training, a ConfigError."""
-        from .export import load_checkpoint
+        from ..export import load_checkpoint
 
         model, cfg = load_checkpoint(path, overrides=overrides)  # StoredConfigError is a CheckpointError
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -194,7 +194,7 @@ class Predictor:
         1 positive / 0 negative, and the previous round's bool (H,W) mask (None: a new object) -> (bool (H,W)
         mask = prob > ``threshold``, float32 (H,W) probabilities). With zoom-in the crop follows the object of
         the previous call. The protocol's form ``predict(clicks, prev_mask)`` takes a list of
-        :class:`~ois_lightning.clicks.Click` and returns the probabilities alone."""
+        :class:`~ois_lightning.protocol.clicks.Click` and returns the probabilities alone."""
         if isinstance(points, (list, tuple)) and points and isinstance(points[0], Click):
             return self._round(list(points), labels)
         clicks = self._clicks(points, labels)

@@ -4,7 +4,7 @@ The fingerprint hashes the settings that change a run's numbers (:func:`result_s
 config alone (no model is built), so ``ois sweep`` can compare a planned point with a finished one and
 ``ois table`` can refuse to average seeds trained or evaluated differently. The seed is not part of it (a
 row's seeds share one fingerprint; results.json records the seed on its own), nor are the weights
-(:func:`ois_lightning.evaluate.fingerprint` hashes those for the evaluation journal).
+(:func:`ois_lightning.protocol.evaluate.fingerprint` hashes those for the evaluation journal).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from omegaconf import DictConfig
 
-from .config.schema import to_dict
+from ..config.schema import to_dict
 
 # Config keys (and sections) that do not change the numbers: names, output places, weight/cache locations,
 # the hardware layout (data.batch_size is the global batch whatever the devices), logging and monitoring.

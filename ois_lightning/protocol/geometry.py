@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .data import Sample, apply, build_eval_transform
-from .data.transforms import EXACT_NEAREST
+from ..data import Sample, apply, build_eval_transform
+from ..data.transforms import EXACT_NEAREST
 from .zoom_in import Box
 
 _letterbox_transform = lru_cache(maxsize=4)(build_eval_transform)  # one Pipeline per input size

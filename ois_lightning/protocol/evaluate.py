@@ -1,9 +1,9 @@
 """The isegm evaluation protocol for OIS (paper Sec. 4.1, App. A.1; ``../shared/notes/protocol.md``).
 
-:class:`~ois_lightning.predictor.Predictor` wraps an :class:`~ois_lightning.model.OISModel` for one image under
+:class:`~ois_lightning.protocol.predictor.Predictor` wraps an :class:`~ois_lightning.model.OISModel` for one image under
 the configured protocol (``eval.resize`` letterbox | stretch, ``eval.zoom_in``, ``eval.flip``): one encoder pass
 per image, then one cheap decoder pass per click round. :func:`evaluate` runs the
-:class:`~ois_lightning.clicks.Clicker` for 20 clicks on every object and reports the paper's metrics
+:class:`~ois_lightning.protocol.clicks.Clicker` for 20 clicks on every object and reports the paper's metrics
 (NoC, NoF, k-mIoU, SPC with the encoder and per-click parts apart); samples without an object are counted as
 skipped; under a process group the images are sharded over the ranks (:mod:`~ois_lightning.utils.parallel`).
 :func:`write_results` writes results.json (atomically, with the protocol and the skipped samples), the
@@ -22,14 +22,14 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from .utils.atomic import Journal, atomic_write
+from ..utils.atomic import Journal, atomic_write
 from .clicks import Click, Clicker, iou
-from .config.schema import to_dict
-from .data import Sample
+from ..config.schema import to_dict
+from ..data import Sample
 from .feature_cache import FeatureCache
 from .metrics import format_metric, miou_curve, summarize_ious, summarize_timing
-from .model import OISModel
-from .utils.parallel import gather_records, local_samples, rank_path, world
+from ..model import OISModel
+from ..utils.parallel import gather_records, local_samples, rank_path, world
 from .predictor import Predictor, click_arrays, predictor_for, protocol
 from .results import settings_fingerprint
 
@@ -257,7 +257,7 @@ def plot_miou(ious: Sequence[Sequence[float]], path: Path, title: str = "") -> N
 def write_results(result: EvalResult, output_dir: str | Path, cfg: Any, dataset: str) -> Path:
     """``output_dir``/results.json (schema in docs/training.md) and ``miou_vs_clicks.png``, both atomic. The
     summary also records the :func:`protocol` and the ``skipped`` samples (count and ids); ``fingerprint`` is
-    :func:`~ois_lightning.results.settings_fingerprint` of ``cfg``."""
+    :func:`~ois_lightning.protocol.results.settings_fingerprint` of ``cfg``."""
     out = Path(output_dir)
     skipped = {"count": len(result.skipped), "ids": result.skipped}
     payload = {

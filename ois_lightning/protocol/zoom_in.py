@@ -12,7 +12,7 @@ Facts from ``SamsungLabs/ritm_interactive_segmentation`` / ``uncbiag/SimpleClick
   row- and column-interval IoUs);
 * the first click (``skip_clicks=1``, RITM's default) sees the full image.
 
-The geometry of a crop in the model input is :class:`~ois_lightning.eval_geometry.Crop`.
+The geometry of a crop in the model input is :class:`~ois_lightning.protocol.geometry.Crop`.
 """
 from __future__ import annotations
 
