@@ -291,7 +291,7 @@ def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, pa
     """Collate ``runs_dir``, write ``table.md`` and ``table.csv`` there (atomically) and print the Markdown.
     A row without results is a :class:`ResultsError` unless ``allow_partial`` (then a warning)."""
     from .utils.atomic import atomic_write
-    from .tracking import log_table
+    from .tracking.wandb_run import log_table
 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():

@@ -1,5 +1,5 @@
 """The import structure (docs/architecture.md): Lightning only in ``ois_lightning/lit/`` and ``ois eval`` needs none
-of it; W&B only in ``ois_lightning/tracking.py``, which imports no Lightning; training does not import the table
+of it; W&B only in ``ois_lightning/tracking/wandb_run.py``, which imports no Lightning; training does not import the table
 collation (``ois_lightning/table.py``). Each check runs in a fresh interpreter, so nothing imported by other
 tests counts."""
 from __future__ import annotations
@@ -37,4 +37,4 @@ def test_training_does_not_import_the_table_collation():
 
 
 def test_tracking_imports_no_lightning():
-    run_python(f"import sys\nimport ois_lightning.tracking\nassert not {LOADED}, {LOADED}\n")
+    run_python(f"import sys\nimport ois_lightning.tracking.wandb_run\nassert not {LOADED}, {LOADED}\n")

@@ -1,4 +1,4 @@
-"""The tracking layer (ois_lightning.tracking): what reaches W&B, checked at W&B's public entry points (a
+"""The tracking layer (ois_lightning.tracking.wandb_run): what reaches W&B, checked at W&B's public entry points (a
 recorder in place of ``wandb.init``, or real offline runs) rather than in its binary run files."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 import wandb
 import yaml
 
-from ois_lightning import tracking
+from ois_lightning.tracking import wandb_run as tracking
 from ois_lightning.cli import main
 from ois_lightning.protocol.clicks import Click
 from ois_lightning.config.schema import ConfigError

@@ -15,7 +15,7 @@ from ..losses import NormalizedFocalLoss
 from ..protocol.metrics import summarize_ious
 from ..model import ImageEncoding, build_model
 from ..model.prompts import PAD
-from ..tracking import log_validation
+from ..tracking.wandb_run import log_validation
 from .loggers import sinks
 
 

@@ -15,7 +15,7 @@ from ..protocol.eval_run import evaluate_test_splits
 from ..protocol.evaluate import EvalResult
 from ..utils.lock import locks_output_dir
 from ..utils.parallel import local_processes, set_threads
-from ..tracking import log_parameter_counts, log_test
+from ..tracking.wandb_run import log_parameter_counts, log_test
 from .checkpointing import LAST, AtomicCheckpointIO, checkpoint_dir, prepare_checkpoint_dir, resume_path
 from .datamodule import EpochEndWarnings, OISDataModule
 from .guards import TrainingGuard

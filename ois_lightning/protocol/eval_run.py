@@ -7,7 +7,7 @@
   own, the images sharded over the ranks of a process group (``ois_lightning/utils/parallel.py``); one results.json
   each and the paper's table row per dataset.
 - :func:`evaluate_checkpoint`: ``ois eval``: both, under torchrun too, then the numbers to the tracker of
-  ``logger.kind`` (``ois_lightning/tracking.py``).
+  ``logger.kind`` (``ois_lightning/tracking/wandb_run.py``).
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, EvalResult]:
     go to the tracker of ``logger.kind`` as an evaluation run of its own (``tracking.eval_logger``). Under
     torchrun the images are sharded over the processes (:func:`process_group_from_env`) and rank 0 writes and
     logs. ``eval.threads`` sets torch's threads."""
-    from ..tracking import eval_logger, log_parameter_counts, log_test  # W&B: not for other load_weights users
+    from ..tracking.wandb_run import eval_logger, log_parameter_counts, log_test  # W&B: not for other load_weights users
 
     set_threads(cfg.eval.threads, local_processes())
     torch.manual_seed(cfg.seed)

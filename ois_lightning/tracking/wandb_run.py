@@ -7,7 +7,7 @@
   (``ckpt_path``) asks for the id in ``<output_dir>/wandb_run_id``; otherwise, and always under a sweep agent
   (which chose the run), W&B picks. Rank 0 writes the id W&B actually used there, so ``ckpt_path=last``
   continues that run.
-- Loggers (:class:`Sink`): Lightning's, a W&B run (:class:`WandbRun`) or :class:`~ois_lightning.csv_log.CSVLog`.
+- Loggers (:class:`Sink`): Lightning's, a W&B run (:class:`WandbRun`) or :class:`~ois_lightning.tracking.csv_log.CSVLog`.
 - Summaries: NoC/NoF keep their minimum, k-mIoU its maximum (directions of :data:`grid.METRIC_GOALS`).
 - Validation (:func:`log_validation`): a few objects as images with clicks, ground truth and prediction masks,
   and the order map of the first click. Test (:func:`log_test`): the numbers, the mIoU-vs-clicks PNG and line
@@ -31,17 +31,17 @@ import wandb
 from omegaconf import DictConfig
 from torch import nn
 
-from .utils.atomic import atomic_write
-from .protocol.clicks import Click
-from .config.schema import ConfigError
+from ..utils.atomic import atomic_write
+from ..protocol.clicks import Click
+from ..config.schema import ConfigError
 from .csv_log import CSVLog
-from .data import Sample
-from .data.splits import build_split
-from .protocol.evaluate import ClickBudget, EvalResult, click_budget, run_object
-from .grid import METRIC_GOALS, run_identity
-from .protocol.metrics import miou_curve, summarize_ious
-from .protocol.predictor import Predictor, predictor_for
-from .protocol.results import results_paths
+from ..data import Sample
+from ..data.splits import build_split
+from ..protocol.evaluate import ClickBudget, EvalResult, click_budget, run_object
+from ..grid import METRIC_GOALS, run_identity
+from ..protocol.metrics import miou_curve, summarize_ious
+from ..protocol.predictor import Predictor, predictor_for
+from ..protocol.results import results_paths
 
 WANDB_RUN_ID = "wandb_run_id"  # in output_dir: the W&B run a resumed training continues
 MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
@@ -133,7 +133,7 @@ def start_run(cfg: DictConfig, eval_only: bool = False) -> Any | None:
 
 class Sink(Protocol):
     """What the logging functions need of a logger: Lightning's loggers, :class:`WandbRun` and
-    :class:`~ois_lightning.csv_log.CSVLog` have it."""
+    :class:`~ois_lightning.tracking.csv_log.CSVLog` have it."""
 
     def log_hyperparams(self, params: dict[str, Any]) -> None: ...
 
