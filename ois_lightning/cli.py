@@ -68,7 +68,7 @@ _SWEEP_VALUE_OPTIONS = ("--parallel", "--runs-dir", "--gpus", "--python")
 def _normalize_sweep_argv(argv: list[str]) -> list[str]:
     """W&B sweeps pass the row as `config=PATH` anywhere in argv: make it the positional CONFIG (grid.py).
     `ois sweep FILE --local k=v`: options go first, since argparse cannot mix them with `overrides` there."""
-    from .grid import normalize_argv
+    from .grids.sweep_file import normalize_argv
 
     if argv[:1] != ["sweep"]:
         return normalize_argv(list(argv))
@@ -88,7 +88,7 @@ def _sweep(args: argparse.Namespace) -> int:
     if not args.local:
         raise ConfigError(f"{args.sweep}: only --local runs here; for W&B run `wandb sweep {args.sweep}` then "
                           "`wandb agent <sweep id>` (docs/sweeps.md)")
-    from .sweep import run_local
+    from .grids.local_runner import run_local
 
     gpus = None if args.gpus is None else [g.strip() for g in args.gpus.split(",") if g.strip()]
     python = sys.executable if args.python is None else str(Path(args.python).resolve())
@@ -99,7 +99,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _table(args: argparse.Namespace) -> int:
     from .protocol.results import ResultsError
-    from .table import make_table
+    from .grids.table import make_table
 
     try:
         make_table(args.runs, args.table, args.paper, args.n_boot, args.bootstrap_seed,

@@ -73,8 +73,8 @@ def run_demo(fast: bool = False, out_dir: str | Path = "demo_out", parallel: int
     """Pretraining, sweep, table and figures into ``out_dir`` (``tables="all"``: then Tables 5-11 and the
     scorecard); prints the wall time and where the outputs are."""
     from .mini_paper import pretrain, run_mini_paper
-    from .sweep import run_local
-    from .table import make_table
+    from .grids.local_runner import run_local
+    from .grids.table import make_table
 
     start = time.perf_counter()
     out = Path(out_dir)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from .protocol.results import RunResult
-    from .table import Table
+    from .grids.table import Table
 
 PANEL = 2.6  # inches per panel
 

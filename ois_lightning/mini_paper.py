@@ -5,7 +5,7 @@ Stages (each resumable: a rerun reuses what is finished): the pretrained backbon
 network, the same with a tenth of the steps for Table 6, the MAE encoder for Tables 10-11; in parallel
 processes), the rows every table needs (``experiments/demo/sweep*.yaml`` into one runs folder, so a row shared by
 several tables, Full above all, trains once), Table 8's evaluation of Table 4's checkpoints on 224 px scenes,
-then every table (``experiments/demo/tables/``), the scorecard (:mod:`ois_lightning.scorecard`) and the
+then every table (``experiments/demo/tables/``), the scorecard (:mod:`ois_lightning.grids.scorecard`) and the
 figures. Budgets are fixed in the configs and :mod:`ois_lightning.pretrain.budgets` (docs/mini_paper.md).
 """
 from __future__ import annotations
@@ -91,8 +91,8 @@ def evaluate_high_res(runs: Path, hr_runs: Path, extra: Sequence[str], seeds: Se
 def run_tables(out: Path, runs: Path, hr_runs: Path, demo_table: object) -> list[tuple[str, object]]:
     """Tables 5-11 (Table 4 is the demo's ``demo_table``) into ``out``/tableN.md / .csv / _miou_vs_clicks.png,
     then the scorecard of all of them into ``out``/scorecard.md / .csv."""
-    from .scorecard import entries, to_csv, to_markdown
-    from .table import make_table
+    from .grids.scorecard import entries, to_csv, to_markdown
+    from .grids.table import make_table
 
     tables: list[tuple[str, object]] = [("Table 4", demo_table)]
     for n, spec in TABLES.items():
@@ -114,7 +114,7 @@ def run_mini_paper(out: Path, runs: Path, files: Pretrained, extra: Sequence[str
                    parallel: int, demo_table: object) -> int:
     """The stages after the demo's Table 4: the other rows, Table 8's evaluation, the tables, the figures."""
     from .figures import run_figures
-    from .sweep import run_local
+    from .grids.local_runner import run_local
 
     weights = files.weights(mae=True)
     print("[paper 1/4] the rows of Tables 5-11")

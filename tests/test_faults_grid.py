@@ -18,11 +18,11 @@ from ois_lightning.utils.atomic import current_umask
 from ois_lightning.cli import main
 from ois_lightning.config.load import load_config
 from ois_lightning.protocol.evaluate import EvalResult, write_results
-from ois_lightning.grid import load_table_spec
+from ois_lightning.grids.sweep_file import load_table_spec
 from ois_lightning.utils.lock import LOCK_FILE, LockError, locks_output_dir, output_dir_lock
 from ois_lightning.protocol.results import ResultsError, read_results, settings_fingerprint
-from ois_lightning.sweep import gpu_slots, run_local
-from ois_lightning.table import build_table
+from ois_lightning.grids.local_runner import gpu_slots, run_local
+from ois_lightning.grids.table import build_table
 from ois_lightning.protocol.results import collect
 
 from .conftest import REPO

@@ -13,7 +13,7 @@ import yaml
 
 from ois_lightning.config.schema import ConfigError
 from ois_lightning.config.load import load_config
-from ois_lightning.grid import (METRIC_GOALS, load_sweep, load_table_spec, normalize_argv, point_overrides,
+from ois_lightning.grids.sweep_file import (METRIC_GOALS, load_sweep, load_table_spec, normalize_argv, point_overrides,
                                 resolve_point, run_identity)
 
 from .conftest import REPO, TINY

@@ -15,8 +15,8 @@ import yaml
 from ois_lightning.cli import _normalize_sweep_argv, main
 from ois_lightning.config.load import load_config
 from ois_lightning.config.load import LOCAL_ENV
-from ois_lightning.grid import load_sweep
-from ois_lightning.sweep import plan, run_local
+from ois_lightning.grids.sweep_file import load_sweep
+from ois_lightning.grids.local_runner import plan, run_local
 
 from .conftest import REPO
 from .test_grids import TINY_RUN

@@ -17,7 +17,7 @@ from ois_lightning.cli import main
 from ois_lightning.protocol.clicks import Click
 from ois_lightning.config.schema import ConfigError
 from ois_lightning.config.load import load_config
-from ois_lightning.grid import METRIC_GOALS, default_table_path, load_table_spec
+from ois_lightning.grids.sweep_file import METRIC_GOALS, default_table_path, load_table_spec
 from ois_lightning.lit.loggers import build_logger
 
 from .conftest import REPO, TINY
@@ -223,7 +223,7 @@ def test_table_is_logged_only_online(monkeypatch, recorder: Recorder):
     import csv
     import io
 
-    from ois_lightning.table import build_table, to_csv
+    from ois_lightning.grids.table import build_table, to_csv
 
     table = build_table(load_table_spec(default_table_path("table4")), [])
     header, *rows = csv.reader(io.StringIO(to_csv(table)))

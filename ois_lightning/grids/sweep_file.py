@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .config.schema import ConfigError
-from .config.load import load_config, read_yaml
+from ..config.schema import ConfigError
+from ..config.load import load_config, read_yaml
 
 # Metric names (keys of ois_lightning.protocol.metrics.summarize_ious) a table may list, with the better direction.
 METRIC_GOALS: dict[str, str] = {

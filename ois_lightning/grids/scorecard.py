@@ -1,5 +1,5 @@
 """The miniature paper's scorecard: per ablation row of every table, the paper's direction against the row's
-reference, ours with its 95% bootstrap CI (from :mod:`ois_lightning.table`), and a verdict.
+reference, ours with its 95% bootstrap CI (from :mod:`ois_lightning.grids.table`), and a verdict.
 
 The rule is fixed before any table is read (docs/mini_paper.md): on the verdict metric (NoC90, the first column
 of every paper table 4-11), the paper's delta has a direction (worse / better / none when it rounds to 0.00);
@@ -14,7 +14,7 @@ import io
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from .grid import METRIC_GOALS
+from .sweep_file import METRIC_GOALS
 from .table import Table, delta_text, fmt_value
 
 VERDICT_METRIC = "NoC90"

@@ -1,4 +1,4 @@
-"""``python -m ois_lightning.supervise CMD...``: run one sweep point so that nothing of it outlives the runner.
+"""``python -m ois_lightning.grids.supervise CMD...``: run one sweep point so that nothing of it outlives the runner.
 
 The point runs in its own session (process group), so its whole tree (dataloader workers, DDP ranks) can be
 signalled at once. This supervisor dies with the sweep runner however the runner ends, SIGKILL included: the

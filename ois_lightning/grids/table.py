@@ -24,10 +24,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .config.schema import ConfigError
-from .grid import METRIC_GOALS, TableSpec, default_table_path, load_table_spec
-from .protocol.metrics import summarize_ious
-from .protocol.results import ResultsError, RunResult, collect, describe_changes
+from ..config.schema import ConfigError
+from .sweep_file import METRIC_GOALS, TableSpec, default_table_path, load_table_spec
+from ..protocol.metrics import summarize_ious
+from ..protocol.results import ResultsError, RunResult, collect, describe_changes
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -290,8 +290,8 @@ def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, pa
                allow_partial: bool = False) -> Table:
     """Collate ``runs_dir``, write ``table.md`` and ``table.csv`` there (atomically) and print the Markdown.
     A row without results is a :class:`ResultsError` unless ``allow_partial`` (then a warning)."""
-    from .utils.atomic import atomic_write
-    from .tracking.wandb_run import log_table
+    from ..utils.atomic import atomic_write
+    from ..tracking.wandb_run import log_table
 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
@@ -320,7 +320,7 @@ def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, pa
     csv_text = to_csv(table)
     atomic_write(runs_dir / "table.csv", lambda f: f.write(csv_text))
     out(markdown)
-    from .figures import plot_table_curves
+    from ..figures import plot_table_curves
 
     plot_table_curves(table, runs, runs_dir / "table_miou_vs_clicks.png")
     out(f"wrote {runs_dir / 'table.md'}, {runs_dir / 'table.csv'} and {runs_dir / 'table_miou_vs_clicks.png'}")

@@ -1,6 +1,6 @@
 """``ois sweep SWEEP.yaml --local``: run a W&B grid sweep file without a W&B server.
 
-The grid of the sweep file is expanded here (:func:`ois_lightning.grid.load_sweep`) and every point runs as a
+The grid of the sweep file is expanded here (:func:`ois_lightning.grids.sweep_file.load_sweep`) and every point runs as a
 subprocess of the sweep's own ``command`` (``${interpreter}`` = this Python, ``${args_no_hyphens}`` = the
 point's ``key=value`` tokens), followed by ``output_dir=<runs>/<sweep>/<row>/seed<k>`` and the extra overrides.
 W&B runs offline unless ``WANDB_MODE`` is set (``wandb sync <output_dir>/wandb/offline-run-*`` later).
@@ -10,7 +10,7 @@ Resumable: a point is skipped when every results.json it writes is valid, of its
 reruns it, saying which keys changed). Any other point is (re)run, resuming its training from
 ``<output_dir>/checkpoints/last.ckpt`` (``ckpt_path=last``) when that exists, except after a change of settings
 (the checkpoint belongs to the old ones). A point counts as done only when its process exits 0 and leaves such
-results. Each point runs under :mod:`ois_lightning.supervise`: in its own process group, ended with the runner
+results. Each point runs under :mod:`ois_lightning.grids.supervise`: in its own process group, ended with the runner
 (even a ``kill -9`` of it); with GPUs each running point gets its own ``CUDA_VISIBLE_DEVICES``.
 """
 from __future__ import annotations
@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .utils.atomic import atomic_write
-from .config.schema import ConfigError
-from .grid import ARG_MACROS, GridPoint, Sweep, load_sweep, resolve_point
-from .utils.lock import in_use
-from .protocol.metrics import format_metric
-from .protocol.results import ResultsError, describe_changes, read_results, result_settings, results_paths
+from ..utils.atomic import atomic_write
+from ..config.schema import ConfigError
+from .sweep_file import ARG_MACROS, GridPoint, Sweep, load_sweep, resolve_point
+from ..utils.lock import in_use
+from ..protocol.metrics import format_metric
+from ..protocol.results import ResultsError, describe_changes, read_results, result_settings, results_paths
 from .supervise import GRACE_S, die_with_parent
 
 TERMINATE_GRACE_S = GRACE_S + 10.0  # the supervisor's grace for the point, then its own exit
@@ -193,7 +193,7 @@ def _start(job: Job, status: Status, env: dict[str, str], gpus: str) -> tuple[su
     with open(job.output_dir / "train.log", "a") as log:
         log.write(f"\n$ {' '.join(argv)}\n")
         log.flush()
-        proc = subprocess.Popen([sys.executable, "-m", "ois_lightning.supervise", *argv], stdout=log,
+        proc = subprocess.Popen([sys.executable, "-m", "ois_lightning.grids.supervise", *argv], stdout=log,
                                 stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent(os.getpid()))
     return proc, resumed
 
