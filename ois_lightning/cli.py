@@ -50,7 +50,7 @@ def _eval(args: argparse.Namespace) -> int:
     if config is not None:
         cfg = load_config(config, overrides + ([f"ckpt={args.ckpt}"] if args.ckpt is not None else []))
     elif args.ckpt is not None:
-        from .export import config_from_checkpoint
+        from .tools.export import config_from_checkpoint
 
         cfg = config_from_checkpoint(args.ckpt, None, overrides)  # the checkpoint's stored config <- overrides
     else:
@@ -164,7 +164,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .tools.demo import run_demo
 
     return run_demo(fast=args.fast or os.environ.get("DEMO_FAST", "0") not in ("", "0"), out_dir=args.out,
                     parallel=args.parallel, tables=args.tables)
@@ -181,7 +181,7 @@ def _add_demo_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import main as bench_main
+    from .tools.bench import main as bench_main
 
     return bench_main(args.quick, args.out, args.device, args.threads)
 
@@ -237,14 +237,14 @@ def _add_pretrain_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .export import run_export
+    from .tools.export import run_export
 
     run_export(args.ckpt, args.out, args.config, args.overrides, check=not args.no_check)
     return 0
 
 
 def _figure(args: argparse.Namespace) -> int:
-    from .figures import run_figures
+    from .tools.figures import run_figures
 
     run_figures(args.ckpt, args.out, args.config, args.overrides, args.ids, args.worst,
                 [int(k) for k in args.clicks.split(",")], args.dataset, args.block)

@@ -13,7 +13,7 @@ import matplotlib.image as mpimg
 import pytest
 
 from ois_lightning.grids.sweep_file import load_sweep, load_table_spec
-from ois_lightning.mini_paper import DEMO, TABLES
+from ois_lightning.tools.mini_paper import DEMO, TABLES
 from ois_lightning.model import build_model
 from ois_lightning.grids.scorecard import AGREES, DISAGREES, INCONCLUSIVE, NOT_IN_PAPER, verdict
 from ois_lightning.config.load import load_config

@@ -11,7 +11,7 @@ import torch
 from ois_lightning.cli import main
 from ois_lightning.config.schema import ConfigError
 from ois_lightning.config.load import load_config
-from ois_lightning.export import (
+from ois_lightning.tools.export import (
     config_from_checkpoint, example_inputs, export_onnx, graph_names, load_checkpoint, relative_error,
 )
 from ois_lightning.model import build_model

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from ois_lightning.bench import PAPER_WIDTHS
+from ois_lightning.tools.bench import PAPER_WIDTHS
 from ois_lightning.cli import main
 from ois_lightning.config.load import load_config
 from ois_lightning.lit.datamodule import OISDataModule

@@ -116,7 +116,7 @@ def _paper_source(path: Path, data: dict[str, Any]) -> Optional[dict[str, dict[s
 
 def default_table_path(table: str, search: Optional[list[Path]] = None) -> Path:
     """``experiments/<table>/table.yaml`` under the working directory or the repository of this package."""
-    roots = search or [Path.cwd(), Path(__file__).resolve().parents[1]]
+    roots = search or [Path.cwd(), Path(__file__).resolve().parents[2]]
     for root in roots:
         candidate = root / "experiments" / table / "table.yaml"
         if candidate.is_file():

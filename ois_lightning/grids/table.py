@@ -320,7 +320,7 @@ def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, pa
     csv_text = to_csv(table)
     atomic_write(runs_dir / "table.csv", lambda f: f.write(csv_text))
     out(markdown)
-    from ..figures import plot_table_curves
+    from ..tools.figures import plot_table_curves
 
     plot_table_curves(table, runs, runs_dir / "table_miou_vs_clicks.png")
     out(f"wrote {runs_dir / 'table.md'}, {runs_dir / 'table.csv'} and {runs_dir / 'table_miou_vs_clicks.png'}")

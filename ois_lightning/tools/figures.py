@@ -20,20 +20,20 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from .utils.atomic import atomic_write
-from .protocol.clicks import Click, Clicker
-from .config.schema import ConfigError
-from .data import Sample
-from .protocol.evaluate import ClickBudget, click_budget, evaluate_samples, run_object
-from .protocol.metrics import miou_curve, noc_per_object
-from .protocol.predictor import Predictor, click_arrays, predictor_for
+from ..utils.atomic import atomic_write
+from ..protocol.clicks import Click, Clicker
+from ..config.schema import ConfigError
+from ..data import Sample
+from ..protocol.evaluate import ClickBudget, click_budget, evaluate_samples, run_object
+from ..protocol.metrics import miou_curve, noc_per_object
+from ..protocol.predictor import Predictor, click_arrays, predictor_for
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from .protocol.results import RunResult
-    from .grids.table import Table
+    from ..protocol.results import RunResult
+    from ..grids.table import Table
 
 PANEL = 2.6  # inches per panel
 
@@ -201,7 +201,7 @@ def run_figures(ckpts: Sequence[str], out_dir: str | Path, config: str | None = 
     """``ois figure``: the figures of this module for objects of ``dataset`` (default the first of
     ``data.test``, built with the first checkpoint's config): ``ids``, or the ``worst`` by NoC90 under the first
     checkpoint. Figs. 3 and 6 use the first checkpoint that has what they show. -> name -> path written."""
-    from .data.splits import build_split
+    from ..data.splits import build_split
     from .export import load_checkpoint
 
     loaded = [load_checkpoint(c, config, overrides) for c in ckpts]

@@ -9,7 +9,7 @@
 4. Figures: mIoU vs clicks (one curve per row) and a qualitative figure like the paper's Fig. 1 (image, the
    model's depth, the order map of the first click, Full vs w/o order with the clicks drawn).
 
-``--tables all`` (``make paper-mini``) goes on to Tables 5-11 and the scorecard (:mod:`ois_lightning.mini_paper`).
+``--tables all`` (``make paper-mini``) goes on to Tables 5-11 and the scorecard (:mod:`ois_lightning.tools.mini_paper`).
 ``DEMO_FAST=1`` (or ``--fast``) runs one seed on tiny budgets: a smoke test of the same pipeline.
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ QUALITATIVE_CLICKS = 3
 def _first_click_order_map(predictor, gt: np.ndarray) -> dict:
     """:meth:`Predictor.order_map` of the protocol's first (positive) click: ``positive`` its Eq. 1 map and
     ``depth`` the model's depth, both (H,W) in the original frame."""
-    from .protocol.clicks import Clicker
+    from ..protocol.clicks import Clicker
 
     click = Clicker(gt).next_click(np.zeros(gt.shape, bool))
     return predictor.order_map(np.array([[click.y, click.x]]), np.array([1]))
@@ -38,11 +38,11 @@ def _first_click_order_map(predictor, gt: np.ndarray) -> dict:
 
 def plot_qualitative(ckpt_full: Path, ckpt_wo_order: Path, path: Path, overrides: list[str]) -> None:
     """Paper Fig. 1 style: for a few test scenes, image | depth | order map of click 1 | Full | w/o order."""
-    from .data.splits import build_split
-    from .protocol.evaluate import ClickBudget, run_object
+    from ..data.splits import build_split
+    from ..protocol.evaluate import ClickBudget, run_object
     from .export import config_from_checkpoint
     from .figures import draw_clicks, draw_prediction, new_figure, save_figure
-    from .protocol.predictor import Predictor
+    from ..protocol.predictor import Predictor
 
     predictors = [Predictor.from_checkpoint(c, "cpu", overrides) for c in (ckpt_full, ckpt_wo_order)]
     dataset = build_split(config_from_checkpoint(ckpt_full, None, overrides), "layered", "test")
@@ -73,8 +73,8 @@ def run_demo(fast: bool = False, out_dir: str | Path = "demo_out", parallel: int
     """Pretraining, sweep, table and figures into ``out_dir`` (``tables="all"``: then Tables 5-11 and the
     scorecard); prints the wall time and where the outputs are."""
     from .mini_paper import pretrain, run_mini_paper
-    from .grids.local_runner import run_local
-    from .grids.table import make_table
+    from ..grids.local_runner import run_local
+    from ..grids.table import make_table
 
     start = time.perf_counter()
     out = Path(out_dir)

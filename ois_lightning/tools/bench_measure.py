@@ -1,4 +1,4 @@
-"""The measuring tools of ``ois bench`` (``ois_lightning/bench.py``): median wall time after warm-up runs with
+"""The measuring tools of ``ois bench`` (``ois_lightning/tools/bench.py``): median wall time after warm-up runs with
 the device synchronised around each call, the peak memory of a section, and what the numbers were measured on."""
 from __future__ import annotations
 

@@ -34,12 +34,12 @@ import torch
 
 from .bench_measure import PeakMemory, machine, sync, timed, torch_threads
 from .bench_report import format_table, write_json
-from .protocol.clicks import Clicker
-from .config.schema import ClicksConfig
-from .config.load import load_config
-from .model import ImageEncoding, OISModel, build_model
+from ..protocol.clicks import Clicker
+from ..config.schema import ClicksConfig
+from ..config.load import load_config
+from ..model import ImageEncoding, OISModel, build_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPO / "experiments"
 TABLE4_ROWS = ("full", "wo_order", "wo_object", "wo_sparse", "wo_dense")
 DENSE = ["model.fusion=dense_self_attention", "model.sparse.enabled=false"]
@@ -181,8 +181,8 @@ def _train_steps(max_extra: int | None, steps: int, batch: int, overrides: list[
     ``experiments/tiny.yaml`` + ``overrides`` on layered scenes."""
     import lightning as L
 
-    from .lit.datamodule import OISDataModule
-    from .lit.module import OISLitModule
+    from ..lit.datamodule import OISDataModule
+    from ..lit.module import OISLitModule
 
     cfg = load_config(EXPERIMENTS / "tiny.yaml", overrides + [
         *([] if max_extra is None else [f"clicks.max_extra={max_extra}"]), "logger.kind=none",
@@ -265,8 +265,8 @@ def bench_train_step(steps: int, batch: int, overrides: list[str], device: torch
 def bench_grid(s: Settings, device: torch.device) -> dict:
     """The 5 Table 4 rows (tiny model, shared frozen encoder) evaluated on generated scenes: one row alone,
     the grid without the feature cache, and the grid with a cold cache."""
-    from .protocol.evaluate import evaluate
-    from .data.splits import eval_dataset
+    from ..protocol.evaluate import evaluate
+    from ..data.splits import eval_dataset
 
     size = s.tiny_input
     overrides = TINY_WIDTHS + [f"model.input_size={size}", "data.test=[layered]", f"data.layered.size={size}",

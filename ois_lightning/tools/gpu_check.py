@@ -1,4 +1,4 @@
-"""``make gpu-check`` (``python -m ois_lightning.gpu_check``): the checks that need a CUDA GPU, in one report.
+"""``make gpu-check`` (``python -m ois_lightning.tools.gpu_check``): the checks that need a CUDA GPU, in one report.
 
 Runs ``pytest -m gpu tests/test_gpu.py`` and ``ois bench --device cuda`` at the paper's size (every section but
 the tiny-size Table 4 grid), each in a subprocess with a time limit (8 minutes in all), then writes
@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from .utils.atomic import atomic_write
+from ..utils.atomic import atomic_write
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BENCH_SECTIONS = ("per_click", "clicks", "clicker", "encoder", "sat", "train_step")
 TESTS_TIMEOUT_S, BENCH_TIMEOUT_S = 180, 270
 # report field -> (unit, path in bench.json, scale, the paper's Table 3 value on the authors' GPU or None)
@@ -91,7 +91,7 @@ def run_bench(timeout_s: float = BENCH_TIMEOUT_S) -> tuple[dict | None, str | No
     with tempfile.TemporaryDirectory(prefix="ois_gpu_bench_") as tmp:
         out = Path(tmp) / "bench.json"
         try:
-            proc = subprocess.run([sys.executable, "-m", "ois_lightning.gpu_check", "--bench-only", str(out)],
+            proc = subprocess.run([sys.executable, "-m", "ois_lightning.tools.gpu_check", "--bench-only", str(out)],
                                   cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             return None, f"timed out after {timeout_s:.0f} s"
@@ -143,7 +143,7 @@ def markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit 0 when every GPU test passed and the bench ran (or without CUDA: skipped), else 1."""
-    p = argparse.ArgumentParser(prog="python -m ois_lightning.gpu_check", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m ois_lightning.tools.gpu_check", description=__doc__.splitlines()[0])
     p.add_argument("--out", default="gpu_check.json", help="report written atomically (default gpu_check.json)")
     p.add_argument("--bench-only", metavar="PATH", help=argparse.SUPPRESS)  # the bench subprocess of run_bench
     args = p.parse_args(argv)

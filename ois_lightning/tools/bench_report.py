@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .utils.atomic import atomic_write
+from ..utils.atomic import atomic_write
 
 
 def write_json(payload: dict, path: str | Path) -> Path:

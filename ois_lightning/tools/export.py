@@ -28,12 +28,12 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
-from .utils.atomic import atomic_write
-from .config.schema import Config, ConfigError, uses_depth
-from .config.load import load_config
-from .config.checks import validate
-from .model import ImageEncoding, OISModel
-from .model.checkpoints import CheckpointError
+from ..utils.atomic import atomic_write
+from ..config.schema import Config, ConfigError, uses_depth
+from ..config.load import load_config
+from ..config.checks import validate
+from ..model import ImageEncoding, OISModel
+from ..model.checkpoints import CheckpointError
 
 ENCODER_FILE, CLICK_FILE, MANIFEST_FILE = "encoder.onnx", "click.onnx", "export.json"
 FEATURES = ("feat0", "feat1", "feat2", "feat3")
@@ -58,7 +58,7 @@ def config_from_checkpoint(ckpt: str | Path, config: str | Path | None = None,
 
 def _stored_config(ckpt: Path, overrides: Sequence[str]) -> DictConfig:
     """Schema defaults <- the checkpoint's ``hyper_parameters`` <- ``overrides``, validated."""
-    from .protocol.eval_run import read_checkpoint
+    from ..protocol.eval_run import read_checkpoint
 
     checkpoint = read_checkpoint(ckpt)
     stored = checkpoint.get("hyper_parameters")
@@ -84,7 +84,7 @@ def _stored_config(ckpt: Path, overrides: Sequence[str]) -> DictConfig:
 def load_checkpoint(ckpt: str | Path, config: str | Path | None = None,
                     overrides: Sequence[str] = ()) -> tuple[OISModel, DictConfig]:
     """:func:`config_from_checkpoint` and the model with the checkpoint's weights, in eval mode."""
-    from .protocol.eval_run import load_weights
+    from ..protocol.eval_run import load_weights
 
     cfg = config_from_checkpoint(ckpt, config, overrides)
     return load_weights(cfg).eval(), cfg

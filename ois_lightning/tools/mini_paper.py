@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .utils.atomic import atomic_write
-from .config.schema import ConfigError
+from ..utils.atomic import atomic_write
+from ..config.schema import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "experiments" / "demo"
 TABLES = {n: DEMO / "tables" / f"table{n}.yaml" for n in (5, 6, 7, 8, 9, 10, 11)}  # Table 4: DEMO / table.yaml
 HIGH_RES = 224  # Table 8's scenes: twice the input size, evaluated at it (HQSeg44K's images exceed the input)
@@ -91,8 +91,8 @@ def evaluate_high_res(runs: Path, hr_runs: Path, extra: Sequence[str], seeds: Se
 def run_tables(out: Path, runs: Path, hr_runs: Path, demo_table: object) -> list[tuple[str, object]]:
     """Tables 5-11 (Table 4 is the demo's ``demo_table``) into ``out``/tableN.md / .csv / _miou_vs_clicks.png,
     then the scorecard of all of them into ``out``/scorecard.md / .csv."""
-    from .grids.scorecard import entries, to_csv, to_markdown
-    from .grids.table import make_table
+    from ..grids.scorecard import entries, to_csv, to_markdown
+    from ..grids.table import make_table
 
     tables: list[tuple[str, object]] = [("Table 4", demo_table)]
     for n, spec in TABLES.items():
@@ -114,7 +114,7 @@ def run_mini_paper(out: Path, runs: Path, files: Pretrained, extra: Sequence[str
                    parallel: int, demo_table: object) -> int:
     """The stages after the demo's Table 4: the other rows, Table 8's evaluation, the tables, the figures."""
     from .figures import run_figures
-    from .grids.local_runner import run_local
+    from ..grids.local_runner import run_local
 
     weights = files.weights(mae=True)
     print("[paper 1/4] the rows of Tables 5-11")
