@@ -38,7 +38,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _check_data(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    from .check_data import check_data
+    from .data.check import check_data
 
     return check_data(cfg)
 
@@ -142,7 +142,7 @@ def _add_grid_commands(sub: argparse._SubParsersAction) -> None:
 # --- depth maps from a separate depth model: `ois depth-cache` ----------------------------------------
 def _depth_cache(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    from .depth_cache import cache_depth
+    from .data.depth_cache import cache_depth
 
     counts = cache_depth(cfg, args.split, args.device)
     print(f"depth-cache: {counts['written']} written, {counts['skipped']} already present")

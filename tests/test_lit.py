@@ -20,7 +20,7 @@ from ois_lightning.data.splits import eval_dataset
 from ois_lightning.lit.module import OISLitModule, add_click
 from ois_lightning.protocol.eval_run import load_weights
 from ois_lightning.lit.train import train
-from ois_lightning.losses import NormalizedFocalLoss
+from ois_lightning.model.losses import NormalizedFocalLoss
 
 from .conftest import REPO, TINY
 

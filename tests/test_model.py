@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ois_lightning.config.load import load_config
-from ois_lightning.losses import NormalizedFocalLoss
+from ois_lightning.model.losses import NormalizedFocalLoss
 from ois_lightning.model import build_model
 from ois_lightning.model import prompts
 from ois_lightning.model.fusion import TokenToImage

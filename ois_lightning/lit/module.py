@@ -11,7 +11,7 @@ from torch import Tensor
 from ..protocol.clicks import next_training_click
 from ..config.schema import to_dict
 from ..protocol.evaluate import ClickBudget, evaluate_samples, predictor_for
-from ..losses import NormalizedFocalLoss
+from ..model.losses import NormalizedFocalLoss
 from ..protocol.metrics import summarize_ious
 from ..model import ImageEncoding, build_model
 from ..model.prompts import PAD

@@ -9,7 +9,7 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
 
-from ..check_data import check_splits
+from ..data.check import check_splits
 from ..config.schema import ConfigError
 from ..protocol.eval_run import evaluate_test_splits
 from ..protocol.evaluate import EvalResult

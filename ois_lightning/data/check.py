@@ -13,9 +13,9 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from .data.base import IGNORE, DataError, MissingFile, SegDataset, SizeMismatch, UnreadableFile, collect_problems
-from .data.splits import build_group, split_groups
-from .model.checkpoints import CheckpointError
+from .base import IGNORE, DataError, MissingFile, SegDataset, SizeMismatch, UnreadableFile, collect_problems
+from .splits import build_group, split_groups
+from ..model.checkpoints import CheckpointError
 
 SPLITS = ("train", "val", "test")
 KINDS = (UnreadableFile.kind, SizeMismatch.kind, MissingFile.kind, DataError.kind)  # problems, in report order
@@ -116,7 +116,7 @@ def read_samples(report: SplitReport, dataset: SegDataset, num_workers: int = 0)
 def check_weights(cfg: DictConfig) -> tuple[str, bool]:
     """Build the model as ``ois train`` does, so every weights file set (``model.backbone.checkpoint``,
     ``data.depth.checkpoint``) is read and loaded strictly through the code real runs use: (line, ok)."""
-    from .model.ois import build_model  # torch model code: only when there is something to load
+    from ..model.ois import build_model  # torch model code: only when there is something to load
 
     files = {k: v for k, v in (("model.backbone.checkpoint", cfg.model.backbone.checkpoint),
                                ("data.depth.checkpoint", cfg.data.depth.checkpoint)) if v is not None}

@@ -18,14 +18,14 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from .config.schema import ConfigError, DepthSource
-from .data import DataError, SegDataset, write_depth
-from .data.depth import read_depth_meta, write_depth_meta
+from ..config.schema import ConfigError, DepthSource
+from . import DataError, SegDataset, write_depth
+from .depth import read_depth_meta, write_depth_meta
 
 
 def depth_model_choice(cfg: DictConfig) -> tuple[str, str | None]:
     """(depth model name, checkpoint): ``data.depth.model`` or else the backbone's own depth head."""
-    from .model.backbones import get_spec
+    from ..model.backbones import get_spec
 
     d = cfg.data.depth
     if d.model is not None:
@@ -37,7 +37,7 @@ def depth_model_choice(cfg: DictConfig) -> tuple[str, str | None]:
 
 def _datasets(cfg: DictConfig, split: str) -> list[SegDataset]:
     """The raw datasets of ``data.<split>`` (no depth folder applied: that is what we are writing)."""
-    from .data.splits import build_group, split_groups
+    from .splits import build_group, split_groups
 
     raw = copy.deepcopy(cfg)
     raw.data.depth.source = DepthSource.model
@@ -49,7 +49,7 @@ def _datasets(cfg: DictConfig, split: str) -> list[SegDataset]:
 
 def cache_depth(cfg: DictConfig, split: str = "test", device: str | None = None) -> dict[str, int]:
     """Write the depth maps of ``data.<split>``; returns {"written": n, "skipped": m}."""
-    from .model.depth_models import PREPROCESS, build_depth_model, depth_model_kind
+    from ..model.depth_models import PREPROCESS, build_depth_model, depth_model_kind
 
     if cfg.data.depth.folder is None:
         raise ConfigError("ois depth-cache writes to data.depth.folder: set it (e.g. data.depth.folder=depth/zoedepth)")
