@@ -44,20 +44,21 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    config, overrides = args.config, list(args.overrides)
+    config, overrides, checkpoint = args.config, list(args.overrides), None
     if args.ckpt is not None and config is not None and "=" in config:  # `ois eval --ckpt P k=v`: no CONFIG
         config, overrides = None, [config, *overrides]
     if config is not None:
         cfg = load_config(config, overrides + ([f"ckpt={args.ckpt}"] if args.ckpt is not None else []))
     elif args.ckpt is not None:
-        from .tools.export import config_from_checkpoint
+        from .checkpoint import config_from_checkpoint, read_checkpoint
 
-        cfg = config_from_checkpoint(args.ckpt, None, overrides)  # the checkpoint's stored config <- overrides
+        checkpoint = read_checkpoint(args.ckpt)  # read once: its stored config <- local layer <- overrides
+        cfg = config_from_checkpoint(args.ckpt, None, overrides, checkpoint)
     else:
         raise ConfigError("ois eval: give CONFIG (with ckpt=PATH), or --ckpt PATH to use the checkpoint's config")
     from .protocol.eval_run import evaluate_checkpoint  # no Lightning
 
-    evaluate_checkpoint(cfg)
+    evaluate_checkpoint(cfg, checkpoint)
     return 0
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 from ois_lightning.app import AppServer, ModelAdapter, Session
 from ois_lightning.app.session import decode_image, list_images
 from ois_lightning.cli import build_parser
-from ois_lightning.tools.export import load_checkpoint
+from ois_lightning.checkpoint import load_checkpoint
 
 from .random_weights import randomize_
 from .test_figures import save_checkpoint

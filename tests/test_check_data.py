@@ -190,7 +190,7 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_checkpoint_of_another_input_size_is_an_error_naming_both(tmp_path, capsys):
-    from ois_lightning.protocol.eval_run import load_weights
+    from ois_lightning.checkpoint import load_weights
 
     cfg = load_config(TINY_YAML, [*SMALL, f"ckpt={tmp_path / 'm.ckpt'}"])
     model = build_model(cfg.model, cfg.data.depth)

@@ -215,7 +215,7 @@ def test_print_config_ends_with_the_sources(capsys):
 
 
 def test_eval_without_ckpt_needs_random_init():
-    from ois_lightning.protocol.eval_run import load_weights
+    from ois_lightning.checkpoint import load_weights
 
     with pytest.raises(ConfigError, match=r"ckpt is not set: `ois eval` evaluates ckpt=PATH .*random_init=true"):
         load_weights(load_config(TINY_YAML))

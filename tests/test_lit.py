@@ -18,7 +18,7 @@ from ois_lightning.protocol.evaluate import evaluate
 from ois_lightning.lit.datamodule import OISDataModule
 from ois_lightning.data.splits import eval_dataset
 from ois_lightning.lit.module import OISLitModule, add_click
-from ois_lightning.protocol.eval_run import load_weights
+from ois_lightning.checkpoint import load_weights
 from ois_lightning.lit.train import train
 from ois_lightning.model.losses import NormalizedFocalLoss
 

@@ -61,12 +61,13 @@ def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield name, value
 
 
-def check(cfg: DictConfig, sources: Sources) -> None:
-    """Every check of a resolved config; the first problem raises."""
+def check(cfg: DictConfig, sources: Sources, weights: bool = True) -> None:
+    """Every check of a resolved config (``weights``: :func:`check_weights` too); the first problem raises."""
     where = _where(sources)
     _check_values(cfg, where)
     validate(cfg, where)
-    check_weights(cfg, where)
+    if weights:
+        check_weights(cfg, where)
 
 
 def _where(sources: Sources) -> Where:

@@ -3,7 +3,9 @@
 Precedence, lowest first: schema defaults (:mod:`ois_lightning.config.schema`) <- the YAML ``base:`` chain (root
 first, ``${oc.env:VAR,default}`` values resolved from this machine's environment) <- the local layer
 (``experiments/local.yaml``, git-ignored: this machine's paths) <- ``key=value`` command-line overrides. Then a
-null ``model.backbone.checkpoint`` / ``data.depth.checkpoint`` takes ``weights.<network name>``.
+null ``model.backbone.checkpoint`` / ``data.depth.checkpoint`` takes ``weights.<network name>``. A checkpoint's
+stored config (:mod:`ois_lightning.checkpoint`) takes the place of the base chain, and every weight comes from the
+checkpoint; the other layers and every check are the same.
 """
 from __future__ import annotations
 
@@ -21,11 +23,13 @@ from .checks import check, leaves
 
 LOCAL_ENV = "OIS_LOCAL_CONFIG"  # path of the local layer instead of experiments/local.yaml; empty: none
 LOCAL_NAME = "local.yaml"  # next to the root of the base chain (experiments/base.yaml -> experiments/local.yaml)
+STORED_LOCAL_FOLDER = Path("experiments")  # a stored config has no base chain here: its local layer is found here
 PATH_KEYS = ("data.root", "data.paths", "weights", "model.backbone.checkpoint", "data.depth.checkpoint",
              "data.depth.folder", "data.cocolvis_allow_list", "eval.feature_cache", "ckpt", "ckpt_path",
              "output_dir")  # shown with their layer by `ois print-config`
 ENV_REF = re.compile(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)")
 Sources = dict[str, str]
+StoredLayer = tuple[str, dict]  # (label errors name it by, e.g. "ckpt=PATH"; the stored config)
 
 
 class _DuplicateKey(yaml.constructor.ConstructorError):
@@ -99,17 +103,17 @@ def _base_chain(path: Path) -> list[tuple[Path, dict]]:
     return chain[::-1]
 
 
-def local_layer(chain_root: Optional[Path]) -> Optional[Path]:
-    """The local layer: ``$OIS_LOCAL_CONFIG`` when set (empty: none), else ``local.yaml`` beside the root of
-    the base chain, if present."""
+def local_layer(folder: Optional[Path]) -> Optional[Path]:
+    """The local layer: ``$OIS_LOCAL_CONFIG`` when set (empty: none), else ``local.yaml`` in ``folder`` (that
+    of the root of the base chain), if present."""
     env = os.environ.get(LOCAL_ENV)
     if env is not None:
         if env and not Path(env).is_file():
             raise ConfigError(f"{LOCAL_ENV}={env}: file not found (unset it, or empty for no local layer)")
         return Path(env) if env else None
-    if chain_root is None:
+    if folder is None:
         return None
-    path = chain_root.parent / LOCAL_NAME
+    path = folder / LOCAL_NAME
     return path if path.is_file() else None
 
 
@@ -164,14 +168,20 @@ def _override(item: str) -> dict:
         raise ConfigError(f"command line '{item}': cannot parse the value ({str(e).splitlines()[0]})") from None
 
 
-def load_config_with_sources(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None
-                             ) -> tuple[DictConfig, Sources]:
-    """The validated, resolved config and, per leaf key, the layer that set it (absent: schema default)."""
+def load_config_with_sources(path: Optional[str | Path] = None, overrides: Optional[list[str]] = None, *,
+                             stored: Optional[StoredLayer] = None) -> tuple[DictConfig, Sources]:
+    """The validated, resolved config and, per leaf key, the layer that set it (absent: schema default).
+    ``stored``: a checkpoint's config, in place of the base chain of ``path``."""
     cfg, sources = OmegaConf.structured(Config), {}
+    if stored is not None and path is not None:
+        raise ConfigError(f"{stored[0]}: a stored config and a YAML file ({path}) cannot both be the base")
     chain = _base_chain(Path(path)) if path is not None else []
     for file, data in chain:
         cfg = _merge(cfg, {k: v for k, v in data.items() if k != "base"}, _label(file), sources)
-    local = local_layer(chain[0][0] if chain else None)
+    if stored is not None:
+        cfg = _merge(cfg, stored[1], stored[0], sources)
+    folder = chain[0][0].parent if chain else (STORED_LOCAL_FOLDER if stored is not None else None)
+    local = local_layer(folder)
     if local is not None:
         data = read_yaml(local)
         if "base" in data:
@@ -189,8 +199,9 @@ def load_config_with_sources(path: Optional[str | Path] = None, overrides: Optio
         key = getattr(e, "full_key", None) or "?"
         raise ConfigError(f"{sources.get(key, path or 'config')}: cannot resolve {key} "
                           f"({str(e).splitlines()[0]})") from None
-    _fill_weights(cfg, sources)
-    check(cfg, sources)
+    if stored is None:  # a checkpoint holds every weight: no weights files filled in or required
+        _fill_weights(cfg, sources)
+    check(cfg, sources, weights=stored is None)
     return cfg, sources
 
 

@@ -89,7 +89,7 @@ class Predictor:
         ``overrides`` on top, e.g. ``["eval.precision=bf16-mixed"]``), weights loaded strictly, in eval mode on
         ``device`` (None: cuda if available, else cpu). A file that is no such checkpoint is a one-line
         CheckpointError; bad overrides, or protocol keys that differ from training, a ConfigError."""
-        from ..tools.export import load_checkpoint
+        from ..checkpoint import load_checkpoint
 
         model, cfg = load_checkpoint(path, overrides=overrides)  # StoredConfigError is a CheckpointError
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -40,7 +40,7 @@ def plot_qualitative(ckpt_full: Path, ckpt_wo_order: Path, path: Path, overrides
     """Paper Fig. 1 style: for a few test scenes, image | depth | order map of click 1 | Full | w/o order."""
     from ..data.splits import build_split
     from ..protocol.evaluate import ClickBudget, run_object
-    from .export import config_from_checkpoint
+    from ..checkpoint import config_from_checkpoint
     from .figures import draw_clicks, draw_prediction, new_figure, save_figure
     from ..protocol.predictor import Predictor
 

@@ -24,70 +24,16 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
-from ..utils.atomic import atomic_write
-from ..config.schema import Config, ConfigError, uses_depth
-from ..config.load import load_config
-from ..config.checks import validate
+from ..checkpoint import load_checkpoint
+from ..config.schema import ConfigError, uses_depth
 from ..model import ImageEncoding, OISModel
-from ..model.checkpoints import CheckpointError
+from ..utils.atomic import atomic_write
 
 ENCODER_FILE, CLICK_FILE, MANIFEST_FILE = "encoder.onnx", "click.onnx", "export.json"
 FEATURES = ("feat0", "feat1", "feat2", "feat3")
 CLICK_INPUTS = ("coords", "labels", "prev_mask")
-
-
-class StoredConfigError(ConfigError, CheckpointError):
-    """A file that is no Lightning checkpoint with a stored config: a config error on the command line (pass
-    --config), a CheckpointError to :meth:`~ois_lightning.protocol.predictor.Predictor.from_checkpoint`."""
-
-
-def config_from_checkpoint(ckpt: str | Path, config: str | Path | None = None,
-                           overrides: Sequence[str] = ()) -> DictConfig:
-    """The config of a Lightning checkpoint from ``ois train``: the one it stores (``hyper_parameters``, saved by
-    ``OISLitModule``) <- ``overrides``, or ``config`` <- ``overrides`` when given. ``ckpt`` is set and
-    ``model.backbone.checkpoint`` cleared: every weight comes from the checkpoint's state dict."""
-    extra = [*overrides, "model.backbone.checkpoint=null"]
-    cfg = load_config(config, extra) if config is not None else _stored_config(Path(ckpt), extra)
-    cfg.ckpt = str(ckpt)
-    return cfg
-
-
-def _stored_config(ckpt: Path, overrides: Sequence[str]) -> DictConfig:
-    """Schema defaults <- the checkpoint's ``hyper_parameters`` <- ``overrides``, validated."""
-    from ..protocol.eval_run import read_checkpoint
-
-    checkpoint = read_checkpoint(ckpt)
-    stored = checkpoint.get("hyper_parameters")
-    if not isinstance(checkpoint.get("state_dict"), dict):
-        raise StoredConfigError(f"ckpt={ckpt}: no 'state_dict' in the file (expected a Lightning .ckpt from "
-                                "`ois train`)")
-    if not isinstance(stored, dict) or "model" not in stored:
-        raise StoredConfigError(f"ckpt={ckpt}: the checkpoint stores no config (hyper_parameters); pass --config "
-                                "YAML")
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"command line: override '{item}' is not of the form key=value")
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), dict(stored), OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None) or "?"
-        raise ConfigError(f"ckpt={ckpt}: bad key '{key}' in the stored config or the overrides "
-                          f"({str(e).splitlines()[0]})") from None
-    validate(cfg, f"ckpt={ckpt}")
-    return cfg
-
-
-def load_checkpoint(ckpt: str | Path, config: str | Path | None = None,
-                    overrides: Sequence[str] = ()) -> tuple[OISModel, DictConfig]:
-    """:func:`config_from_checkpoint` and the model with the checkpoint's weights, in eval mode."""
-    from ..protocol.eval_run import load_weights
-
-    cfg = config_from_checkpoint(ckpt, config, overrides)
-    return load_weights(cfg).eval(), cfg
 
 
 class EncoderGraph(nn.Module):

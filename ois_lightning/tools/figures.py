@@ -202,7 +202,7 @@ def run_figures(ckpts: Sequence[str], out_dir: str | Path, config: str | None = 
     ``data.test``, built with the first checkpoint's config): ``ids``, or the ``worst`` by NoC90 under the first
     checkpoint. Figs. 3 and 6 use the first checkpoint that has what they show. -> name -> path written."""
     from ..data.splits import build_split
-    from .export import load_checkpoint
+    from ..checkpoint import load_checkpoint
 
     loaded = [load_checkpoint(c, config, overrides) for c in ckpts]
     cfg = loaded[0][1]
