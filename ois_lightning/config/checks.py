@@ -8,15 +8,14 @@ from typing import Any, Callable, Collection, Iterator, Mapping, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from .schema import (CHOICES, NON_EMPTY, RANGES, Config, ConfigError, DepthSource, FusionKind, to_dict,
-                     uses_depth)
+from .schema import CHOICES, NON_EMPTY, RANGES, Config, ConfigError, DepthSource, FusionKind, to_dict
 
 Sources = Mapping[str, str]
 Where = Callable[..., str]
 
 
 def _backbones() -> Collection[str]:
-    from ..model.backbones import SPECS
+    from ..model.specs import SPECS
 
     return SPECS
 
@@ -143,7 +142,7 @@ def validate(cfg: DictConfig, where: Where = lambda *keys: "config") -> None:
     if not m.sparse.enabled and not m.dense.enabled:
         raise _fail(where, ("model.sparse.enabled", "model.dense.enabled"), "model.sparse.enabled=false and "
                     "model.dense.enabled=false leave no prompt path; enable one")
-    from ..model.backbones import SPECS
+    from ..model.specs import SPECS
 
     patch = SPECS[m.backbone.name].patch_size
     if m.input_size % patch != 0:
@@ -164,6 +163,8 @@ def validate(cfg: DictConfig, where: Where = lambda *keys: "config") -> None:
 
 def _validate_depth(cfg: DictConfig, where: Where) -> None:
     """Depth encoder (Table 5), separate depth models (Table 6) and backbones without a depth head (MAE)."""
+    from ..model.inputs import uses_depth  # the model package imports torch: only when checking
+
     m, d, enc = cfg.model, cfg.data.depth, cfg.model.depth_encoder
     if enc.enabled and m.order.enabled:
         raise _fail(where, ("model.depth_encoder.enabled", "model.order.enabled"), "model.depth_encoder.enabled=true "
@@ -185,7 +186,7 @@ def _validate_depth(cfg: DictConfig, where: Where) -> None:
             raise _fail(where, ("data.depth.kind", "data.depth.model"), f"data.depth.kind={d.kind} but "
                         f"data.depth.model={d.model} gives '{kind}' maps; set data.depth.kind={kind}")
     elif uses_depth(m) and d.source == DepthSource.model:
-        from ..model.backbones import SPECS
+        from ..model.specs import SPECS
 
         if not SPECS[m.backbone.name].has_depth_head:
             raise _fail(where, ("model.backbone.name", "data.depth.source"), f"model.backbone.name={m.backbone.name} "

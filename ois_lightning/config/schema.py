@@ -70,7 +70,7 @@ class DepthSource(str, enum.Enum):
 
 @dataclass
 class BackboneConfig:
-    name: str = "dav2-vitb"  # key of ois_lightning.model.backbones.SPECS
+    name: str = "dav2-vitb"  # key of ois_lightning.model.specs.SPECS
     checkpoint: Optional[str] = None  # published checkpoint file (.pth / .safetensors); None: weights.<name>
     freeze: bool = True  # the paper keeps the encoder and depth head frozen (Sec. 4.1)
     # allow random weights (tests, smoke runs): else a published network without a checkpoint is an error
@@ -316,12 +316,6 @@ NON_EMPTY = ("data.train", "data.test")  # lists that need at least one entry
 FREE_TEXT = ("base", "name", "table", "row", "output_dir", "ckpt", "ckpt_path", "weights", "model.backbone.checkpoint",
              "data.root", "data.paths", "data.cocolvis_allow_list", "data.depth.folder", "data.depth.checkpoint",
              "eval.feature_cache", "logger.project", "logger.group", "logger.tags", "logger.name")
-
-
-def uses_depth(model: Any) -> bool:
-    """Whether the network of a ``model`` config reads a depth map: order-aware attention on the sparse tokens
-    (Sec. 3.2) or the depth encoder (App. A.4). Depth is loaded, predicted and validated only then."""
-    return bool((model.order.enabled and model.sparse.enabled) or model.depth_encoder.enabled)
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -25,7 +25,7 @@ from .depth import read_depth_meta, write_depth_meta
 
 def depth_model_choice(cfg: DictConfig) -> tuple[str, str | None]:
     """(depth model name, checkpoint): ``data.depth.model`` or else the backbone's own depth head."""
-    from ..model.backbones import get_spec
+    from ..model.specs import get_spec
 
     d = cfg.data.depth
     if d.model is not None:

@@ -19,7 +19,8 @@ import lightning as L
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 
-from ..config.schema import ConfigError, uses_depth
+from ..config.schema import ConfigError
+from ..model.inputs import uses_depth
 from ..data import build_train_transform
 from ..data.splits import eval_dataset, train_datasets
 from ..data.training import EpochSampler, TrainingSamples, per_device_batch

@@ -12,7 +12,7 @@ class NormalizedFocalLoss(nn.Module):
     batch. Pixels with ``target < 0`` (ignore band, padding) do not count.
     """
 
-    def __init__(self, alpha: float = 0.5, gamma: float = 2.0, eps: float = 1e-8) -> None:
+    def __init__(self, *, alpha: float = 0.5, gamma: float = 2.0, eps: float = 1e-8) -> None:
         super().__init__()
         self.alpha, self.gamma, self.eps = alpha, gamma, eps
 

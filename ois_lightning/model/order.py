@@ -67,9 +67,9 @@ class OrderAwareAttention(ResidualCrossAttention):
     parameter exists and the order maps are not used.
     """
 
-    def __init__(self, dim: int, heads: int, sigma_init: float | None) -> None:
+    def __init__(self, dim: int, heads: int, *, order: bool = True, sigma_init: float = 5.0) -> None:
         super().__init__(dim, heads)
-        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma_init))) if sigma_init is not None else None
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma_init))) if order else None
 
     @property
     def sigma(self) -> Tensor | None:

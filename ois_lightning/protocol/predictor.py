@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .clicks import Click
-from ..config.schema import uses_depth
+from ..model.inputs import uses_depth
 from ..data import Sample
 from .geometry import Crop, Letterbox, Mapping, Stretch, full_inputs, mirror
 from .feature_cache import FeatureCache

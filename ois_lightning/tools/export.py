@@ -27,7 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from ..checkpoint import load_checkpoint
-from ..config.schema import ConfigError, uses_depth
+from ..config.schema import ConfigError
+from ..model.inputs import uses_depth
 from ..model import ImageEncoding, OISModel
 from ..utils.atomic import atomic_write
 
