@@ -12,7 +12,8 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 
-from ois_lightning.grids.sweep_file import load_sweep, load_table_spec
+from ois_lightning.grids.sweep_file import load_sweep
+from ois_lightning.grids.table_spec import load_table_spec
 from ois_lightning.tools.mini_paper import DEMO, TABLES
 from ois_lightning.model import build_model
 from ois_lightning.grids.scorecard import AGREES, DISAGREES, INCONCLUSIVE, NOT_IN_PAPER, verdict

@@ -16,7 +16,7 @@ from ois_lightning.checkpoint import load_checkpoint
 from ois_lightning.tools.figures import (attention_figure, order_figure, parse_object_id, plot_table_curves, probe_clicks,
                                    strip_figure)
 from ois_lightning.model.introspection import order_attention_weights
-from ois_lightning.grids.sweep_file import load_table_spec
+from ois_lightning.grids.table_spec import load_table_spec
 from ois_lightning.model import build_model
 from ois_lightning.model.order import order_maps
 from ois_lightning.protocol.predictor import predictor_for

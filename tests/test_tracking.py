@@ -17,7 +17,8 @@ from ois_lightning.cli import main
 from ois_lightning.protocol.clicks import Click
 from ois_lightning.config.schema import ConfigError
 from ois_lightning.config.load import load_config
-from ois_lightning.grids.sweep_file import METRIC_GOALS, default_table_path, load_table_spec
+from ois_lightning.protocol.metrics import METRIC_GOALS
+from ois_lightning.grids.table_spec import default_table_path, load_table_spec
 from ois_lightning.lit.loggers import build_logger
 
 from .conftest import REPO, TINY

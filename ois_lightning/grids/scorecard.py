@@ -14,7 +14,7 @@ import io
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from .sweep_file import METRIC_GOALS
+from ..protocol.metrics import METRIC_GOALS
 from .table import Table, delta_text, fmt_value
 
 VERDICT_METRIC = "NoC90"

@@ -1,6 +1,4 @@
-"""Ablation grids: the paper's tables as data (``experiments/tableN/table.yaml``), W&B sweep files
-(``sweeps/tableN.yaml``) expanded into grid points, and the run identity (project / group / name / tags) every
-training run is logged under.
+"""W&B sweep files (``sweeps/tableN.yaml``) expanded into grid points.
 
 A sweep file picks the row through a parameter ``config`` whose values are experiment YAML paths. W&B passes
 it (with ``${args_no_hyphens}``) as ``config=experiments/table4/full.yaml``; :func:`normalize_argv` turns that
@@ -10,121 +8,19 @@ the same argv and nothing is read from ``wandb.config``.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from ..config.schema import ConfigError
 from ..config.load import load_config, read_yaml
 
-# Metric names (keys of ois_lightning.protocol.metrics.summarize_ious) a table may list, with the better direction.
-METRIC_GOALS: dict[str, str] = {
-    "NoC85": "lower", "NoC90": "lower", "NoC95": "lower",
-    "NoF85": "lower", "NoF90": "lower", "NoF95": "lower",
-    "1-mIoU": "higher", "5-mIoU": "higher",
-}
 CONFIG_PARAM = "config"  # the sweep parameter whose value is the row's experiment YAML
 SUBCOMMANDS_WITH_CONFIG = ("train", "eval", "print-config")
 # Values of the W&B command macros the local runner understands.
 ARG_MACROS = ("${args_no_hyphens}", "${args}")
 
 
-# ---------------------------------------------------------------------------------------------- table specs
-@dataclass
-class RowSpec:
-    """One row of a paper table: our config (None for another method's paper-only row) and the paper's numbers."""
-
-    name: str
-    label: str
-    config: Optional[Path]
-    reference: str  # row the deltas of this row are taken against
-    paper: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class TableSpec:
-    """A paper table: rows in the paper's order, metric columns, the reference ("Full") row."""
-
-    name: str
-    title: str
-    dataset: str
-    metrics: list[str]
-    reference: str
-    rows: list[RowSpec]
-    path: Path
-
-    def row(self, name: str) -> RowSpec:
-        for r in self.rows:
-            if r.name == name:
-                return r
-        raise KeyError(name)
-
-
-def load_table_spec(path: str | Path) -> TableSpec:
-    """Read and check ``table.yaml``: known metrics, existing row configs, a reference row that has a config."""
-    path = Path(path)
-    data = read_yaml(path)
-    for key in ("table", "metrics", "reference", "rows"):
-        if key not in data:
-            raise ConfigError(f"{path}: missing key '{key}'")
-    metrics = data["metrics"]
-    if not isinstance(metrics, list) or not metrics:
-        raise ConfigError(f"{path}: key 'metrics' must be a non-empty list, got {metrics!r}")
-    for m in metrics:
-        if m not in METRIC_GOALS:
-            raise ConfigError(f"{path}: metric {m!r} unknown (expected one of {', '.join(METRIC_GOALS)})")
-    if not isinstance(data["rows"], dict) or not data["rows"]:
-        raise ConfigError(f"{path}: key 'rows' must be a non-empty mapping row name -> {{config, paper, ...}}")
-    borrowed = _paper_source(path, data)
-    rows = []
-    for name, row in data["rows"].items():
-        if not isinstance(row, dict):
-            raise ConfigError(f"{path}: rows.{name} must be a mapping, got {row!r}")
-        config = row.get("config")
-        config_path = (path.parent / config) if config is not None else None
-        if config_path is not None and not config_path.is_file():
-            raise ConfigError(f"{path}: rows.{name}.config file '{config}' not found (looked for {config_path})")
-        paper = row.get("paper") or {}
-        if "paper_row" in row:
-            if borrowed is None:
-                raise ConfigError(f"{path}: rows.{name}.paper_row needs a table-level 'paper_from: <table.yaml>'")
-            if row["paper_row"] not in borrowed:
-                raise ConfigError(f"{path}: rows.{name}.paper_row={row['paper_row']!r} is not a row of "
-                                  f"{data['paper_from']} (rows: {', '.join(borrowed)})")
-            paper = {m: v for m, v in borrowed[row["paper_row"]].items() if m in metrics}
-        for m, v in paper.items():
-            if m not in metrics or not isinstance(v, (int, float)):
-                raise ConfigError(f"{path}: rows.{name}.paper.{m}={v!r}: expected a number for one of {metrics}")
-        rows.append(RowSpec(str(name), str(row.get("label", name)), config_path,
-                            str(row.get("reference", data["reference"])), dict(paper)))
-    spec = TableSpec(str(data["table"]), str(data.get("title", data["table"])), str(data.get("dataset", "")),
-                     list(metrics), str(data["reference"]), rows, path)
-    for r in rows:
-        if r.reference not in {x.name for x in rows if x.config is not None}:
-            raise ConfigError(f"{path}: rows.{r.name}: reference row {r.reference!r} is not a row with a config")
-    return spec
-
-
-def _paper_source(path: Path, data: dict[str, Any]) -> Optional[dict[str, dict[str, float]]]:
-    """``paper_from: <table.yaml>`` (relative to ``path``): that table's paper numbers by row, which rows of
-    this table take with ``paper_row: <name>`` (a miniature of a paper table borrows the paper's numbers)."""
-    if "paper_from" not in data:
-        return None
-    source = load_table_spec(path.parent / str(data["paper_from"]))
-    return {r.name: r.paper for r in source.rows}
-
-
-def default_table_path(table: str, search: Optional[list[Path]] = None) -> Path:
-    """``experiments/<table>/table.yaml`` under the working directory or the repository of this package."""
-    roots = search or [Path.cwd(), Path(__file__).resolve().parents[2]]
-    for root in roots:
-        candidate = root / "experiments" / table / "table.yaml"
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(f"no experiments/{table}/table.yaml under {', '.join(str(r) for r in roots)}; pass --table")
-
-
-# ---------------------------------------------------------------------------------------------- sweep files
 @dataclass
 class GridPoint:
     """One run of a sweep: the parameter values in file order (as W&B sends them)."""
@@ -220,24 +116,3 @@ def normalize_argv(argv: list[str]) -> list[str]:
         raise ConfigError(f"command line: '{CONFIG_PARAM}=' given {len(tokens)} times ({', '.join(tokens)})")
     i = argv.index(tokens[0], 1)
     return [argv[0], tokens[0].split("=", 1)[1], *argv[1:i], *argv[i + 1:]]
-
-
-# ---------------------------------------------------------------------------------------------- run identity
-def run_identity(cfg: Any) -> tuple[str, str, str, list[str]]:
-    """(project, group, name, tags) of a training run's W&B run.
-
-    project = ``logger.project``; group = ``logger.group`` or the table (else the experiment name), so all seeds
-    and rows of a table land in one group; name = ``logger.name`` or ``<table>-<row>-seed<k>`` (else
-    ``<name>-seed<k>``); tags = ``logger.tags`` + table, row, ``seed<k>``.
-    """
-    log = cfg.logger
-    table, row, seed = cfg.get("table"), cfg.get("row"), int(cfg.seed)
-    group = log.group or table or cfg.name
-    if log.name:
-        name = log.name
-    elif table and row:
-        name = f"{table}-{row}-seed{seed}"
-    else:
-        name = f"{cfg.name}-seed{seed}"
-    tags = list(log.tags) + [t for t in (table, row) if t] + [f"seed{seed}"]
-    return str(log.project), str(group), str(name), list(dict.fromkeys(tags))

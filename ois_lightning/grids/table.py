@@ -25,7 +25,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..config.schema import ConfigError
-from .sweep_file import METRIC_GOALS, TableSpec, default_table_path, load_table_spec
+from ..protocol.metrics import METRIC_GOALS
+from .table_spec import TableSpec, default_table_path, load_table_spec
 from ..protocol.metrics import summarize_ious
 from ..protocol.results import ResultsError, RunResult, collect, describe_changes
 

@@ -63,7 +63,7 @@ def order_maps(
 class OrderAwareAttention(ResidualCrossAttention):
     """Eq. 3: S' = LN(softmax(Q K^T - sigma * M) V + S), sigma > 0 learnable (kept as log sigma).
 
-    With ``sigma_init=None`` the layer is plain cross-attention (the "w/o order" ablation, Table 4): no sigma
+    With ``order=False`` the layer is plain cross-attention (the "w/o order" ablation, Table 4): no sigma
     parameter exists and the order maps are not used.
     """
 

@@ -92,3 +92,11 @@ def summarize_timing(total_seconds: float, encoder_seconds: float, click_seconds
         "encoder_s_per_image": encoder_seconds / num_images,
         "click_s_per_click": click_seconds / num_clicks,
     }
+
+
+# Metric names (keys of summarize_ious) a table may list, with the better direction.
+METRIC_GOALS: dict[str, str] = {
+    "NoC85": "lower", "NoC90": "lower", "NoC95": "lower",
+    "NoF85": "lower", "NoF90": "lower", "NoF95": "lower",
+    "1-mIoU": "higher", "5-mIoU": "higher",
+}

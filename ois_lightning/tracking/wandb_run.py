@@ -38,7 +38,8 @@ from .csv_log import CSVLog
 from ..data import Sample
 from ..data.splits import build_split
 from ..protocol.evaluate import ClickBudget, EvalResult, click_budget, run_object
-from ..grids.sweep_file import METRIC_GOALS, run_identity
+from ..protocol.metrics import METRIC_GOALS
+from .identity import run_identity
 from ..protocol.metrics import miou_curve, summarize_ious
 from ..protocol.predictor import Predictor, predictor_for
 from ..protocol.results import results_paths
