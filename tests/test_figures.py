@@ -13,8 +13,8 @@ from ois_lightning.config.load import load_config
 from ois_lightning.config.schema import to_dict
 from ois_lightning.data.splits import build_split
 from ois_lightning.checkpoint import load_checkpoint
-from ois_lightning.tools.figures import (attention_figure, order_figure, parse_object_id, plot_table_curves, probe_clicks,
-                                   strip_figure)
+from ois_lightning.tools.figures import attention_figure, order_figure, parse_object_id, probe_clicks, strip_figure
+from ois_lightning.grids.table import plot_table_curves
 from ois_lightning.model.introspection import order_attention_weights
 from ois_lightning.grids.table_spec import load_table_spec
 from ois_lightning.model import build_model

@@ -1,17 +1,9 @@
 """``ois table``: collate ``results.json`` files of a sweep into a paper table (Tables 4-11).
 
 Per row: our number (mean ± sample std over seeds; each seed's metric recomputed from its per-object IoU
-curves with :func:`ois_lightning.protocol.metrics.summarize_ious`), the delta against the row's reference ("Full") row,
-and a 95% paired bootstrap confidence interval of that delta over seeds and evaluated objects.
-
-Bootstrap (two levels, so that the interval holds both sources of variation): each replicate draws, for the
-row and for its reference independently, the seeds with replacement (as many as the row has) and averages
-each object's metric value (NoC of that object, its IoU after k clicks, or whether it failed) over the drawn
-seeds; then it draws objects with replacement, the same objects for both rows (paired by object id, objects
-present in every seed of both), and recomputes the delta statistic (mean over objects; sum for the NoF counts).
-``n_boot`` replicates with the RNG seeded by ``rng_seed`` (the table is reproducible); the interval is the
-2.5-97.5 percentile range. With one seed per row it is the paired bootstrap over objects; with few seeds the
-seed level is coarse (two seeds give three possible means); more seeds make it more trustworthy.
+curves with :func:`ois_lightning.protocol.metrics.summarize_ious`), the delta against the row's reference
+("Full") row, and a 95% paired bootstrap confidence interval of that delta over seeds and evaluated objects
+(:mod:`ois_lightning.grids.statistics`); the mIoU-vs-clicks plot of the rows.
 """
 from __future__ import annotations
 
@@ -20,55 +12,19 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
 from ..config.schema import ConfigError
-from ..protocol.metrics import METRIC_GOALS
-from .table_spec import TableSpec, default_table_path, load_table_spec
-from ..protocol.metrics import summarize_ious
+from ..protocol.metrics import METRIC_GOALS, miou_curve
 from ..protocol.results import ResultsError, RunResult, collect, describe_changes
+from ..utils.plots import new_figure, save_figure
+from .statistics import bootstrap_ci, metric_aggregate, per_object_metrics, run_metrics
+from .table_spec import TableSpec, default_table_path, load_table_spec
 
-
-# ------------------------------------------------------------------------------------------------ statistics
-def _aggregate(metric: str) -> Any:
-    """How per-object values combine into the table's number: NoF is a count of objects, the rest are means."""
-    return np.sum if metric.startswith("NoF") else np.mean
-
-
-def run_metrics(run: RunResult, metrics: Sequence[str]) -> dict[str, float]:
-    """The table's metrics of one run; :class:`ResultsError` for one its early-stopped curves leave undetermined."""
-    summary = summarize_ious(run.ious, run.max_clicks)
-    missing = [m for m in metrics if summary[m] is None]
-    if missing:
-        raise ResultsError(f"{run.path}: {', '.join(missing)} undetermined: objects stopped early "
-                           "(clicks.target_iou); re-evaluate with clicks.target_iou=null, or a target and "
-                           "clicks.min_eval that cover the table's metrics")
-    return {m: float(summary[m]) for m in metrics}
-
-
-def per_object_metrics(run: RunResult, metrics: Sequence[str]) -> dict[str, np.ndarray]:
-    """(N,) value of every metric per object: the metric of the single-object set, so definitions stay in
-    ois_lightning.protocol.metrics; aggregating them with :func:`_aggregate` gives :func:`run_metrics`."""
-    single = [summarize_ious([curve], run.max_clicks) for curve in run.ious]
-    return {m: np.array([s[m] for s in single], dtype=float) for m in metrics}
-
-
-def bootstrap_ci(row: np.ndarray, ref: np.ndarray, aggregate: Any, n_boot: int, rng_seed: int,
-                 level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of aggregate(row) - aggregate(ref) under the two-level bootstrap of the module
-    docstring. row (S,N), ref (S',N): per-seed values of the same N objects in the same order."""
-    rng = np.random.default_rng(rng_seed)
-    n = row.shape[1]
-    objects = rng.integers(0, n, size=(n_boot, n))  # B,N; the same objects for both rows (paired)
-    stats = np.zeros(n_boot)
-    for sign, values in ((1.0, row), (-1.0, ref)):
-        seeds = rng.integers(0, values.shape[0], size=(n_boot, values.shape[0]))  # B,S
-        per_object = values[seeds].mean(axis=1)  # B,N: each object averaged over the drawn seeds
-        stats += sign * aggregate(np.take_along_axis(per_object, objects, axis=1), axis=1)
-    lo, hi = np.percentile(stats, [50 * (1 - level), 50 * (1 + level)])
-    return float(lo), float(hi)
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -207,7 +163,7 @@ def _paired_ci(row: tuple[list[str], dict[str, np.ndarray]], ref: tuple[list[str
     pos_row = {i: k for k, i in enumerate(row[0])}
     pos_ref = {i: k for k, i in enumerate(ref[0])}
     return bootstrap_ci(row[1][metric][:, [pos_row[i] for i in ids]], ref[1][metric][:, [pos_ref[i] for i in ids]],
-                        _aggregate(metric), n_boot, rng_seed)
+                        metric_aggregate(metric), n_boot, rng_seed)
 
 
 # ------------------------------------------------------------------------------------------------ rendering
@@ -321,7 +277,6 @@ def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, pa
     csv_text = to_csv(table)
     atomic_write(runs_dir / "table.csv", lambda f: f.write(csv_text))
     out(markdown)
-    from ..tools.figures import plot_table_curves
 
     plot_table_curves(table, runs, runs_dir / "table_miou_vs_clicks.png")
     out(f"wrote {runs_dir / 'table.md'}, {runs_dir / 'table.csv'} and {runs_dir / 'table_miou_vs_clicks.png'}")
@@ -329,3 +284,27 @@ def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, pa
     if wandb_project and log_table(table.spec.name, header, rows, wandb_project):
         out(f"logged the table to W&B project {wandb_project}")
     return table
+
+
+# ------------------------------------------------------------------------------------------------ curves
+def plot_table_curves(table: Table, runs: Sequence[RunResult], path: str | Path) -> "Figure":
+    """mIoU (%) vs clicks, one curve per row of ``table`` with results (mean over its seeds, up to the shortest
+    curve), written atomically to ``path``."""
+    fig, axes = new_figure(1, 1)
+    ax = axes[0, 0]
+    for row in table.spec.rows:
+        mine = [r for r in runs if r.row == row.name and r.table in (None, table.spec.name)
+                and (table.dataset is None or r.dataset in (None, table.dataset))]
+        if not mine:
+            continue
+        curves = [100 * miou_curve(r.ious, min(map(len, r.ious))) for r in mine]
+        n = min(map(len, curves))
+        ax.plot(np.arange(1, n + 1), np.mean([c[:n] for c in curves], axis=0), marker="o", ms=3, label=row.label)
+    on = f" on {table.dataset}" if table.dataset else ""
+    ax.set(xlabel="clicks", ylabel="mIoU (%)", title=f"{table.spec.title}{on}: mean over seeds")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=7)
+    fig.set_size_inches(6, 4)
+    save_figure(fig, path)
+    return fig

@@ -41,7 +41,8 @@ def plot_qualitative(ckpt_full: Path, ckpt_wo_order: Path, path: Path, overrides
     from ..data.splits import build_split
     from ..protocol.evaluate import ClickBudget, run_object
     from ..checkpoint import config_from_checkpoint
-    from .figures import draw_clicks, draw_prediction, new_figure, save_figure
+    from .figures import draw_clicks, draw_prediction
+    from ..utils.plots import new_figure, save_figure
     from ..protocol.predictor import Predictor
 
     predictors = [Predictor.from_checkpoint(c, "cpu", overrides) for c in (ckpt_full, ckpt_wo_order)]

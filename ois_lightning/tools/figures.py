@@ -1,4 +1,4 @@
-"""``ois figure``: the paper's figures from checkpoints, and the mIoU-vs-clicks plot of ``ois table``.
+"""``ois figure``: the paper's figures from checkpoints.
 
 * ``qualitative.png`` (Figs. 1, 4, 5): per object, the image with its ground truth, then for every checkpoint
   the prediction after k clicks of the protocol (``--clicks 1,3,5``), checkpoints side by side.
@@ -20,39 +20,17 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from ..utils.atomic import atomic_write
 from ..protocol.clicks import Click, Clicker
 from ..config.schema import ConfigError
 from ..data import Sample
 from ..protocol.evaluate import ClickBudget, click_budget, evaluate_samples, run_object
-from ..protocol.metrics import miou_curve, noc_per_object
+from ..protocol.metrics import noc_per_object
 from ..protocol.predictor import Predictor, click_arrays, predictor_for
+from ..utils.plots import new_figure, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-
-    from ..protocol.results import RunResult
-    from ..grids.table import Table
-
-PANEL = 2.6  # inches per panel
-
-
-def new_figure(rows: int, cols: int) -> tuple["Figure", np.ndarray]:
-    """A matplotlib Figure (Agg, no pyplot state) with a (rows, cols) grid of axes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(PANEL * cols, PANEL * rows), dpi=100)
-    return fig, fig.subplots(rows, cols, squeeze=False)
-
-
-def save_figure(fig: "Figure", path: str | Path) -> Path:
-    """PNG written atomically."""
-    fig.tight_layout()
-    return atomic_write(path, lambda f: fig.savefig(f, format="png"), mode="wb")
 
 
 def draw_clicks(ax: "Axes", clicks: Sequence[Click]) -> None:
@@ -154,28 +132,6 @@ def attention_figure(objects: Sequence[tuple[Sample, int]], predictor: Predictor
     return _finish(fig, axes, f"Order-aware attention of fusion block {block} (mean over heads, max = red)")
 
 
-# --------------------------------------------------------------------------------- ois table: curves
-def plot_table_curves(table: "Table", runs: Sequence["RunResult"], path: str | Path) -> "Figure":
-    """mIoU (%) vs clicks, one curve per row of ``table`` with results (mean over its seeds, up to the shortest
-    curve), written atomically to ``path``."""
-    fig, axes = new_figure(1, 1)
-    ax = axes[0, 0]
-    for row in table.spec.rows:
-        mine = [r for r in runs if r.row == row.name and r.table in (None, table.spec.name)
-                and (table.dataset is None or r.dataset in (None, table.dataset))]
-        if not mine:
-            continue
-        curves = [100 * miou_curve(r.ious, min(map(len, r.ious))) for r in mine]
-        n = min(map(len, curves))
-        ax.plot(np.arange(1, n + 1), np.mean([c[:n] for c in curves], axis=0), marker="o", ms=3, label=row.label)
-    on = f" on {table.dataset}" if table.dataset else ""
-    ax.set(xlabel="clicks", ylabel="mIoU (%)", title=f"{table.spec.title}{on}: mean over seeds")
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=7)
-    fig.set_size_inches(6, 4)
-    save_figure(fig, path)
-    return fig
 
 
 # ------------------------------------------------------------------------------------- ois figure
