@@ -12,7 +12,7 @@ import torch
 import wandb
 import yaml
 
-from ois_lightning.tracking import wandb_run as tracking
+from ois_lightning.tracking import drawing, wandb_run as tracking
 from ois_lightning.cli import main
 from ois_lightning.protocol.clicks import Click
 from ois_lightning.config.schema import ConfigError
@@ -248,8 +248,8 @@ def test_sweep_files_rank_runs_by_the_tables_first_metric(path: Path):
 
 def test_draw_clicks_colours():
     image = np.zeros((40, 40, 3), np.uint8)
-    drawn = tracking.draw_clicks(image, [Click(10, 10, True), Click(30, 30, False)])
-    assert tuple(drawn[10, 10]) == tracking.POSITIVE and tuple(drawn[30, 30]) == tracking.NEGATIVE
+    drawn = drawing.draw_clicks(image, [Click(10, 10, True), Click(30, 30, False)])
+    assert tuple(drawn[10, 10]) == drawing.POSITIVE and tuple(drawn[30, 30]) == drawing.NEGATIVE
     assert not image.any()  # the input is left alone
 
 
@@ -275,8 +275,8 @@ def test_logged_order_map_is_the_models_own(clicks: str):
     sample = build_split(cfg, "layered", "test")[0]
     predictor.set_image(sample)
     ys, xs = np.nonzero(sample.masks[0] == 1)
-    positive = tracking.first_click_order_map(predictor, Click(int(ys[0]), int(xs[0]), True))
-    negative = tracking.first_click_order_map(predictor, Click(0, 0, False))
+    positive = drawing.first_click_order_map(predictor, Click(int(ys[0]), int(xs[0]), True))
+    negative = drawing.first_click_order_map(predictor, Click(0, 0, False))
     assert positive.shape == negative.shape == sample.masks[0].shape
     assert positive.max() > 0  # the depth varies over the scene, so |R - R(click)| does too
     assert (negative.max() > 0) == (clicks == "pos+neg")
@@ -285,4 +285,4 @@ def test_logged_order_map_is_the_models_own(clicks: str):
     without_order = predictor_for(build_model(off.model, off.data.depth).eval(), off)
     without_order.set_image(sample)
     assert without_order.enc.depth is not None  # depth is there, the model just does not use order maps
-    assert tracking.first_click_order_map(without_order, Click(0, 0, False)) is None
+    assert drawing.first_click_order_map(without_order, Click(0, 0, False)) is None

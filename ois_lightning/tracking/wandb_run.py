@@ -25,16 +25,15 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
 from urllib.parse import urlparse
 
-import cv2
 import numpy as np
 import wandb
 from omegaconf import DictConfig
 from torch import nn
 
 from ..utils.atomic import atomic_write
-from ..protocol.clicks import Click
 from ..config.schema import ConfigError
 from .csv_log import CSVLog
+from .drawing import draw_clicks, first_click_order_map, order_map_image
 from ..data import Sample
 from ..data.splits import build_split
 from ..protocol.evaluate import ClickBudget, EvalResult, click_budget, run_object
@@ -49,7 +48,6 @@ MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "o
 SWEEP_ENV = "WANDB_SWEEP_ID"  # set by `wandb agent` for the runs it starts (beside WANDB_RUN_ID, its run id)
 STEP = "trainer/global_step"  # the x-axis of Lightning's WandbLogger, kept for every run
 OBJECT_COLUMNS = ["id", "dataset", "NoC85", "NoC90", "NoC95", "IoU@1", "IoU@5", "IoU@20", "image"]
-POSITIVE, NEGATIVE, RIM = (0, 255, 0), (255, 0, 0), (255, 255, 255)  # click colours of demo.py's figure (RGB)
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -185,26 +183,7 @@ def log_parameter_counts(loggers: Sequence[Sink], model: nn.Module) -> None:
         logger.log_hyperparams({"params": parameter_counts(model)})
 
 
-# ------------------------------------------------------------------------------------------------ images
-def draw_clicks(image: np.ndarray, clicks: Sequence[Click]) -> np.ndarray:
-    """A copy of the (H,W,3) uint8 image with the clicks as dots: green positive, red negative, white rim."""
-    out = np.ascontiguousarray(image, dtype=np.uint8).copy()
-    radius = max(3, round(min(out.shape[:2]) / 80))
-    for c in clicks:
-        cv2.circle(out, (int(c.x), int(c.y)), radius + 1, RIM, -1, cv2.LINE_AA)
-        cv2.circle(out, (int(c.x), int(c.y)), radius, POSITIVE if c.positive else NEGATIVE, -1, cv2.LINE_AA)
-    return out
-
-
-def first_click_order_map(predictor: Predictor, click: Click) -> np.ndarray | None:
-    """(H,W) order map (Eq. 1-2) the model computes for the first click on the image set in ``predictor``, in
-    the original frame (:meth:`Predictor.order_map` with the model's click types); None when the model uses no
-    order (w/o order ablations, no depth)."""
-    mode = predictor.model.order_mode
-    if predictor.enc is None or predictor.enc.depth is None or mode is None:
-        return None
-    maps = predictor.order_map(np.array([[click.y, click.x]]), np.array([int(click.positive)]), mode)
-    return maps["positive"] if click.positive else maps["negatives"][0]
+# ---------------------------------------------------------------------------- images (drawn by drawing.py)
 
 
 def _masks(gt: np.ndarray, pred: np.ndarray) -> dict:
@@ -225,8 +204,7 @@ def render_object(predictor: Predictor, sample: Sample, k: int, budget: ClickBud
                           caption=caption)]
     order_map = first_click_order_map(predictor, run.clicks[0]) if order else None
     if order_map is not None:
-        colour = cv2.applyColorMap((255 * np.clip(order_map, 0, 1)).astype(np.uint8), cv2.COLORMAP_VIRIDIS)[..., ::-1]
-        images.append(wandb.Image(draw_clicks(colour, run.clicks[:1]),
+        images.append(wandb.Image(draw_clicks(order_map_image(order_map), run.clicks[:1]),
                                   caption=f"{sample.id}#{k}: order map of click 1 (dark = same depth as the click)"))
     return images
 
