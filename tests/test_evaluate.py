@@ -13,9 +13,8 @@ from ois_lightning.cli import main
 from ois_lightning.protocol.clicks import Clicker
 from ois_lightning.config.load import load_config
 from ois_lightning.data import LayeredScenes, Sample
-from ois_lightning.protocol.evaluate import (
-    TABLE_COLUMNS, ClickBudget, Predictor, evaluate, evaluate_samples, run_object, table_row, write_results,
-)
+from ois_lightning.protocol.report import TABLE_COLUMNS, table_row, write_results
+from ois_lightning.protocol.evaluate import ClickBudget, Predictor, evaluate, evaluate_samples, run_object
 from ois_lightning.model import ImageEncoding, build_model
 
 from .conftest import REPO, TINY

@@ -17,7 +17,8 @@ import torch
 from ois_lightning.utils.atomic import current_umask
 from ois_lightning.cli import main
 from ois_lightning.config.load import load_config
-from ois_lightning.protocol.evaluate import EvalResult, write_results
+from ois_lightning.protocol.evaluate import EvalResult
+from ois_lightning.protocol.report import write_results
 from ois_lightning.grids.table_spec import load_table_spec
 from ois_lightning.utils.lock import LOCK_FILE, LockError, locks_output_dir, output_dir_lock
 from ois_lightning.protocol.results import ResultsError, read_results, settings_fingerprint

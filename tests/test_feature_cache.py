@@ -141,7 +141,8 @@ TIMING = ("SPC", "encoder_s_per_image", "click_s_per_click")
 def test_cached_and_uncached_evaluation_write_identical_metrics(tmp_path):
     import json
 
-    from ois_lightning.protocol.evaluate import evaluate, write_results
+    from ois_lightning.protocol.evaluate import evaluate
+    from ois_lightning.protocol.report import write_results
     from ois_lightning.data.splits import eval_dataset
 
     from .conftest import REPO

@@ -21,7 +21,8 @@ from ..data.splits import build_split
 from ..model import OISModel
 from ..utils.lock import locks_output_dir
 from ..utils.parallel import barrier, local_processes, process_group_from_env, rank_path, set_threads, world
-from .evaluate import TABLE_COLUMNS, EvalResult, evaluate, table_row, write_results
+from .report import TABLE_COLUMNS, table_row, write_results
+from .evaluate import EvalResult, evaluate
 from .results import results_paths
 
 EVAL_JOURNAL = "eval_journal.jsonl"  # beside results.json while the evaluation runs
