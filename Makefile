@@ -40,7 +40,7 @@ bench: $(STAMP)
 
 # The CUDA-only tests and the paper-size bench in one report, gpu_check.json (<= 8 min; skips without CUDA).
 gpu-check: $(STAMP)
-	WANDB_MODE=offline $(PY) -m ois_lightning.gpu_check
+	WANDB_MODE=offline $(PY) -m ois_lightning.tools.gpu_check
 
 clean:
 	rm -rf $(VENV) demo_out runs .pytest_cache

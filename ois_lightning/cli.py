@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .config import ConfigError, load_config, load_config_with_sources, source_comments, to_yaml
+from .config.schema import ConfigError, to_yaml
+from .config.load import load_config, load_config_with_sources, source_comments
 
 
 def _print_config(args: argparse.Namespace) -> int:
@@ -37,26 +38,27 @@ def _train(args: argparse.Namespace) -> int:
 
 def _check_data(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    from .check_data import check_data
+    from .data.check import check_data
 
     return check_data(cfg)
 
 
 def _eval(args: argparse.Namespace) -> int:
-    config, overrides = args.config, list(args.overrides)
+    config, overrides, checkpoint = args.config, list(args.overrides), None
     if args.ckpt is not None and config is not None and "=" in config:  # `ois eval --ckpt P k=v`: no CONFIG
         config, overrides = None, [config, *overrides]
     if config is not None:
         cfg = load_config(config, overrides + ([f"ckpt={args.ckpt}"] if args.ckpt is not None else []))
     elif args.ckpt is not None:
-        from .export import config_from_checkpoint
+        from .checkpoint import config_from_checkpoint, read_checkpoint
 
-        cfg = config_from_checkpoint(args.ckpt, None, overrides)  # the checkpoint's stored config <- overrides
+        checkpoint = read_checkpoint(args.ckpt)  # read once: its stored config <- local layer <- overrides
+        cfg = config_from_checkpoint(args.ckpt, None, overrides, checkpoint)
     else:
         raise ConfigError("ois eval: give CONFIG (with ckpt=PATH), or --ckpt PATH to use the checkpoint's config")
-    from .eval_run import evaluate_checkpoint  # no Lightning
+    from .protocol.eval_run import evaluate_checkpoint  # no Lightning
 
-    evaluate_checkpoint(cfg)
+    evaluate_checkpoint(cfg, checkpoint)
     return 0
 
 
@@ -67,7 +69,7 @@ _SWEEP_VALUE_OPTIONS = ("--parallel", "--runs-dir", "--gpus", "--python")
 def _normalize_sweep_argv(argv: list[str]) -> list[str]:
     """W&B sweeps pass the row as `config=PATH` anywhere in argv: make it the positional CONFIG (grid.py).
     `ois sweep FILE --local k=v`: options go first, since argparse cannot mix them with `overrides` there."""
-    from .grid import normalize_argv
+    from .grids.sweep_file import normalize_argv
 
     if argv[:1] != ["sweep"]:
         return normalize_argv(list(argv))
@@ -87,7 +89,7 @@ def _sweep(args: argparse.Namespace) -> int:
     if not args.local:
         raise ConfigError(f"{args.sweep}: only --local runs here; for W&B run `wandb sweep {args.sweep}` then "
                           "`wandb agent <sweep id>` (docs/sweeps.md)")
-    from .sweep import run_local
+    from .grids.local_runner import run_local
 
     gpus = None if args.gpus is None else [g.strip() for g in args.gpus.split(",") if g.strip()]
     python = sys.executable if args.python is None else str(Path(args.python).resolve())
@@ -97,7 +99,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _table(args: argparse.Namespace) -> int:
-    from .table import ResultsError, make_table
+    from .protocol.results import ResultsError
+    from .grids.table import make_table
 
     try:
         make_table(args.runs, args.table, args.paper, args.n_boot, args.bootstrap_seed,
@@ -140,7 +143,7 @@ def _add_grid_commands(sub: argparse._SubParsersAction) -> None:
 # --- depth maps from a separate depth model: `ois depth-cache` ----------------------------------------
 def _depth_cache(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
-    from .depth_cache import cache_depth
+    from .data.depth_cache import cache_depth
 
     counts = cache_depth(cfg, args.split, args.device)
     print(f"depth-cache: {counts['written']} written, {counts['skipped']} already present")
@@ -162,7 +165,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .tools.demo import run_demo
 
     def env(name: str) -> bool:
         return os.environ.get(name, "0") not in ("", "0")
@@ -187,7 +190,7 @@ def _add_demo_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .bench import main as bench_main
+    from .tools.bench import main as bench_main
 
     return bench_main(args.quick, args.out, args.device, args.threads)
 
@@ -247,14 +250,14 @@ def _add_pretrain_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .export import run_export
+    from .tools.export import run_export
 
     run_export(args.ckpt, args.out, args.config, args.overrides, check=not args.no_check)
     return 0
 
 
 def _figure(args: argparse.Namespace) -> int:
-    from .figures import run_figures
+    from .tools.figures import run_figures
 
     run_figures(args.ckpt, args.out, args.config, args.overrides, args.ids, args.worst,
                 [int(k) for k in args.clicks.split(",")], args.dataset, args.block)
@@ -344,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 def user_error(e: BaseException) -> str | None:
     """The label of an error caused by the user's config, data or checkpoint (shown as one line), else None."""
     from .data.base import DataError
-    from .lock import LockError
+    from .utils.lock import LockError
     from .model.checkpoints import CheckpointError
 
     labels = ((ConfigError, "config error"), (DataError, "data error"), (CheckpointError, "checkpoint error"),

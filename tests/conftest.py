@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ois_lightning.config_load import ENV_REF, LOCAL_ENV
+from ois_lightning.config.load import ENV_REF, LOCAL_ENV
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

@@ -19,7 +19,7 @@ from PIL import Image
 from ois_lightning.app import AppServer, ModelAdapter, Session
 from ois_lightning.app.session import decode_image, list_images
 from ois_lightning.cli import build_parser
-from ois_lightning.export import load_checkpoint
+from ois_lightning.checkpoint import load_checkpoint
 
 from .random_weights import randomize_
 from .test_figures import save_checkpoint
@@ -91,7 +91,7 @@ def call(server: AppServer, path: str, body: dict | None = None, headers: dict |
 
 def reference_masks(ckpt: Path, image: np.ndarray, clicks: list[dict]) -> list[np.ndarray]:
     """The Predictor's mask after each click, fed its previous mask as the app does."""
-    from ois_lightning.predictor import Predictor
+    from ois_lightning.protocol.predictor import Predictor
 
     p = Predictor.from_checkpoint(ckpt, device="cpu")
     p.set_image(image)

@@ -18,7 +18,8 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from ois_lightning.model.backbones import SPECS, build, build_encoder
+from ois_lightning.model.specs import SPECS
+from ois_lightning.model.backbones import build, build_encoder
 from ois_lightning.model.checkpoints import CheckpointError
 from ois_lightning.model.depth_encoder import DepthEncoder
 from ois_lightning.model.depth_models import DepthAnythingDepth, build_depth_model, lower_bound_size
@@ -121,7 +122,7 @@ def test_every_layer_norm_has_eps_1e_6_whatever_timm_defaults_to(monkeypatch):
     monkeypatch.setattr(Block.__init__, "__defaults__", tuple(defaults))
     assert Block(8, 2).norm1.eps == 1e-5  # the patch took effect
     nets = [build("tiny"), build(dataclasses.replace(SPECS["mae-vitb"], depth=2, out_indices=(0, 1))),
-            DepthEncoder(64, 14, 8, dim=32, num_blocks=2, num_heads=2)]
+            DepthEncoder(out_dim=64, patch_size=14, grid=8, dim=32, num_blocks=2, num_heads=2)]
     for net in nets:
         norms = [m for m in net.modules() if isinstance(m, nn.LayerNorm)]
         assert len(norms) >= 5 and all(m.eps == 1e-6 for m in norms), [m.eps for m in norms]

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from ois_lightning.config import ConfigError, load_config
+from ois_lightning.config.schema import ConfigError
+from ois_lightning.config.load import load_config
 from ois_lightning.model import build_model
 from ois_lightning.model.backbones import build
 from ois_lightning.model.checkpoints import CheckpointError

@@ -9,11 +9,11 @@ import time
 import pytest
 import torch
 
-from ois_lightning.bench import TARGETS, grid_at_paper_size
-from ois_lightning.bench_measure import PeakMemory, timed
-from ois_lightning.bench_report import format_table
+from ois_lightning.tools.bench import TARGETS, grid_at_paper_size
+from ois_lightning.tools.bench_measure import PeakMemory, timed
+from ois_lightning.tools.bench_report import format_table
 from ois_lightning.cli import main
-from ois_lightning.config import load_config
+from ois_lightning.config.load import load_config
 from ois_lightning.model import build_model
 from ois_lightning.model.prompts import NEG, POS, click_disks
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from ois_lightning.cli import main
-from ois_lightning.config import ConfigError, load_config
+from ois_lightning.config.schema import ConfigError
+from ois_lightning.config.load import load_config
 from ois_lightning.data.base import DataError, MissingFile, UnreadableFile, read_image, read_mask
 from ois_lightning.data.splits import build_split
 from ois_lightning.data.truncation import is_truncated
@@ -189,7 +190,7 @@ def test_debug_shows_the_traceback(tmp_path):
 
 
 def test_checkpoint_of_another_input_size_is_an_error_naming_both(tmp_path, capsys):
-    from ois_lightning.eval_run import load_weights
+    from ois_lightning.checkpoint import load_weights
 
     cfg = load_config(TINY_YAML, [*SMALL, f"ckpt={tmp_path / 'm.ckpt'}"])
     model = build_model(cfg.model, cfg.data.depth)

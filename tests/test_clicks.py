@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ois_lightning.clicks import (Click, Clicker, iou, next_training_click, sample_initial_clicks,
+from ois_lightning.protocol.clicks import (Click, Clicker, iou, next_training_click, sample_initial_clicks,
                                   sample_rng)
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from ois_lightning.config import (CHOICES, FREE_TEXT, RANGES, Config, ConfigError, check_checkpoint_config,
-                                  config_mismatch, load_config, load_config_with_sources, source_comments, to_dict)
-from ois_lightning.config_checks import REGISTRIES
-from ois_lightning.config_load import LOCAL_ENV
+from ois_lightning.config.schema import CHOICES, FREE_TEXT, RANGES, Config, ConfigError, to_dict
+from ois_lightning.config.checks import check_checkpoint_config, config_mismatch
+from ois_lightning.config.load import load_config, load_config_with_sources, source_comments
+from ois_lightning.config.checks import REGISTRIES
+from ois_lightning.config.load import LOCAL_ENV
 
 from .conftest import REPO
 
@@ -214,7 +215,7 @@ def test_print_config_ends_with_the_sources(capsys):
 
 
 def test_eval_without_ckpt_needs_random_init():
-    from ois_lightning.eval_run import load_weights
+    from ois_lightning.checkpoint import load_weights
 
     with pytest.raises(ConfigError, match=r"ckpt is not set: `ois eval` evaluates ckpt=PATH .*random_init=true"):
         load_weights(load_config(TINY_YAML))

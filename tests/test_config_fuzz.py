@@ -7,9 +7,12 @@ from typing import NamedTuple
 
 import pytest
 
+from ois_lightning.checkpoint import config_from_checkpoint
 from ois_lightning.cli import main
+from ois_lightning.config.load import LOCAL_ENV
 
-from .conftest import REPO
+from .conftest import REPO, TINY
+from .test_figures import save_checkpoint
 
 TINY_YAML = REPO / "experiments/tiny.yaml"
 ROW = f"base: {TINY_YAML}\n"  # a valid row; the cases add one mistake
@@ -139,3 +142,35 @@ def test_bad_config_is_one_line_naming_file_key_and_value(case: Case, tmp_path: 
     where = case.where if case.where == "command line" else str(tmp_path / case.where)
     for needle in (where, *case.needles):
         assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+
+
+# `ois eval --ckpt CKPT key=value`: the checkpoint's stored config goes through the same loader as a YAML file
+CKPT_OVERRIDES = ["clicks.threshold=2.0", "eval.precision=foo", "data.batch_size=0", "train.strategy=ddp_typo",
+                  "model.order.enable=false", "clicks.max_eval=0", "eval.zoom_in_size=-14", "seed=x",
+                  "model.sparse.num_heads=5", "clicks.nope=1"]
+
+
+@pytest.fixture(scope="module")
+def stored_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "stored.ckpt", config=str(TINY_YAML))
+
+
+@pytest.mark.parametrize("override", CKPT_OVERRIDES)
+def test_eval_from_checkpoint_refuses_as_from_yaml(override: str, stored_ckpt: Path, capsys):
+    assert main(["print-config", str(TINY_YAML), *TINY, override]) == 2
+    from_yaml = capsys.readouterr().err
+    assert main(["eval", "--ckpt", str(stored_ckpt), override]) == 2
+    from_ckpt = capsys.readouterr().err
+    assert len(from_ckpt.splitlines()) == 1 and from_ckpt.startswith("ois: config error: command line"), from_ckpt
+    assert from_ckpt == from_yaml
+
+
+def test_eval_from_checkpoint_applies_the_local_layer(stored_ckpt: Path, tmp_path: Path, monkeypatch):
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "local.yaml").write_text("data:\n  root: /datasets/here\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(LOCAL_ENV)
+    cfg = config_from_checkpoint(stored_ckpt, overrides=["clicks.max_eval=7"])
+    assert (cfg.data.root, cfg.clicks.max_eval, cfg.ckpt) == ("/datasets/here", 7, str(stored_ckpt))
+    monkeypatch.setenv(LOCAL_ENV, "")  # no local layer: the stored value
+    assert config_from_checkpoint(stored_ckpt).data.root != "/datasets/here"

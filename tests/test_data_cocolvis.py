@@ -13,7 +13,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from ois_lightning.config import load_config
+from ois_lightning.config.load import load_config
 from ois_lightning.data import (
     COCOInstances,
     CocoLvis,

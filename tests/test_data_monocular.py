@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ois_lightning.config import ConfigError, load_config
+from ois_lightning.config.load import load_config
+from ois_lightning.config.schema import ConfigError
 from ois_lightning.data import DataError, LayeredScenes
 from ois_lightning.data.monocular import CUES, PRESETS, resolve_cues
 from ois_lightning.data.splits import read_split

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from ois_lightning.config import load_config
+from ois_lightning.config.load import load_config
 from ois_lightning.data import Sample, SegDataset, build_eval_transform, build_train_transform, write_depth
 from ois_lightning.data.training import EpochSampler, TrainingSamples, per_device_batch
-from ois_lightning.lit.datamodule import OISDataModule, build_split, dataset_root
+from ois_lightning.lit.datamodule import OISDataModule
+from ois_lightning.data.splits import build_split, dataset_root
 
 from .conftest import REPO, TINY
 

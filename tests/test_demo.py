@@ -12,13 +12,14 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 
-from ois_lightning.grid import load_sweep, load_table_spec
-from ois_lightning.mini_paper import DEMO, TABLES
+from ois_lightning.grids.sweep_file import load_sweep
+from ois_lightning.grids.table_spec import load_table_spec
+from ois_lightning.tools.mini_paper import DEMO, TABLES
 from ois_lightning.model import build_model
-from ois_lightning.scorecard import (AGREES, DISAGREES, INCONCLUSIVE, NOT_IN_PAPER, Control, Entry, to_csv,
-                                    to_markdown, verdict)
-from ois_lightning.config import load_config
-from ois_lightning.table import read_results
+from ois_lightning.grids.scorecard import (AGREES, DISAGREES, INCONCLUSIVE, NOT_IN_PAPER, Control, Entry, to_csv,
+                                          to_markdown, verdict)
+from ois_lightning.config.load import load_config
+from ois_lightning.protocol.results import read_results
 
 from .conftest import REPO
 

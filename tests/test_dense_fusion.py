@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ois_lightning.config import ConfigError, load_config
-from ois_lightning.losses import NormalizedFocalLoss
+from ois_lightning.config.schema import ConfigError
+from ois_lightning.config.load import load_config
+from ois_lightning.model.losses import NormalizedFocalLoss
 from ois_lightning.model import build_model
 from ois_lightning.model.dense_fusion import SEGNEXT_BLOCKS, DenseSelfAttentionFusion
 

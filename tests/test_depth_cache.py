@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from ois_lightning.cli import main
-from ois_lightning.config import ConfigError, load_config
+from ois_lightning.config.schema import ConfigError
+from ois_lightning.config.load import load_config
 from ois_lightning.data import DataError, DepthFolder, build_dataset
 from ois_lightning.model.depth_models import DepthAnythingDepth, ZoeDepthDepth, build_depth_model
 from ois_lightning.model.order import normalize_depth
@@ -92,7 +93,7 @@ def test_depth_cache_writes_metric_depth_read_inverted_and_resumes(tmp_path, zoe
     assert cached.shape == (64, 64) and cached.std() > 1e-3 and np.abs(cached - ref).max() < 1e-5
 
     # read back through the config's depth source: kind "depth", so the nearest pixel (smallest metres) -> 1
-    from ois_lightning.lit.datamodule import build_split
+    from ois_lightning.data.splits import build_split
 
     cfg = load_config(REPO / "experiments" / "tiny.yaml", _overrides(zoe_dir, depth_folder))
     read = build_split(cfg, "layered", "test")[0]

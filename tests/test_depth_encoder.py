@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ois_lightning.config import ConfigError, load_config
+from ois_lightning.config.schema import ConfigError
+from ois_lightning.config.load import load_config
 from ois_lightning.model import build_model
 from ois_lightning.model.order import normalize_depth
 

@@ -1,4 +1,4 @@
-"""Sharded evaluation (ois_lightning.parallel): 2 gloo processes give the one-process results.json (timing fields
+"""Sharded evaluation (ois_lightning.utils.parallel): 2 gloo processes give the one-process results.json (timing fields
 aside), the max_objects prefix is the one-process one, and a rank's journal resumes an interrupted shard."""
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from ois_lightning import evaluate as evaluate_module
-from ois_lightning import parallel
+from ois_lightning.protocol import evaluate as evaluate_module
+from ois_lightning.utils import parallel
 from ois_lightning.cli import main
 from ois_lightning.data import LayeredScenes, Sample
-from ois_lightning.evaluate import Predictor, evaluate
+from ois_lightning.protocol.evaluate import Predictor, evaluate
 from ois_lightning.model import build_model
 
 from .conftest import REPO

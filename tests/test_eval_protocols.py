@@ -8,13 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from ois_lightning.clicks import Click
-from ois_lightning.config import ConfigError, load_config
+from ois_lightning.protocol.clicks import Click
+from ois_lightning.config.schema import ConfigError
+from ois_lightning.config.load import load_config
 from ois_lightning.data import Sample
-from ois_lightning.eval_geometry import Crop, Stretch, mirror
-from ois_lightning.evaluate import Predictor, evaluate, write_results
+from ois_lightning.protocol.geometry import Crop, Stretch, mirror
+from ois_lightning.protocol.evaluate import Predictor, evaluate
+from ois_lightning.protocol.report import write_results
 from ois_lightning.model import ImageEncoding, build_model
-from ois_lightning.zoom_in import Box, ZoomIn, box_iou, clamp, expand, holds_positives, object_box
+from ois_lightning.protocol.zoom_in import Box, ZoomIn, box_iou, clamp, expand, holds_positives, object_box
 
 from .conftest import REPO, TINY
 

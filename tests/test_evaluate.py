@@ -1,4 +1,4 @@
-"""The evaluation protocol (ois_lightning.evaluate) and `ois eval`."""
+"""The evaluation protocol (ois_lightning.protocol.evaluate) and `ois eval`."""
 from __future__ import annotations
 
 import json
@@ -10,12 +10,11 @@ import torch
 from torch import nn
 
 from ois_lightning.cli import main
-from ois_lightning.clicks import Clicker
-from ois_lightning.config import load_config
+from ois_lightning.protocol.clicks import Clicker
+from ois_lightning.config.load import load_config
 from ois_lightning.data import LayeredScenes, Sample
-from ois_lightning.evaluate import (
-    TABLE_COLUMNS, ClickBudget, Predictor, evaluate, evaluate_samples, run_object, table_row, write_results,
-)
+from ois_lightning.protocol.report import TABLE_COLUMNS, table_row, write_results
+from ois_lightning.protocol.evaluate import ClickBudget, Predictor, evaluate, evaluate_samples, run_object
 from ois_lightning.model import ImageEncoding, build_model
 
 from .conftest import REPO, TINY
@@ -249,7 +248,7 @@ def test_ois_eval_logs_an_evaluation_run(tmp_path):
 def test_interrupted_evaluation_resumes_from_its_journal(tmp_path, monkeypatch):
     """Finished images are journaled; after a crash the rerun encodes only the images not in the journal and
     gives the uninterrupted run's curves; other weights or settings start afresh."""
-    from ois_lightning.atomic import Journal
+    from ois_lightning.utils.atomic import Journal
 
     cfg = tiny_cfg("clicks.max_eval=5")
     torch.manual_seed(0)

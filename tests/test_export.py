@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from ois_lightning.cli import main
-from ois_lightning.config import ConfigError, load_config
-from ois_lightning.export import (
-    config_from_checkpoint, example_inputs, export_onnx, graph_names, load_checkpoint, relative_error,
-)
+from ois_lightning.config.schema import ConfigError
+from ois_lightning.config.load import load_config
+from ois_lightning.checkpoint import config_from_checkpoint, load_checkpoint
+from ois_lightning.tools.export import example_inputs, export_onnx, graph_names, relative_error
 from ois_lightning.model import build_model
 
 from .conftest import TINY

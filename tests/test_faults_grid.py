@@ -14,15 +14,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from ois_lightning.atomic import current_umask
+from ois_lightning.utils.atomic import current_umask
 from ois_lightning.cli import main
-from ois_lightning.config import load_config
-from ois_lightning.evaluate import EvalResult, write_results
-from ois_lightning.grid import load_table_spec
-from ois_lightning.lock import LOCK_FILE, LockError, locks_output_dir, output_dir_lock
-from ois_lightning.results import ResultsError, read_results, settings_fingerprint
-from ois_lightning.sweep import gpu_slots, run_local
-from ois_lightning.table import build_table, collect
+from ois_lightning.config.load import load_config
+from ois_lightning.protocol.evaluate import EvalResult
+from ois_lightning.protocol.report import write_results
+from ois_lightning.grids.table_spec import load_table_spec
+from ois_lightning.utils.lock import LOCK_FILE, LockError, locks_output_dir, output_dir_lock
+from ois_lightning.protocol.results import ResultsError, read_results, settings_fingerprint
+from ois_lightning.grids.local_runner import gpu_slots, run_local
+from ois_lightning.grids.table import build_table
+from ois_lightning.protocol.results import collect
 
 from .conftest import REPO
 from .test_sweep import fake, random_backbone, write_sweep  # noqa: F401 (fixtures)
@@ -85,7 +87,7 @@ def test_kill_9_of_the_runner_leaves_no_orphan(tmp_path: Path):
 
 
 def test_second_ois_train_or_eval_on_one_output_dir_fails_at_once_with_one_line(tmp_path: Path):
-    from ois_lightning.eval_run import evaluate_checkpoint
+    from ois_lightning.protocol.eval_run import evaluate_checkpoint
 
     out = tmp_path / "run"
     cfg = load_config(REPO / "experiments/tiny.yaml", [f"output_dir={out}", "logger.kind=none",

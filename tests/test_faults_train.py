@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from ois_lightning.cli import main
-from ois_lightning.config import load_config
+from ois_lightning.config.load import load_config
 from ois_lightning.lit.datamodule import OISDataModule
 from ois_lightning.lit.guards import TrainingError
 from ois_lightning.lit.train import train

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from ois_lightning.config import load_config
-from ois_lightning.feature_cache import FeatureCache, encoder_identity
+from ois_lightning.config.load import load_config
+from ois_lightning.protocol.feature_cache import FeatureCache, encoder_identity
 from ois_lightning.model import build_model
 
 from .conftest import TINY
@@ -141,8 +141,9 @@ TIMING = ("SPC", "encoder_s_per_image", "click_s_per_click")
 def test_cached_and_uncached_evaluation_write_identical_metrics(tmp_path):
     import json
 
-    from ois_lightning.evaluate import evaluate, write_results
-    from ois_lightning.lit.datamodule import eval_dataset
+    from ois_lightning.protocol.evaluate import evaluate
+    from ois_lightning.protocol.report import write_results
+    from ois_lightning.data.splits import eval_dataset
 
     from .conftest import REPO
 

@@ -9,18 +9,19 @@ import pytest
 import torch
 
 from ois_lightning.cli import main
-from ois_lightning.config import load_config, to_dict
+from ois_lightning.config.load import load_config
+from ois_lightning.config.schema import to_dict
 from ois_lightning.data.splits import build_split
-from ois_lightning.export import load_checkpoint
-from ois_lightning.figures import (
-    attention_figure, order_attention_weights, order_figure, parse_object_id, plot_table_curves, probe_clicks,
-    strip_figure,
-)
-from ois_lightning.grid import load_table_spec
+from ois_lightning.checkpoint import load_checkpoint
+from ois_lightning.tools.figures import attention_figure, order_figure, parse_object_id, probe_clicks, strip_figure
+from ois_lightning.grids.table import plot_table_curves
+from ois_lightning.model.introspection import order_attention_weights
+from ois_lightning.grids.table_spec import load_table_spec
 from ois_lightning.model import build_model
 from ois_lightning.model.order import order_maps
-from ois_lightning.predictor import predictor_for
-from ois_lightning.table import build_table, collect, make_table
+from ois_lightning.protocol.predictor import predictor_for
+from ois_lightning.grids.table import build_table, make_table
+from ois_lightning.protocol.results import collect
 
 from .conftest import REPO, TINY
 

@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch import nn
 
-from ois_lightning.bench import PAPER_WIDTHS
+from ois_lightning.tools.bench import PAPER_WIDTHS
 from ois_lightning.cli import main
-from ois_lightning.config import load_config
+from ois_lightning.config.load import load_config
 from ois_lightning.lit.datamodule import OISDataModule
 from ois_lightning.lit.module import OISLitModule
 
@@ -65,7 +65,7 @@ def test_bf16_mixed_training_step_at_paper_size(tmp_path: Path):
 def test_ois_eval_on_cuda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """`ois eval` of the random-init paper-size model on 2 generated layered scenes runs on CUDA and writes
     finite metrics."""
-    import ois_lightning.eval_run as eval_run
+    import ois_lightning.protocol.eval_run as eval_run
 
     devices: list[str] = []
     evaluate_test_splits = eval_run.evaluate_test_splits

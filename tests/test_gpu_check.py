@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ois_lightning import gpu_check
-from ois_lightning.gpu_check import FIELDS, build_report, junit_cases, markdown
+from ois_lightning.tools import gpu_check
+from ois_lightning.tools.gpu_check import FIELDS, build_report, junit_cases, markdown
 
 from .conftest import REPO, pytest_collection_modifyitems
 

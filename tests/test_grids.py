@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ois_lightning.config import ConfigError, load_config
-from ois_lightning.grid import (METRIC_GOALS, load_sweep, load_table_spec, normalize_argv, point_overrides,
-                                resolve_point, run_identity)
+from ois_lightning.config.schema import ConfigError
+from ois_lightning.config.load import load_config
+from ois_lightning.protocol.metrics import METRIC_GOALS
+from ois_lightning.grids.sweep_file import load_sweep, normalize_argv, point_overrides, resolve_point
+from ois_lightning.grids.table_spec import load_table_spec
+from ois_lightning.tracking.identity import run_identity
 
 from .conftest import REPO, TINY
 

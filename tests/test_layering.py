@@ -1,6 +1,6 @@
 """The import structure (docs/architecture.md): Lightning only in ``ois_lightning/lit/`` and ``ois eval`` needs none
-of it; W&B only in ``ois_lightning/tracking.py``, which imports no Lightning; training does not import the table
-collation (``ois_lightning/table.py``). Each check runs in a fresh interpreter, so nothing imported by other
+of it; W&B only in ``ois_lightning/tracking/wandb_run.py``, which imports no Lightning; training does not import the table
+collation (``ois_lightning/grids/table.py``). Each check runs in a fresh interpreter, so nothing imported by other
 tests counts."""
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ def test_ois_eval_logging_to_wandb_loads_no_lightning(tmp_path: Path):
 
 
 def test_training_does_not_import_the_table_collation():
-    run_python("import sys\nimport ois_lightning.lit.train\nassert 'ois_lightning.table' not in sys.modules\n")
+    run_python("import sys\nimport ois_lightning.lit.train\nassert 'ois_lightning.grids.table' not in sys.modules\n")
 
 
 def test_tracking_imports_no_lightning():
-    run_python(f"import sys\nimport ois_lightning.tracking\nassert not {LOADED}, {LOADED}\n")
+    run_python(f"import sys\nimport ois_lightning.tracking.wandb_run\nassert not {LOADED}, {LOADED}\n")

@@ -13,13 +13,14 @@ import torch
 from torch.utils.data import default_collate
 
 from ois_lightning.cli import main
-from ois_lightning.config import load_config
-from ois_lightning.evaluate import evaluate
-from ois_lightning.lit.datamodule import OISDataModule, eval_dataset
+from ois_lightning.config.load import load_config
+from ois_lightning.protocol.evaluate import evaluate
+from ois_lightning.lit.datamodule import OISDataModule
+from ois_lightning.data.splits import eval_dataset
 from ois_lightning.lit.module import OISLitModule, add_click
-from ois_lightning.eval_run import load_weights
+from ois_lightning.checkpoint import load_weights
 from ois_lightning.lit.train import train
-from ois_lightning.losses import NormalizedFocalLoss
+from ois_lightning.model.losses import NormalizedFocalLoss
 
 from .conftest import REPO, TINY
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ois_lightning.metrics import miou_curve, noc_determined, noc_per_object, summarize_ious, summarize_timing
+from ois_lightning.protocol.metrics import miou_curve, noc_determined, noc_per_object, summarize_ious, summarize_timing
 
 
 def ramp(first_hit: int, level: float, n: int = 20, low: float = 0.5) -> list[float]:

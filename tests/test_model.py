@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ois_lightning.config import load_config
-from ois_lightning.losses import NormalizedFocalLoss
+from ois_lightning.config.load import load_config
+from ois_lightning.model.losses import NormalizedFocalLoss
 from ois_lightning.model import build_model
 from ois_lightning.model import prompts
 from ois_lightning.model.fusion import TokenToImage
@@ -82,7 +82,7 @@ def test_order_aware_attention_suppresses_far_pixels():
     assert w[far].max() < 1e-6
     assert torch.allclose(w.sum(-1), torch.ones(1, 2, 2))
     assert torch.allclose(w[0, :, 1, 2], torch.ones(2))  # the only near pixel takes all the weight
-    _, w_plain = OrderAwareAttention(8, 2, sigma_init=None)(tokens, keys, keys, order, return_weights=True)
+    _, w_plain = OrderAwareAttention(8, 2, order=False)(tokens, keys, keys, order, return_weights=True)
     assert w_plain.min() > 1e-4  # without order nothing is suppressed
     assert layer.sigma.item() == pytest.approx(1e4, rel=1e-4) and layer.log_sigma.requires_grad
 
@@ -99,7 +99,7 @@ def test_write_back_carries_the_transposed_order_bias():
     b = layer(queries, torch.zeros(1, 3, 8), changed, torch.zeros_like(tokens), order)
     assert torch.allclose(a[0, 0], b[0, 0], atol=1e-5)  # location 0 never reads token 1
     assert not torch.allclose(a[0, 1], b[0, 1], atol=1e-3) and not torch.allclose(a[0, 2], b[0, 2], atol=1e-3)
-    plain = TokenToImage(dim=8, heads=2, sigma_init=None)
+    plain = TokenToImage(dim=8, heads=2, order=False)
     plain.load_state_dict({k: v for k, v in layer.state_dict().items() if k != "log_sigma"})
     a = plain(queries, torch.zeros(1, 3, 8), tokens, torch.zeros_like(tokens), order)
     b = plain(queries, torch.zeros(1, 3, 8), changed, torch.zeros_like(tokens), order)

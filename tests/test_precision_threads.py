@@ -9,17 +9,18 @@ import pytest
 import torch
 from torch import nn
 
-from ois_lightning import eval_run, parallel
+from ois_lightning.protocol import eval_run
+from ois_lightning.utils import parallel
 from ois_lightning.cli import main
-from ois_lightning.clicks import Clicker
-from ois_lightning.config import load_config
+from ois_lightning.protocol.clicks import Clicker
+from ois_lightning.config.load import load_config
 from ois_lightning.data import LayeredScenes
-from ois_lightning.evaluate import evaluate
+from ois_lightning.protocol.evaluate import evaluate
 from ois_lightning.lit import train as lit_train
 from ois_lightning.lit.datamodule import OISDataModule
 from ois_lightning.lit.module import OISLitModule
 from ois_lightning.model import build_model
-from ois_lightning.predictor import Predictor, predictor_for
+from ois_lightning.protocol.predictor import Predictor, predictor_for
 
 from .test_evaluate import TINY_YAML, tiny_cfg
 from .test_grids import TINY_RUN

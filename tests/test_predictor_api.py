@@ -14,11 +14,11 @@ from PIL import Image
 
 from ois_lightning import Predictor
 from ois_lightning.cli import main
-from ois_lightning.clicks import Clicker, iou
-from ois_lightning.config import ConfigError
+from ois_lightning.protocol.clicks import Clicker, iou
+from ois_lightning.config.schema import ConfigError
 from ois_lightning.data.splits import build_split
 from ois_lightning.model.checkpoints import CheckpointError
-from ois_lightning.predictor import click_arrays
+from ois_lightning.protocol.predictor import click_arrays
 
 from .conftest import REPO, TINY
 from .test_figures import save_checkpoint

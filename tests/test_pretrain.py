@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ois_lightning.cli import main
-from ois_lightning.config import ConfigError, load_config
+from ois_lightning.config.schema import ConfigError
+from ois_lightning.config.load import load_config
 from ois_lightning.model import build_model
 from ois_lightning.model.backbones import build
 from ois_lightning.model.checkpoints import CheckpointError

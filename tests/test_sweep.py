@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from ois_lightning.cli import _normalize_sweep_argv, main
-from ois_lightning.config import load_config
-from ois_lightning.config_load import LOCAL_ENV
-from ois_lightning.grid import load_sweep
-from ois_lightning.sweep import plan, run_local
+from ois_lightning.config.load import load_config
+from ois_lightning.config.load import LOCAL_ENV
+from ois_lightning.grids.sweep_file import load_sweep
+from ois_lightning.grids.local_runner import plan, run_local
 
 from .conftest import REPO
 from .test_grids import TINY_RUN
@@ -27,10 +27,10 @@ ROWS = [str(REPO / "experiments/table4/full.yaml"), str(REPO / "experiments/tabl
 # writes a schema-valid results.json of its resolved config into output_dir.
 FAKE_TRAIN = """
 import json, os, pathlib, sys
-import ois_lightning.config as config, ois_lightning.config_load as loader
+import ois_lightning.config.schema as config, ois_lightning.config.load as loader
 loader.check = lambda *a, **k: None  # skip the cross-key checks: they import torch (seconds per point)
 args = dict(a.split("=", 1) for a in sys.argv[2:])
-cfg = config.load_config(args["config"], [a for a in sys.argv[2:] if not a.startswith("config=")])
+cfg = loader.load_config(args["config"], [a for a in sys.argv[2:] if not a.startswith("config=")])
 out = pathlib.Path(args["output_dir"])
 (out / "env.json").write_text(json.dumps({"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}))
 with open(os.environ["FAKE_CALLS"], "a") as f:

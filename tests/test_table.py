@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from ois_lightning.cli import main
-from ois_lightning.grid import load_table_spec
-from ois_lightning.table import build_table, collect, read_results, ResultsError, to_csv, to_markdown
+from ois_lightning.grids.table_spec import load_table_spec
+from ois_lightning.grids.table import build_table, to_csv, to_markdown
+from ois_lightning.protocol.results import collect, read_results, ResultsError
 
 from .conftest import REPO
 

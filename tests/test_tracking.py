@@ -1,4 +1,4 @@
-"""The tracking layer (ois_lightning.tracking): what reaches W&B, checked at W&B's public entry points (a
+"""The tracking layer (ois_lightning.tracking.wandb_run): what reaches W&B, checked at W&B's public entry points (a
 recorder in place of ``wandb.init``, or real offline runs) rather than in its binary run files."""
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ import torch
 import wandb
 import yaml
 
-from ois_lightning import tracking
+from ois_lightning.tracking import drawing, wandb_run as tracking
 from ois_lightning.cli import main
-from ois_lightning.clicks import Click
-from ois_lightning.config import ConfigError, load_config
-from ois_lightning.grid import METRIC_GOALS, default_table_path, load_table_spec
+from ois_lightning.protocol.clicks import Click
+from ois_lightning.config.schema import ConfigError
+from ois_lightning.config.load import load_config
+from ois_lightning.protocol.metrics import METRIC_GOALS
+from ois_lightning.grids.table_spec import default_table_path, load_table_spec
 from ois_lightning.lit.loggers import build_logger
 
 from .conftest import REPO, TINY
@@ -222,7 +224,7 @@ def test_table_is_logged_only_online(monkeypatch, recorder: Recorder):
     import csv
     import io
 
-    from ois_lightning.table import build_table, to_csv
+    from ois_lightning.grids.table import build_table, to_csv
 
     table = build_table(load_table_spec(default_table_path("table4")), [])
     header, *rows = csv.reader(io.StringIO(to_csv(table)))
@@ -246,8 +248,8 @@ def test_sweep_files_rank_runs_by_the_tables_first_metric(path: Path):
 
 def test_draw_clicks_colours():
     image = np.zeros((40, 40, 3), np.uint8)
-    drawn = tracking.draw_clicks(image, [Click(10, 10, True), Click(30, 30, False)])
-    assert tuple(drawn[10, 10]) == tracking.POSITIVE and tuple(drawn[30, 30]) == tracking.NEGATIVE
+    drawn = drawing.draw_clicks(image, [Click(10, 10, True), Click(30, 30, False)])
+    assert tuple(drawn[10, 10]) == drawing.POSITIVE and tuple(drawn[30, 30]) == drawing.NEGATIVE
     assert not image.any()  # the input is left alone
 
 
@@ -265,7 +267,7 @@ def test_logged_order_map_is_the_models_own(clicks: str):
     negative first click has no map (all zero), with pos+neg it has Eq. 2's; a positive click has Eq. 1's."""
     from ois_lightning.data.splits import build_split
     from ois_lightning.model import build_model
-    from ois_lightning.predictor import predictor_for
+    from ois_lightning.protocol.predictor import predictor_for
 
     cfg = load_config(TINY_YAML, [*QUICK, "model.backbone.random_init=true", f"model.order.clicks={clicks}"])
     model = build_model(cfg.model, cfg.data.depth).eval()
@@ -273,8 +275,8 @@ def test_logged_order_map_is_the_models_own(clicks: str):
     sample = build_split(cfg, "layered", "test")[0]
     predictor.set_image(sample)
     ys, xs = np.nonzero(sample.masks[0] == 1)
-    positive = tracking.first_click_order_map(predictor, Click(int(ys[0]), int(xs[0]), True))
-    negative = tracking.first_click_order_map(predictor, Click(0, 0, False))
+    positive = drawing.first_click_order_map(predictor, Click(int(ys[0]), int(xs[0]), True))
+    negative = drawing.first_click_order_map(predictor, Click(0, 0, False))
     assert positive.shape == negative.shape == sample.masks[0].shape
     assert positive.max() > 0  # the depth varies over the scene, so |R - R(click)| does too
     assert (negative.max() > 0) == (clicks == "pos+neg")
@@ -283,4 +285,4 @@ def test_logged_order_map_is_the_models_own(clicks: str):
     without_order = predictor_for(build_model(off.model, off.data.depth).eval(), off)
     without_order.set_image(sample)
     assert without_order.enc.depth is not None  # depth is there, the model just does not use order maps
-    assert tracking.first_click_order_map(without_order, Click(0, 0, False)) is None
+    assert drawing.first_click_order_map(without_order, Click(0, 0, False)) is None

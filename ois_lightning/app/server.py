@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from ..config import ConfigError
+from ..config.schema import ConfigError
 from .session import Forbidden, ModelAdapter, Session, decode_image, list_images
 from .views import mask_png, png_bytes, state_json
 

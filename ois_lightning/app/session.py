@@ -1,5 +1,5 @@
 """The app's state for one image: clicks, the history stack behind undo, the threshold, and the one adapter to
-:class:`~ois_lightning.predictor.Predictor`. Opening files is confined to the ``--images`` folder."""
+:class:`~ois_lightning.protocol.predictor.Predictor`. Opening files is confined to the ``--images`` folder."""
 from __future__ import annotations
 
 import io
@@ -28,7 +28,7 @@ class ModelAdapter:
 
     @classmethod
     def from_checkpoint(cls, ckpt: str | Path, device: str | None = None) -> ModelAdapter:
-        from ..predictor import Predictor
+        from ..protocol.predictor import Predictor
 
         return cls(Predictor.from_checkpoint(ckpt, device=device))
 

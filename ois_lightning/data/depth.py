@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..atomic import atomic_write
+from ..utils.atomic import atomic_write
 from .base import DataError, MissingFile, Sample, SegDataset, SizeMismatch, UnreadableFile
 from .draw import draw_sample
 

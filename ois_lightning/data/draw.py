@@ -1,6 +1,6 @@
 """The training read of a dataset. A dataset whose Sample has a random part of its own (isegm COCO+LVIS: whether
 stuff regions are objects) defines ``draw(i, rng)`` and takes that choice from ``rng``, the generator of the
-training item (``ois_lightning.clicks.sample_rng``), so it depends on (seed, epoch, index) only and not on the
+training item (``ois_lightning.protocol.clicks.sample_rng``), so it depends on (seed, epoch, index) only and not on the
 dataloader worker; ``ds[i]`` stays the deterministic read. :func:`draw_sample` falls back to ``ds[i]``."""
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ from typing import Any
 from omegaconf import DictConfig
 from torch.utils.data import ConcatDataset, Dataset
 
-from ..config import ConfigError, uses_depth
+from ..config.schema import ConfigError
+from ..model.inputs import uses_depth
 from . import DepthFolder, SegDataset, build_dataset
 from .base import MissingFile
 from .coco import InstanceUnion

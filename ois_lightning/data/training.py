@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DistributedSampler
 
-from ..clicks import sample_initial_clicks, sample_rng
-from ..config import ConfigError
+from ..protocol.clicks import sample_initial_clicks, sample_rng
+from ..config.schema import ConfigError
 from .base import IGNORE, DataError, Sample, SegDataset
 from .draw import draw_sample
 from .transforms import Pipeline, apply

@@ -15,7 +15,7 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
-from ..atomic import atomic_write
+from ..utils.atomic import atomic_write
 from .guards import TrainingError
 
 LAST = "last.ckpt"

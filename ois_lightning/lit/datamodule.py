@@ -4,7 +4,7 @@
   ``data.train``, sharded and shuffled by an :class:`~ois_lightning.data.training.EpochSampler`; the global
   ``data.batch_size`` is divided by the world size, so a config keeps its effective batch on any GPU count;
 - val / test: the raw datasets of ``data.val`` / ``data.test`` (original resolution) as lists of ``Sample``
-  (one per batch) for the interactive protocol of ``ois_lightning.evaluate``.
+  (one per batch) for the interactive protocol of ``ois_lightning.protocol.evaluate``.
 
 Depth (``data.depth.source``): ``model`` (none here; the network's frozen depth head), ``gt`` (the dataset's own
 depth, e.g. layered scenes) or ``file`` (``DepthFolder`` over ``data.depth.folder/<dataset name>/<stem>.npy|png``).
@@ -19,12 +19,11 @@ import lightning as L
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Subset
 
-from ..config import ConfigError, uses_depth
+from ..config.schema import ConfigError
+from ..model.inputs import uses_depth
 from ..data import build_train_transform
-from ..data.splits import FOLDERS, build_split, dataset_root, eval_dataset, train_datasets  # noqa: F401 (re-exported)
+from ..data.splits import eval_dataset, train_datasets
 from ..data.training import EpochSampler, TrainingSamples, per_device_batch
-
-# FOLDERS / build_split moved to ois_lightning/data/splits.py
 
 
 def _as_list(batch: list) -> list:

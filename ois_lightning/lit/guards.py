@@ -7,7 +7,7 @@ import math
 import lightning as L
 import torch
 
-from ..config import ConfigError
+from ..config.schema import ConfigError
 from .datamodule import OISDataModule
 
 

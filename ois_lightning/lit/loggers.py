@@ -1,4 +1,4 @@
-"""Lightning's loggers for ``ois train`` (``logger.kind``): the W&B run comes from ``ois_lightning/tracking.py``,
+"""Lightning's loggers for ``ois train`` (``logger.kind``): the W&B run comes from ``ois_lightning/tracking/wandb_run.py``,
 which holds every direct W&B call; here it is only wrapped in Lightning's WandbLogger for the Trainer."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from ..tracking import Sink, WandbRun, start_run, wandb_mode
+from ..tracking.wandb_run import Sink, WandbRun, start_run, wandb_mode
 
 
 def build_logger(cfg: DictConfig) -> Logger | bool:

@@ -1,5 +1,5 @@
 """``OISLitModule``: iterative click training (paper Sec. 4.1, App. A.1) and protocol validation, as thin
-Lightning glue over :mod:`ois_lightning.model`, :mod:`ois_lightning.clicks` and :mod:`ois_lightning.evaluate`."""
+Lightning glue over :mod:`ois_lightning.model`, :mod:`ois_lightning.protocol.clicks` and :mod:`ois_lightning.protocol.evaluate`."""
 from __future__ import annotations
 
 import lightning as L
@@ -8,14 +8,14 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
-from ..clicks import next_training_click
-from ..config import to_dict
-from ..evaluate import ClickBudget, evaluate_samples, predictor_for
-from ..losses import NormalizedFocalLoss
-from ..metrics import summarize_ious
+from ..protocol.clicks import next_training_click
+from ..config.schema import to_dict
+from ..protocol.evaluate import ClickBudget, evaluate_samples, predictor_for
+from ..model.losses import NormalizedFocalLoss
+from ..protocol.metrics import summarize_ious
 from ..model import ImageEncoding, build_model
 from ..model.prompts import PAD
-from ..tracking import log_validation
+from ..tracking.wandb_run import log_validation
 from .loggers import sinks
 
 

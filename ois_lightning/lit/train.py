@@ -1,5 +1,5 @@
 """``ois train``: Lightning Trainer, checkpoints, resume and loggers from the config; the final evaluation on
-``data.test`` (``ois_lightning/eval_run.py``, shared with ``ois eval``) writes ``<output_dir>/results.json`` per
+``data.test`` (``ois_lightning/protocol/eval_run.py``, shared with ``ois eval``) writes ``<output_dir>/results.json`` per
 test dataset (schema in docs/training.md)."""
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig
 
-from ..check_data import check_splits
-from ..config import ConfigError
-from ..eval_run import evaluate_test_splits
-from ..evaluate import EvalResult
-from ..lock import locks_output_dir
-from ..parallel import local_processes, set_threads
-from ..tracking import log_parameter_counts, log_test
+from ..data.check import check_splits
+from ..config.schema import ConfigError
+from ..protocol.eval_run import evaluate_test_splits
+from ..protocol.evaluate import EvalResult
+from ..utils.lock import locks_output_dir
+from ..utils.parallel import local_processes, set_threads
+from ..tracking.wandb_run import log_parameter_counts, log_test
 from .checkpointing import LAST, AtomicCheckpointIO, checkpoint_dir, prepare_checkpoint_dir, resume_path
 from .datamodule import EpochEndWarnings, OISDataModule
 from .guards import TrainingGuard

@@ -27,7 +27,7 @@ class DenseSelfAttentionFusion(nn.Module):
         conv with kernel = stride = patch, as the dense click encoder. blocks: 2 (SegNext SAx2).
     """
 
-    def __init__(self, dim: int, heads: int, patch_size: int, blocks: int = SEGNEXT_BLOCKS) -> None:
+    def __init__(self, *, dim: int, heads: int, patch_size: int, blocks: int = SEGNEXT_BLOCKS) -> None:
         super().__init__()
         self.mask_embed = nn.Conv2d(1, dim, kernel_size=patch_size, stride=patch_size)
         self.blocks = nn.Sequential(*[Block(dim, heads, mlp_ratio=4.0, qkv_bias=True) for _ in range(blocks)])

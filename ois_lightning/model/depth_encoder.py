@@ -22,11 +22,12 @@ class DepthEncoder(nn.Module):
         dim, num_blocks, num_heads: shape of the depth ViT.
     """
 
-    def __init__(self, out_dim: int, patch_size: int, grid: int, dim: int, num_blocks: int, num_heads: int) -> None:
+    def __init__(self, *, out_dim: int, patch_size: int, grid: int, dim: int, num_blocks: int, num_heads: int
+                 ) -> None:
         super().__init__()
         self.encoder = ViTEncoder(
-            dim, num_blocks, num_heads, patch_size, grid, out_indices=(num_blocks - 1,), layer_scale=False,
-            pos_interp="timm",
+            embed_dim=dim, depth=num_blocks, num_heads=num_heads, patch_size=patch_size, pretrain_grid=grid,
+            out_indices=(num_blocks - 1,), layer_scale=False, pos_interp="timm",
         )
         self.proj = nn.Conv2d(dim, out_dim, 1)
         nn.init.zeros_(self.proj.weight)

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbones import SPECS, build
+from .specs import SPECS
+from .backbones import build
 from .checkpoints import CheckpointError, misshaped_entry, raise_on_mismatch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -59,6 +59,7 @@ class DPTHead(nn.Module):
 
     def __init__(
         self,
+        *,
         in_dim: int,
         features: int,
         out_channels: tuple[int, int, int, int],

@@ -19,10 +19,11 @@ class FusionBlock(nn.Module):
     2-layer MLP, every attention followed by a LayerNorm.
     """
 
-    def __init__(self, dim: int, heads: int, ffn_dim: int, sigma_init: float | None, order_first: bool) -> None:
+    def __init__(self, *, dim: int, heads: int, ffn_dim: int, order: bool, sigma_init: float, order_first: bool
+                 ) -> None:
         super().__init__()
         self.object_attn = ObjectAwareAttention(dim, heads)
-        self.order_attn = OrderAwareAttention(dim, heads, sigma_init)
+        self.order_attn = OrderAwareAttention(dim, heads, order=order, sigma_init=sigma_init)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), nn.Linear(ffn_dim, dim))
         self.norm = nn.LayerNorm(dim)
         self.order_first = order_first
@@ -45,15 +46,15 @@ class TokenToImage(nn.Module):
     updated click tokens. Empty slots stay visible as keys, as in SAM: their learned not-a-point embedding
     is what lets a location attend to "no click here".
 
-    With order maps (``sigma_init`` set), the logits carry Eq. 3's order bias transposed, ``-sigma * M^T``: a
+    With ``order``, the logits carry Eq. 3's order bias transposed, ``-sigma * M^T``: a
     location whose depth is far from a click's order reads little of that click's token (our write-back,
     docs/architecture.md); sigma is learnable and positive like Eq. 3's. Returns the update (B,L,C)."""
 
-    def __init__(self, dim: int, heads: int, sigma_init: float | None) -> None:
+    def __init__(self, dim: int, heads: int, *, order: bool = True, sigma_init: float = 5.0) -> None:
         super().__init__()
         self.attn = CrossAttention(dim, heads)
         self.norm = nn.LayerNorm(dim)
-        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma_init))) if sigma_init is not None else None
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma_init))) if order else None
 
     def forward(
         self, queries: Tensor, query_pe: Tensor, tokens: Tensor, token_pe: Tensor, order: Tensor | None
@@ -72,21 +73,23 @@ class SparseFusion(nn.Module):
 
     Args:
         feat_dim: encoder width D. dim: token width C (128). blocks: 3 in the paper (Sec. 4.1).
-        sigma_init: None disables order-aware attention (plain cross-attention, depth unused).
+        order: False makes order-aware attention plain cross-attention (depth unused); sigma_init: its
+            initial sigma (Eq. 3), learnable.
         order_write_back: with order on, the write-back carries the transposed order bias (our extension,
             ``model.order.write_back``); False keeps order in the fusion blocks only (Eq. 3 as written).
     """
 
     def __init__(
-        self, feat_dim: int, dim: int, heads: int, ffn_dim: int, blocks: int, sigma_init: float | None,
+        self, *, feat_dim: int, dim: int, heads: int, ffn_dim: int, blocks: int, order: bool, sigma_init: float,
         order_first: bool, order_write_back: bool = True,
     ) -> None:
         super().__init__()
         self.feat_proj = nn.Linear(feat_dim, dim)
-        self.blocks = nn.ModuleList(
-            [FusionBlock(dim, heads, ffn_dim, sigma_init, order_first) for _ in range(blocks)]
-        )
-        self.to_image = TokenToImage(dim, heads, sigma_init if order_write_back else None)
+        self.blocks = nn.ModuleList([
+            FusionBlock(dim=dim, heads=heads, ffn_dim=ffn_dim, order=order, sigma_init=sigma_init,
+                        order_first=order_first) for _ in range(blocks)
+        ])
+        self.to_image = TokenToImage(dim, heads, order=order and order_write_back, sigma_init=sigma_init)
         self.out_proj = nn.Linear(dim, feat_dim)
 
     def forward(

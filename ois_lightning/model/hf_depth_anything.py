@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .backbones import BackboneSpec
+from .specs import BackboneSpec
 from .checkpoints import CheckpointError, read_hf_weights
 
 _BLOCK = r"backbone\.encoder\.layer\.(\d+)\."

@@ -3,22 +3,29 @@ dense and sparse prompts, order/object-aware fusion and a trainable DPT decoder.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..config import uses_depth
-from .backbones import BackboneSpec, build, build_head
+from .backbones import build, build_head
 from .checkpoints import init_from_depth_head
+from .dense_fusion import DenseSelfAttentionFusion
 from .depth_encoder import DepthEncoder
 from .depth_models import IMAGENET_MEAN, IMAGENET_STD, DepthModel, build_depth_model
 from .dpt import DPTHead
+from .fusion import SparseFusion
+from .inputs import uses_depth
 from .objectness import object_mask
 from .order import normalize_depth, order_maps
 from .prompts import PAD, DenseClickEncoder, SparseClickEncoder
-from .fusion import SparseFusion
-from .dense_fusion import DenseSelfAttentionFusion
+from .specs import BackboneSpec
 from .vit import ViTEncoder
+
+# The ``model`` and ``data.depth`` sections of the run config (``ois_lightning.config.schema.ModelConfig`` and
+# ``DepthConfig``, or DictConfigs of them), read by attribute: model/ imports nothing of the config.
+ModelSettings = Any
+DepthSettings = Any
 
 
 @dataclass
@@ -46,6 +53,7 @@ class OISModel(nn.Module):
 
     def __init__(
         self,
+        *,
         spec: BackboneSpec,
         pretrained: ViTEncoder,
         depth_head: DPTHead | None,
@@ -150,8 +158,8 @@ class OISModel(nn.Module):
         return self.seg_head(feats, enc.size)
 
 
-def build_model(cfg, depth=None) -> OISModel:
-    """OISModel from the ``model`` section of the config (``ois_lightning.config.ModelConfig``) and, for a
+def build_model(cfg: ModelSettings, depth: DepthSettings | None = None) -> OISModel:
+    """OISModel from the ``model`` section of the config (``ois_lightning.config.schema.ModelConfig``) and, for a
     separate depth model (``data.depth.model`` with ``data.depth.source=model``), the ``data.depth`` section.
 
     ``model.backbone.checkpoint`` loads strictly into the encoder and depth head; with a depth head, the
@@ -163,16 +171,18 @@ def build_model(cfg, depth=None) -> OISModel:
     sparse = fusion = None
     if cfg.sparse.enabled:
         s = cfg.sparse
-        sparse = SparseClickEncoder(s.dim, s.max_pos, s.max_neg)
+        sparse = SparseClickEncoder(s.dim, max_pos=s.max_pos, max_neg=s.max_neg)
         fusion = SparseFusion(
-            spec.embed_dim, s.dim, s.num_heads, s.ffn_dim, s.num_blocks,
-            cfg.order.sigma_init if cfg.order.enabled else None, s.block_order.value == "order_first",
-            cfg.order.write_back,
+            feat_dim=spec.embed_dim, dim=s.dim, heads=s.num_heads, ffn_dim=s.ffn_dim, blocks=s.num_blocks,
+            order=cfg.order.enabled, sigma_init=cfg.order.sigma_init,
+            order_first=s.block_order.value == "order_first", order_write_back=cfg.order.write_back,
         )
-    dense = DenseClickEncoder(spec.embed_dim, spec.patch_size, cfg.dense.radius) if cfg.dense.enabled else None
+    dense = None
+    if cfg.dense.enabled:
+        dense = DenseClickEncoder(out_dim=spec.embed_dim, patch_size=spec.patch_size, radius=cfg.dense.radius)
     dense_fusion = None
-    if cfg.fusion == "dense_self_attention":  # config.validate: dense on, sparse off
-        dense_fusion = DenseSelfAttentionFusion(spec.embed_dim, spec.num_heads, spec.patch_size)
+    if cfg.fusion == "dense_self_attention":  # config.checks.validate: dense on, sparse off
+        dense_fusion = DenseSelfAttentionFusion(dim=spec.embed_dim, heads=spec.num_heads, patch_size=spec.patch_size)
     seg_head = build_head(spec, final_relu=False, deepest_skip=False,
                           full_resolution=cfg.decoder.logits == "input")
     if cfg.backbone.checkpoint is not None and backbone.depth_head is not None:
@@ -181,7 +191,8 @@ def build_model(cfg, depth=None) -> OISModel:
     if cfg.depth_encoder.enabled:
         e = cfg.depth_encoder
         grid = cfg.input_size // spec.patch_size
-        depth_encoder = DepthEncoder(spec.embed_dim, spec.patch_size, grid, e.dim, e.num_blocks, e.num_heads)
+        depth_encoder = DepthEncoder(out_dim=spec.embed_dim, patch_size=spec.patch_size, grid=grid, dim=e.dim,
+                                     num_blocks=e.num_blocks, num_heads=e.num_heads)
     depth_model = None
     if uses_depth(cfg) and depth is not None and depth.model is not None and depth.source == "model":
         depth_model = build_depth_model(depth.model, depth.checkpoint, depth.preprocess)

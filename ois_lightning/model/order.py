@@ -63,13 +63,13 @@ def order_maps(
 class OrderAwareAttention(ResidualCrossAttention):
     """Eq. 3: S' = LN(softmax(Q K^T - sigma * M) V + S), sigma > 0 learnable (kept as log sigma).
 
-    With ``sigma_init=None`` the layer is plain cross-attention (the "w/o order" ablation, Table 4): no sigma
+    With ``order=False`` the layer is plain cross-attention (the "w/o order" ablation, Table 4): no sigma
     parameter exists and the order maps are not used.
     """
 
-    def __init__(self, dim: int, heads: int, sigma_init: float | None) -> None:
+    def __init__(self, dim: int, heads: int, *, order: bool = True, sigma_init: float = 5.0) -> None:
         super().__init__(dim, heads)
-        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma_init))) if sigma_init is not None else None
+        self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma_init))) if order else None
 
     @property
     def sigma(self) -> Tensor | None:

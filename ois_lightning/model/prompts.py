@@ -43,7 +43,7 @@ class DenseClickEncoder(nn.Module):
     Dense embeddings D of Sec. 3.4; Sec. 4.1: a two-channel (positive / negative) map, one convolution layer.
     """
 
-    def __init__(self, out_dim: int, patch_size: int, radius: float) -> None:
+    def __init__(self, *, out_dim: int, patch_size: int, radius: float) -> None:
         super().__init__()
         self.radius = radius
         self.conv = nn.Conv2d(2, out_dim, kernel_size=patch_size, stride=patch_size)
@@ -79,7 +79,7 @@ class SparseClickEncoder(nn.Module):
     the learned "not-a-point" embedding. Clicks beyond a type's slot count are dropped (first ones kept).
     """
 
-    def __init__(self, dim: int, max_pos: int = 24, max_neg: int = 24) -> None:
+    def __init__(self, dim: int, *, max_pos: int = 24, max_neg: int = 24) -> None:
         super().__init__()
         self.max_pos, self.max_neg = max_pos, max_neg
         self.pe = FourierPositionEncoding(dim)

@@ -40,6 +40,7 @@ class ViTEncoder(nn.Module):
 
     def __init__(
         self,
+        *,
         embed_dim: int,
         depth: int,
         num_heads: int,

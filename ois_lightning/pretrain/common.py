@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..atomic import atomic_write
-from ..config import ConfigError
+from ..utils.atomic import atomic_write
+from ..config.schema import ConfigError
 from ..data.layered import SPLIT_SEEDS, LayeredScenes
 from ..data.monocular import PRESETS
 from ..model.depth_models import IMAGENET_MEAN, IMAGENET_STD

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..model.backbones import SPECS, Backbone, build
+from ..model.specs import SPECS
+from ..model.backbones import Backbone, build
 from .budgets import DepthBudget
 from .common import (HELDOUT_SCENE_SEED, TRAIN_SCENE_SEED, imagenet_normalise, reuse_or_start, run_report,
                      scene_batch, train_steps, write_outputs)

@@ -17,7 +17,8 @@ import torch
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
-from ..model.backbones import SPECS, build, build_encoder
+from ..model.specs import SPECS
+from ..model.backbones import build, build_encoder
 from ..model.vit import LAYER_NORM_EPS, ViTEncoder
 from .budgets import MAEBudget
 from .common import (HELDOUT_SCENE_SEED, TRAIN_SCENE_SEED, imagenet_normalise, reuse_or_start, run_report,

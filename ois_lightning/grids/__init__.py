@@ -1,0 +1,1 @@
+"""Ablation grids: sweep and table files, the local runner, the table collation, the scorecard."""

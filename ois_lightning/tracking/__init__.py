@@ -1,0 +1,1 @@
+"""Where runs are logged: every W&B call (no Lightning), the CSV log of `ois eval`, the images they show."""

@@ -1,0 +1,315 @@
+"""The tracking layer: every W&B call of the project (the only module that imports ``wandb``), no Lightning.
+
+- Mode (:func:`wandb_mode`): an explicit ``WANDB_MODE`` is honoured (``disabled``: no logger, no files);
+  unset, W&B runs online when an API key is found, else offline.
+- Runs (:func:`start_run`): ``ois train`` hands the run to Lightning's WandbLogger (``lit/loggers.py``);
+  ``ois eval`` logs to a run of its own, or to ``csv_eval/`` (:func:`eval_logger`). Run id: a resumed training
+  (``ckpt_path``) asks for the id in ``<output_dir>/wandb_run_id``; otherwise, and always under a sweep agent
+  (which chose the run), W&B picks. Rank 0 writes the id W&B actually used there, so ``ckpt_path=last``
+  continues that run.
+- Loggers (:class:`Sink`): Lightning's, a W&B run (:class:`WandbRun`) or :class:`~ois_lightning.tracking.csv_log.CSVLog`.
+- Summaries: NoC/NoF keep their minimum, k-mIoU its maximum (directions of :data:`grid.METRIC_GOALS`).
+- Validation (:func:`log_validation`): a few objects as images with clicks, ground truth and prediction masks,
+  and the order map of the first click. Test (:func:`log_test`): the numbers, the mIoU-vs-clicks PNG and line
+  plot, a per-object table (the worst objects by NoC90 with images) and results.json as a ``results`` artifact.
+- Parameter counts per model part in the run config (:func:`log_parameter_counts`); the paper table of
+  ``ois table``, as plain columns and rows (:func:`log_table`).
+"""
+from __future__ import annotations
+
+import netrc
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterator, Protocol, Sequence
+from urllib.parse import urlparse
+
+import numpy as np
+import wandb
+from omegaconf import DictConfig
+from torch import nn
+
+from ..utils.atomic import atomic_write
+from ..config.schema import ConfigError
+from .csv_log import CSVLog
+from .drawing import draw_clicks, first_click_order_map, order_map_image
+from ..data import Sample
+from ..data.splits import build_split
+from ..protocol.evaluate import ClickBudget, EvalResult, click_budget, run_object
+from ..protocol.metrics import METRIC_GOALS
+from .identity import run_identity
+from ..protocol.metrics import miou_curve, summarize_ious
+from ..protocol.predictor import Predictor, predictor_for
+from ..protocol.results import results_paths
+
+WANDB_RUN_ID = "wandb_run_id"  # in output_dir: the W&B run a resumed training continues
+MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
+SWEEP_ENV = "WANDB_SWEEP_ID"  # set by `wandb agent` for the runs it starts (beside WANDB_RUN_ID, its run id)
+STEP = "trainer/global_step"  # the x-axis of Lightning's WandbLogger, kept for every run
+OBJECT_COLUMNS = ["id", "dataset", "NoC85", "NoC90", "NoC95", "IoU@1", "IoU@5", "IoU@20", "image"]
+
+
+# ------------------------------------------------------------------------------------------------ runs
+def _logged_in() -> bool:
+    """An API key in WANDB_API_KEY or a netrc entry for the W&B host (what ``wandb login`` writes)."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def wandb_mode() -> str:
+    """``online``, ``offline`` or ``disabled``: ``WANDB_MODE`` when set (``dryrun`` = offline, ``run`` = online);
+    unset, online when logged in (:func:`_logged_in`), else offline, so no run ever asks for a login."""
+    mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    if not mode:
+        return "online" if _logged_in() else "offline"
+    if mode not in MODES:
+        raise ConfigError(f"WANDB_MODE={mode}: expected one of {', '.join(MODES)}")
+    return MODES[mode]
+
+
+def under_sweep_agent() -> bool:
+    """Whether ``wandb agent`` started this process (it chose the run id; W&B ignores ours)."""
+    return bool(os.environ.get(SWEEP_ENV))
+
+
+def wandb_run_id(cfg: DictConfig) -> str | None:
+    """The id to ask W&B for: when resuming (``ckpt_path`` set) the id in ``<output_dir>/wandb_run_id``, so the
+    resumed run's charts continue; otherwise None (W&B picks). Under a sweep agent always None."""
+    path = Path(cfg.output_dir) / WANDB_RUN_ID
+    if cfg.ckpt_path is None or not path.is_file():
+        return None
+    if under_sweep_agent():
+        print(f"ois: note: resuming under a sweep agent: W&B logs to the agent's run, not to run "
+              f"{path.read_text().strip()}; resume outside the agent to continue that one", file=sys.stderr)
+        return None
+    return path.read_text().strip() or None
+
+
+def test_prefix(dataset: str, datasets: Sequence[str]) -> str:
+    """``test/`` with one test dataset, else ``test/<dataset>/``."""
+    return "test/" if len(datasets) == 1 else f"test/{dataset}/"
+
+
+def define_summaries(run: Any, cfg: DictConfig) -> None:
+    """The run summary keeps the best value of each table metric (validation and test): the minimum for
+    NoC/NoF, the maximum for k-mIoU, so the dashboard and the sweep rank runs the right way."""
+    for prefix in ["val/", *(test_prefix(d, list(cfg.data.test)) for d in cfg.data.test)]:
+        for metric, goal in METRIC_GOALS.items():
+            run.define_metric(prefix + metric, step_metric=STEP, step_sync=True,
+                              summary="min" if goal == "lower" else "max")
+
+
+def start_run(cfg: DictConfig, eval_only: bool = False) -> Any | None:
+    """Start the W&B run of ``cfg`` (rank 0 only): project/group/name/tags from :func:`run_identity`, mode from
+    :func:`wandb_mode`, id from :func:`wandb_run_id`, files under output_dir; None under ``WANDB_MODE=disabled``.
+    The axes are WandbLogger's (every key against ``trainer/global_step``) and the summaries
+    :func:`define_summaries`. ``eval_only`` (``ois eval``): a run of its own (``<name>-eval``, job type eval, in
+    the training run's group; the training run id is left alone)."""
+    mode = wandb_mode()
+    if mode == "disabled":
+        return None
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    project, group, name, tags = run_identity(cfg)  # table / row / seed (grid.py)
+    run_id = None if eval_only else wandb_run_id(cfg)
+    role = dict(name=f"{name}-eval", tags=tags + ["eval"], job_type="eval") if eval_only else dict(name=name, tags=tags)
+    # resume only with an id: W&B's resume="allow" without one would attach to the last run in dir
+    run = wandb.init(project=project, group=group, dir=str(out), mode=mode, id=run_id,
+                     resume="allow" if run_id else None, **role)
+    run.define_metric(STEP)
+    run.define_metric("*", step_metric=STEP, step_sync=True)
+    define_summaries(run, cfg)
+    if not eval_only:
+        atomic_write(out / WANDB_RUN_ID, lambda f: f.write(run.id))
+    return run
+
+
+class Sink(Protocol):
+    """What the logging functions need of a logger: Lightning's loggers, :class:`WandbRun` and
+    :class:`~ois_lightning.tracking.csv_log.CSVLog` have it."""
+
+    def log_hyperparams(self, params: dict[str, Any]) -> None: ...
+
+    def log_metrics(self, metrics: dict[str, Any], step: int) -> None: ...
+
+    def save(self) -> None: ...
+
+
+class WandbRun:
+    """A started W&B run as a :class:`Sink`, logging as Lightning's WandbLogger does: the step as
+    ``trainer/global_step`` beside the metrics, hyperparameters into the run config."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+
+    def log_hyperparams(self, params: dict[str, Any]) -> None:
+        self.run.config.update(params, allow_val_change=True)
+
+    def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
+        self.run.log({**metrics, STEP: step})
+
+    def save(self) -> None:
+        """Nothing to flush: W&B writes as it logs."""
+
+
+def eval_logger(cfg: DictConfig) -> Sink | None:
+    """The logger of ``ois eval`` for ``logger.kind``: wandb (:func:`start_run` with ``eval_only``; None under
+    ``WANDB_MODE=disabled``), csv (``<output_dir>/csv_eval/version_N/``, Lightning's CSVLogger layout) or None."""
+    kind = cfg.logger.kind.value
+    if kind == "csv":
+        return CSVLog(Path(cfg.output_dir) / "csv_eval")
+    run = start_run(cfg, eval_only=True) if kind == "wandb" else None
+    return None if run is None else WandbRun(run)
+
+
+def parameter_counts(model: nn.Module) -> dict[str, dict[str, int]]:
+    """Total and trainable parameters of the whole model (``all``) and of each part (its named children)."""
+    def count(module: nn.Module) -> dict[str, int]:
+        params = list(module.parameters())
+        return {"total": sum(p.numel() for p in params), "trainable": sum(p.numel() for p in params if p.requires_grad)}
+
+    return {"all": count(model), **{name: count(child) for name, child in model.named_children()}}
+
+
+def log_parameter_counts(loggers: Sequence[Sink], model: nn.Module) -> None:
+    """:func:`parameter_counts` as ``params`` in each logger's run config (hparams)."""
+    for logger in loggers:
+        logger.log_hyperparams({"params": parameter_counts(model)})
+
+
+# ---------------------------------------------------------------------------- images (drawn by drawing.py)
+
+
+def _masks(gt: np.ndarray, pred: np.ndarray) -> dict:
+    """W&B mask overlays: the ground truth (object, ignored pixels) and the final prediction."""
+    truth = np.where(gt == 1, 1, np.where(gt < 0, 2, 0)).astype(np.uint8)
+    return {"ground_truth": {"mask_data": truth, "class_labels": {1: "object", 2: "ignore"}},
+            "prediction": {"mask_data": pred.astype(np.uint8), "class_labels": {1: "object"}}}
+
+
+def render_object(predictor: Predictor, sample: Sample, k: int, budget: ClickBudget,
+                  order: bool = False) -> list[wandb.Image]:
+    """The protocol on object ``k`` of ``sample`` again (its clicks and final prediction) -> the image with the
+    clicks and the ground-truth / prediction masks; with ``order`` also the first click's order map."""
+    predictor.set_image(sample)
+    run = run_object(predictor, sample.masks[k], budget)
+    caption = f"{sample.id}#{k}: {len(run.clicks)} clicks, IoU {100 * run.curve[-1]:.1f}"
+    images = [wandb.Image(draw_clicks(sample.image, run.clicks), masks=_masks(sample.masks[k], run.pred),
+                          caption=caption)]
+    order_map = first_click_order_map(predictor, run.clicks[0]) if order else None
+    if order_map is not None:
+        images.append(wandb.Image(draw_clicks(order_map_image(order_map), run.clicks[:1]),
+                                  caption=f"{sample.id}#{k}: order map of click 1 (dark = same depth as the click)"))
+    return images
+
+
+def _objects(dataset: Any, wanted: set[str] | None = None) -> Iterator[tuple[Sample, int]]:
+    """(sample, object index) in dataset order: every object, or those whose id ``<sample id>#<k>`` is in
+    ``wanted`` (stops once all are found)."""
+    left = None if wanted is None else set(wanted)
+    for i in range(len(dataset)):
+        if left is not None and not left:
+            return
+        sample = dataset[i]
+        for k in range(len(sample.masks)):
+            if left is None or f"{sample.id}#{k}" in left:
+                yield sample, k
+                if left is not None:
+                    left.discard(f"{sample.id}#{k}")
+
+
+def log_validation(loggers: Sequence[Sink], model: nn.Module, dataset: Any, cfg: DictConfig, step: int) -> None:
+    """The first ``logger.log_images`` validation objects, clicked through the protocol with the current
+    weights: ``val/examples`` (image, clicks, masks) and ``val/order_maps`` (first click), on W&B runs."""
+    targets = [logger for logger in loggers if isinstance(logger, WandbRun)]
+    if not targets or cfg.logger.log_images <= 0:
+        return
+    predictor = predictor_for(model, cfg)
+    examples: list[wandb.Image] = []
+    orders: list[wandb.Image] = []
+    for _, (sample, k) in zip(range(cfg.logger.log_images), _objects(dataset)):
+        image, *order = render_object(predictor, sample, k, ClickBudget(cfg.clicks.max_eval), order=True)
+        examples.append(image)
+        orders += order
+    logged = {"val/examples": examples, **({"val/order_maps": orders} if orders else {})}
+    for logger in targets:
+        logger.log_metrics(logged, step=step)
+
+
+# ------------------------------------------------------------------------------------------------ test
+def object_table(model: nn.Module, result: EvalResult, cfg: DictConfig, dataset: str) -> wandb.Table:
+    """One row per evaluated object (:data:`OBJECT_COLUMNS`: NoC, IoU in percent after 1/5/20 clicks, None when
+    not determined); the ``logger.log_images`` worst by NoC90 (then by final IoU) get the image, re-run."""
+    budget = click_budget(cfg)
+    rows = []
+    for oid, curve in zip(result.ids, result.ious):
+        s = summarize_ious([curve], budget.max_clicks)
+        nocs = [None if s[f"NoC{t}"] is None else int(s[f"NoC{t}"]) for t in (85, 90, 95)]
+        rows.append([oid, dataset, *nocs, *(100 * curve[k - 1] if k <= len(curve) else None for k in (1, 5, 20)),
+                     None])
+    worst = sorted(range(len(rows)), key=lambda i: (-(rows[i][3] or 0), result.ious[i][-1]))
+    position = {result.ids[i]: i for i in worst[:max(cfg.logger.log_images, 0)]}
+    if position:
+        predictor = predictor_for(model, cfg)
+        for sample, k in _objects(build_split(cfg, dataset, "test"), set(position)):
+            rows[position[f"{sample.id}#{k}"]][-1] = render_object(predictor, sample, k, budget)[0]
+    return wandb.Table(columns=OBJECT_COLUMNS, data=rows)
+
+
+def miou_plot(result: EvalResult, dataset: str) -> Any:
+    """mIoU (%) after 1..N clicks as a W&B line plot (N: the shortest curve)."""
+    curve = 100.0 * miou_curve(result.ious, min(map(len, result.ious)))
+    table = wandb.Table(columns=["clicks", "mIoU"], data=[[k + 1, float(v)] for k, v in enumerate(curve)])
+    return wandb.plot.line(table, "clicks", "mIoU", title=f"mIoU vs clicks ({dataset})")
+
+
+def artifact_name(cfg: DictConfig) -> str:
+    """``<run name>-results`` (:func:`run_identity`), with characters W&B does not allow replaced by ``-``."""
+    return re.sub(r"[^\w.-]", "-", run_identity(cfg)[2]) + "-results"
+
+
+def log_results_artifact(run: Any, paths: dict[str, Path], cfg: DictConfig) -> None:
+    """Every results.json of the run as one artifact of type ``results`` (:func:`artifact_name`), each file at
+    its path relative to output_dir, so ``wandb artifact get --root <output_dir>`` restores the layout."""
+    artifact = wandb.Artifact(artifact_name(cfg), type="results",
+                              metadata={"table": cfg.get("table"), "row": cfg.get("row"), "seed": int(cfg.seed),
+                                        "datasets": list(paths)})
+    for path in paths.values():
+        artifact.add_file(str(path), name=path.relative_to(cfg.output_dir).as_posix())
+    run.log_artifact(artifact)
+
+
+def log_test(logger: Sink, results: dict[str, EvalResult], cfg: DictConfig, step: int, model: nn.Module) -> None:
+    """Each dataset's summary as ``test/<metric>`` (``test/<dataset>/<metric>`` with several; metrics an early
+    stop left undetermined are skipped) and, on W&B, its mIoU-vs-clicks PNG and line plot, the per-object
+    table (:func:`object_table`) and the results artifact; then the logger is closed."""
+    paths = results_paths(cfg.output_dir, list(results))
+    on_wandb = isinstance(logger, WandbRun)
+    for name, result in results.items():
+        prefix = test_prefix(name, list(results))
+        logger.log_metrics({prefix + k: v for k, v in result.summary.items() if v is not None}, step=step)
+        if on_wandb:
+            logger.log_metrics({prefix + "miou_vs_clicks": wandb.Image(str(paths[name].parent / "miou_vs_clicks.png")),
+                                prefix + "miou_curve": miou_plot(result, name),
+                                prefix + "objects": object_table(model, result, cfg, name)}, step=step)
+    logger.save()
+    if on_wandb:
+        log_results_artifact(logger.run, paths, cfg)
+        logger.run.finish()  # close the run, so another run can start in this process
+
+
+def log_table(name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], project: str) -> bool:
+    """Log a table (its header and rows, e.g. ``ois table``'s CSV) as a ``wandb.Table`` in a run of its own
+    (``<name>-table``, job type table) when W&B is online (:func:`wandb_mode`); else False."""
+    if wandb_mode() != "online":
+        return False
+    with wandb.init(project=project, group=name, job_type="table", name=f"{name}-table", tags=[name, "table"],
+                    mode="online") as run:
+        run.log({name: wandb.Table(columns=list(columns), data=[list(row) for row in rows])})
+    return True

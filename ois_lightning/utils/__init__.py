@@ -1,0 +1,1 @@
+"""Helpers of no paper concept: atomic writes, output-folder locks, process groups."""
