@@ -13,7 +13,8 @@ from ois_lightning.config.load import load_config
 from ois_lightning.config.schema import to_dict
 from ois_lightning.data.splits import build_split
 from ois_lightning.checkpoint import load_checkpoint
-from ois_lightning.tools.figures import attention_figure, order_figure, parse_object_id, probe_clicks, strip_figure
+from ois_lightning.tools.figures import (attention_figure, normalised, order_figure, parse_object_id, probe_clicks,
+                                         strip_figure)
 from ois_lightning.grids.table import plot_table_curves
 from ois_lightning.model.introspection import order_attention_weights
 from ois_lightning.grids.table_spec import load_table_spec
@@ -123,8 +124,10 @@ def test_figure_panels(ckpts):
     assert titles[1].startswith("full: 1 click, IoU") and titles[4].startswith("wo_order: 3 clicks, IoU")
     assert titles[0] == f"{split[0].id}#0"
     fig3 = order_figure(objects, predictors[0][1])
-    assert [ax.get_title() for ax in fig3.axes[1:4]] == ["depth (1 = near)", "order map, positive (Eq. 1)",
-                                                          "order map, negative (Eq. 2)"]
+    assert [ax.get_title() for ax in fig3.axes[1:5]] == ["the data's depth (1 = near)", "model's depth (1 = near)",
+                                                          "order map, positive (Eq. 1)", "order map, negative (Eq. 2)"]
+    exact = fig3.axes[1].get_images()[0].get_array()  # the layered scene's own depth, beside the model's
+    np.testing.assert_allclose(exact, normalised(objects[0][0].depth, "disparity"))
     fig6 = attention_figure(objects, predictors[0][1], block=1)
     assert len(fig6.axes) == 2 * 5 and fig6.axes[2].get_title() == "positive click, after order bias"
     assert fig6.axes[3].get_title() == "negative click, before order bias"

@@ -87,9 +87,11 @@ def probe_clicks(gt: np.ndarray) -> list[Click]:
 
 
 def order_figure(objects: Sequence[tuple[Sample, int]], predictor: Predictor) -> "Figure":
-    """Rows: objects. Columns: image + clicks, depth, order map of the positive click (Eq. 1), of the negative
-    click (Eq. 2), on the depth the model computes (:meth:`Predictor.order_map`)."""
-    fig, axes = new_figure(len(objects), 4)
+    """Rows: objects. Columns: image + clicks, the data's own depth where the samples have one (the exact depth of
+    generated scenes), the depth the model computes, the order map of the positive click (Eq. 1) and of the
+    negative click (Eq. 2) on that depth (:meth:`Predictor.order_map`)."""
+    exact = all(sample.depth is not None for sample, _ in objects)
+    fig, axes = new_figure(len(objects), 5 if exact else 4)
     for r, (sample, k) in enumerate(objects):
         predictor.set_image(sample)
         clicks = probe_clicks(sample.masks[k])
@@ -97,14 +99,24 @@ def order_figure(objects: Sequence[tuple[Sample, int]], predictor: Predictor) ->
         draw_prediction(axes[r, 0], sample.image, sample.masks[k], None)
         draw_clicks(axes[r, 0], clicks)
         axes[r, 0].set_title(f"{sample.id}#{k}", fontsize=8)
-        panels = [(maps["depth"], "depth (1 = near)"), (maps["positive"], "order map, positive (Eq. 1)"),
-                  (maps["negatives"][0], "order map, negative (Eq. 2)")]
-        for ax, (m, title), click in zip(axes[r, 1:], panels, [None, *clicks]):
+        panels = [(maps["depth"], "model's depth (1 = near)", None),
+                  (maps["positive"], "order map, positive (Eq. 1)", clicks[0]),
+                  (maps["negatives"][0], "order map, negative (Eq. 2)", clicks[1])]
+        if exact:
+            panels.insert(0, (normalised(sample.depth, sample.depth_kind), "the data's depth (1 = near)", None))
+        for ax, (m, title, click) in zip(axes[r, 1:], panels):
             ax.imshow(m, cmap="gray", vmin=0, vmax=1)
             if click is not None:
                 draw_clicks(ax, [click])
             ax.set_title(title, fontsize=8)
     return _finish(fig, axes, "Order maps: darker = closer in order to the click (green positive, red negative)")
+
+
+def normalised(depth: np.ndarray, kind: str) -> np.ndarray:
+    """(H,W) depth of either kind -> disparity-like 0..1 (1 = near), as the model normalises its own."""
+    d = 1.0 / np.maximum(depth, 1e-6) if kind == "depth" else depth
+    lo, hi = float(d.min()), float(d.max())
+    return (d - lo) / max(hi - lo, 1e-6)
 
 
 # ------------------------------------------------------------------------------ Fig. 6: attention
