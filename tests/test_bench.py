@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ois_lightning.tools.bench import TARGETS, grid_at_paper_size
-from ois_lightning.tools.bench_measure import PeakMemory, timed
+from ois_lightning.utils.measure import PeakMemory, timed
 from ois_lightning.tools.bench_report import format_table
 from ois_lightning.cli import main
 from ois_lightning.config.load import load_config
