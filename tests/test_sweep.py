@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ois_lightning.cli import _normalize_sweep_argv, main
+from ois_lightning.cli import main
+from ois_lightning.grids.commands import normalize_sweep_argv
 from ois_lightning.config.load import load_config
 from ois_lightning.config.load import LOCAL_ENV
 from ois_lightning.grids.sweep_file import load_sweep
@@ -87,7 +88,7 @@ def test_plan_matches_the_wandb_agent_argv(monkeypatch, tmp_path: Path):
     assert {(j.row, j.point.seed) for j in jobs} == {(r, s) for r in ("full", "wo_order", "wo_object", "wo_sparse",
                                                                       "wo_dense") for s in (0, 1, 2)}
     for job in jobs:  # what `ois train` makes of that argv: the row config, the seed, our output_dir
-        argv = _normalize_sweep_argv(job.argv[3:])
+        argv = normalize_sweep_argv(job.argv[3:])
         cfg = load_config(argv[1], argv[2:])
         assert (cfg.row, cfg.seed, cfg.train.max_steps) == (job.row, job.point.seed, 3)
         assert Path(cfg.output_dir) == job.output_dir == tmp_path / "runs/table4" / job.row / f"seed{job.point.seed}"
