@@ -17,7 +17,7 @@ from ois_lightning.config.load import load_config
 from ois_lightning.model import build_model
 from ois_lightning.model.prompts import NEG, POS, click_disks
 
-from .conftest import REPO, TINY
+from .helpers import REPO, TINY
 
 
 def _disks_every_pixel(coords, labels, size, radius):

@@ -9,8 +9,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from .helpers import REPO, TINY
 
-from .conftest import REPO, TINY
 
 LIGHTNING = ("lightning", "pytorch_lightning", "lightning_fabric")
 LOADED = f"sorted(m for m in sys.modules if m.split('.')[0] in {LIGHTNING!r})"
