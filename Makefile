@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Torch for this environment (local wheels); pyproject keeps a range.
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install test browser demo paper-mini bench gpu-check clean
+.PHONY: install lint test browser demo paper-mini bench gpu-check clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,12 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-test: $(STAMP) browser
-	WANDB_MODE=offline $(PY) -m pytest -q tests
+# ruff (pyproject.toml [tool.ruff]); the import contracts are tests/test_layering.py.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check
+
+test: $(STAMP) lint browser
+	WANDB_MODE=offline $(PY) -m pytest -q --durations=20 tests
 
 # Debian's chromium + chromedriver for the `ois app` browser test (as root; otherwise that test skips).
 browser:

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny configs and paths."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,18 +10,16 @@ import torch
 
 from ois_lightning.config.load import ENV_REF, LOCAL_ENV
 
+from .helpers import FAKE_TRAIN, REPO, SHARED, write_sweep
+
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(2)
 
-REPO = Path(__file__).resolve().parents[1]
 # tests never see this machine's paths: no experiments/local.yaml, none of base.yaml's ${oc.env:...} variables
 os.environ[LOCAL_ENV] = ""
 for _var in ENV_REF.findall((REPO / "experiments" / "base.yaml").read_text()):
     os.environ.pop(_var, None)
-SHARED = REPO.parent / "shared"
-TINY = ["model.backbone.name=tiny", "model.input_size=112", "model.sparse.dim=32", "model.sparse.num_heads=4",
-        "model.sparse.ffn_dim=64"]
 
 
 @pytest.fixture
@@ -47,3 +46,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("gpu"):
             item.add_marker(skip)
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A sweep of two Table 4 rows x two seeds whose command is a stand-in for `ois train` (FAKE_TRAIN), and
+    the argv lists it was called with."""
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAIN)
+    calls = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("FAKE_CALLS", str(calls))
+    sweep = write_sweep(tmp_path, ["${env}", "${interpreter}", str(script), "train", "${args_no_hyphens}"])
+
+    def called() -> list[list[str]]:
+        return [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+
+    return sweep, called

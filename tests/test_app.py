@@ -21,8 +21,8 @@ from ois_lightning.app.session import decode_image, list_images
 from ois_lightning.cli import build_parser
 from ois_lightning.checkpoint import load_checkpoint
 
-from .random_weights import randomize_
-from .test_figures import save_checkpoint
+from .helpers import randomize_, save_checkpoint
+
 
 CHROMIUM = os.environ.get("OIS_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("OIS_CHROMEDRIVER", "/usr/bin/chromedriver")

@@ -24,8 +24,8 @@ from ois_lightning.model.checkpoints import CheckpointError
 from ois_lightning.model.depth_encoder import DepthEncoder
 from ois_lightning.model.depth_models import DepthAnythingDepth, build_depth_model, lower_bound_size
 
-from .random_weights import randomize_
-from .test_backbones import _B, _image, official_shapes, random_state
+from .helpers import VITB_SHAPES, official_shapes, random_image, random_state, tiny_zoedepth
+
 
 # --- MAE: layouts, position embeddings, the 1024 forward --------------------------------------------------
 
@@ -85,7 +85,7 @@ def test_mae_encoder_matches_mae_fine_tuning_at_1024(tmp_path):
     ref_model.load_state_dict(state)
     spec = dataclasses.replace(SPECS["mae-vitb"], depth=2, out_indices=(0, 1))
     net = build(spec, tmp_path / "mae.pth").eval()
-    x = _image(1024, 1024)
+    x = random_image(1024, 1024)
     ours = net.pretrained(x)
     ref = ref_model.forward_intermediates(x, indices=[0, 1], norm=True, output_fmt="NCHW", intermediates_only=True)
     assert ours[0].shape == (1, 768, 64, 64)
@@ -180,19 +180,6 @@ def test_input_preprocessing_runs_at_the_given_side(monkeypatch):
 
 # --- ZoeDepth: strict loading -----------------------------------------------------------------------------------
 
-def tiny_zoedepth():
-    """A tiny random ZoeDepth built offline from configs (a 4-block BEiT backbone)."""
-    from transformers import BeitConfig, ZoeDepthConfig, ZoeDepthForDepthEstimation
-
-    backbone = BeitConfig(image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-                          intermediate_size=64, use_relative_position_bias=True, reshape_hidden_states=False,
-                          out_features=["stage1", "stage2", "stage3", "stage4"])
-    config = ZoeDepthConfig(backbone_config=backbone, neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
-                            bottleneck_features=16, num_relative_features=8, bin_embedding_dim=16,
-                            num_attractors=[4, 2, 2, 1],
-                            bin_configurations=[{"n_bins": 8, "min_depth": 0.1, "max_depth": 10.0}])
-    return randomize_(ZoeDepthForDepthEstimation(config).eval(), seed=0)  # default init: a constant map
-
 
 @pytest.fixture(scope="module")
 def zoe_state(tmp_path_factory):
@@ -233,7 +220,7 @@ DAV1_VITB_CONFIG = {"encoder": "vitb", "features": 128, "out_channels": [96, 192
 def dav1_dir(tmp_path_factory):
     """DAv1's hub layout: config.json of DepthAnything's arguments + pytorch_model.bin (official keys)."""
     folder = tmp_path_factory.mktemp("dav1_vitb14")
-    state = random_state(official_shapes(**_B), seed=7)
+    state = random_state(official_shapes(**VITB_SHAPES), seed=7)
     torch.save(state, folder / "pytorch_model.bin")
     (folder / "config.json").write_text(json.dumps(DAV1_VITB_CONFIG))
     return folder, state

@@ -19,74 +19,10 @@ from ois_lightning.model import build_model
 from ois_lightning.model.backbones import build
 from ois_lightning.model.checkpoints import CheckpointError
 
-from .conftest import TINY
-from .random_weights import randomize_
-
-IMAGE_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-IMAGE_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+from .helpers import TINY, VITB_SHAPES, official_shapes, random_image, random_state, randomize_
 
 
 # --- the official Depth Anything layout, written from the facts -------------------------------------------------
-
-def official_shapes(dim: int, depth: int, features: int, out: tuple[int, ...], grid: int = 37) -> dict[str, tuple]:
-    """Every key of an official DAv1/DAv2 state dict with its shape (DINOv2 ViT/14 + DPT head)."""
-    s: dict[str, tuple] = {
-        "pretrained.cls_token": (1, 1, dim),
-        "pretrained.pos_embed": (1, 1 + grid * grid, dim),
-        "pretrained.mask_token": (1, dim),
-        "pretrained.patch_embed.proj.weight": (dim, 3, 14, 14),
-        "pretrained.patch_embed.proj.bias": (dim,),
-        "pretrained.norm.weight": (dim,),
-        "pretrained.norm.bias": (dim,),
-    }
-    for i in range(depth):
-        b = f"pretrained.blocks.{i}."
-        s.update({
-            b + "norm1.weight": (dim,), b + "norm1.bias": (dim,),
-            b + "attn.qkv.weight": (3 * dim, dim), b + "attn.qkv.bias": (3 * dim,),
-            b + "attn.proj.weight": (dim, dim), b + "attn.proj.bias": (dim,),
-            b + "ls1.gamma": (dim,),
-            b + "norm2.weight": (dim,), b + "norm2.bias": (dim,),
-            b + "mlp.fc1.weight": (4 * dim, dim), b + "mlp.fc1.bias": (4 * dim,),
-            b + "mlp.fc2.weight": (dim, 4 * dim), b + "mlp.fc2.bias": (dim,),
-            b + "ls2.gamma": (dim,),
-        })
-    h = "depth_head."
-    for i, c in enumerate(out):
-        s[h + f"projects.{i}.weight"], s[h + f"projects.{i}.bias"] = (c, dim, 1, 1), (c,)
-        s[h + f"scratch.layer{i + 1}_rn.weight"] = (features, c, 3, 3)
-    for i, k in ((0, 4), (1, 2), (3, 3)):
-        s[h + f"resize_layers.{i}.weight"], s[h + f"resize_layers.{i}.bias"] = (out[i], out[i], k, k), (out[i],)
-    for n in range(1, 5):
-        r = h + f"scratch.refinenet{n}."
-        s[r + "out_conv.weight"], s[r + "out_conv.bias"] = (features, features, 1, 1), (features,)
-        for unit in ("resConfUnit1", "resConfUnit2"):
-            for conv in ("conv1", "conv2"):
-                s[r + f"{unit}.{conv}.weight"], s[r + f"{unit}.{conv}.bias"] = (features, features, 3, 3), (features,)
-    s[h + "scratch.output_conv1.weight"] = (features // 2, features, 3, 3)
-    s[h + "scratch.output_conv1.bias"] = (features // 2,)
-    s[h + "scratch.output_conv2.0.weight"], s[h + "scratch.output_conv2.0.bias"] = (32, features // 2, 3, 3), (32,)
-    s[h + "scratch.output_conv2.2.weight"], s[h + "scratch.output_conv2.2.bias"] = (1, 32, 1, 1), (1,)
-    return s
-
-
-def random_state(shapes: dict[str, tuple], seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random weights of a sensible scale, so every part of the network changes the output."""
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in shapes.items():
-        x = torch.randn(shape, generator=g)
-        if key.endswith(("norm1.weight", "norm2.weight", "norm.weight")):
-            x = 1 + 0.1 * x
-        elif key.endswith("gamma"):
-            x = 0.5 + 0.2 * x
-        elif len(shape) > 1 and not key.endswith(("cls_token", "pos_embed", "mask_token")):  # tokens: unit scale
-            x = x / math.sqrt(math.prod(shape[1:]))
-        elif len(shape) == 1:
-            x = 0.05 * x
-        state[key] = x
-    state["depth_head.scratch.output_conv2.2.bias"] = torch.ones(1)  # keep the final ReLU mostly active
-    return state
 
 
 def ref_vit(sd: dict, x: torch.Tensor, blocks: tuple[int, ...], heads: int, pos: str = "dinov2") -> list:
@@ -165,19 +101,13 @@ def ref_depth(sd, x, blocks, heads, pos="dinov2"):
     return ref_dpt(sd, ref_vit(sd, x, blocks, heads, pos), x.shape[-2] // 14, x.shape[-1] // 14)
 
 
-def _image(h: int, w: int, seed: int = 3) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(1, 3, h, w, generator=g) - IMAGE_MEAN) / IMAGE_STD
-
-
-_B = dict(dim=768, depth=12, features=128, out=(96, 192, 384, 768))
 _TINY = dict(dim=64, depth=4, features=32, out=(16, 32, 64, 64), grid=16)
 
 
 @pytest.fixture(scope="module")
 def vitb_file(tmp_path_factory):
     """A random ViT-B checkpoint in the official layout, saved as a plain state dict."""
-    state = random_state(official_shapes(**_B))
+    state = random_state(official_shapes(**VITB_SHAPES))
     path = tmp_path_factory.mktemp("ckpt") / "depth_anything_v2_vitb.pth"
     torch.save(state, path)
     return path, state
@@ -192,7 +122,7 @@ def tiny_state():
 
 def test_dav2_vitb_has_the_official_239_keys_and_97_5m_parameters():
     ours = build("dav2-vitb").state_dict()
-    official = official_shapes(**_B)
+    official = official_shapes(**VITB_SHAPES)
     assert len(official) == 239 and set(ours) == set(official)
     assert all(tuple(ours[k].shape) == v for k, v in official.items())
     n = sum(v.numel() for v in ours.values())
@@ -204,7 +134,7 @@ def test_dav2_vitb_has_the_official_239_keys_and_97_5m_parameters():
 def test_dav2_vitb_checkpoint_matches_reference_at_non_square_size(vitb_file):
     path, state = vitb_file
     net = build("dav2-vitb", path).eval()
-    x = _image(182, 266)  # 13 x 19 patches: position embeddings resized with DINOv2's 0.1 offset
+    x = random_image(182, 266)  # 13 x 19 patches: position embeddings resized with DINOv2's 0.1 offset
     ours, ref = net(x), ref_depth(state, x, (2, 5, 8, 11), 12)
     assert ours.shape == (1, 1, 182, 266) and ref.std() > 1e-2
     assert (ours - ref).abs().max() < 1e-4
@@ -217,7 +147,7 @@ def test_dav2_vitb_checkpoint_matches_reference_at_non_square_size(vitb_file):
 def test_dav2_vitb_checkpoint_matches_reference_at_518(vitb_file):
     path, state = vitb_file
     net = build("dav2-vitb", path).eval()
-    x = _image(518, 518)
+    x = random_image(518, 518)
     ours, ref = net(x), ref_depth(state, x, (2, 5, 8, 11), 12)
     assert ref.std() > 1e-2 and (ours - ref).abs().max() < 1e-4
 
@@ -225,7 +155,7 @@ def test_dav2_vitb_checkpoint_matches_reference_at_518(vitb_file):
 @torch.no_grad()
 def test_dav1_vitb_loads_the_same_keys_and_feeds_the_last_four_blocks(vitb_file):
     path, state = vitb_file
-    x = _image(154, 210)
+    x = random_image(154, 210)
     dav1 = build("dav1-vitb", path).eval()(x)
     assert (dav1 - ref_depth(state, x, (8, 9, 10, 11), 12)).abs().max() < 1e-4
     assert (dav1 - ref_depth(state, x, (2, 5, 8, 11), 12)).abs().max() > 1e-2  # not DAv2's blocks
@@ -310,7 +240,7 @@ def test_hf_directory_converts_and_matches_transformers(tmp_path):
     spec = spec_from_config(tmp_path)
     assert spec.out_indices == (1, 2, 4, 5) and spec.pretrain_grid == 8  # HF stage i = block i-1
     net = build(spec, tmp_path).eval()
-    x = _image(112, 112)
+    x = random_image(112, 112)
     ref = hf(pixel_values=x).predicted_depth[:, None]
     assert ref.std() > 1e-2 and (net(x) - ref).abs().max() < 1e-4
     with pytest.raises(CheckpointError, match=r"config.json: not the network of 'dav2-vitb'.*embed_dim 32"):

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from ois_lightning.tools.bench import TARGETS, grid_at_paper_size
-from ois_lightning.tools.bench_measure import PeakMemory, timed
+from ois_lightning.utils.measure import PeakMemory, timed
 from ois_lightning.tools.bench_report import format_table
 from ois_lightning.cli import main
 from ois_lightning.config.load import load_config
 from ois_lightning.model import build_model
 from ois_lightning.model.prompts import NEG, POS, click_disks
 
-from .conftest import REPO, TINY
+from .helpers import REPO, TINY
 
 
 def _disks_every_pixel(coords, labels, size, radius):

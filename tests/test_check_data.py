@@ -19,7 +19,8 @@ from ois_lightning.data.splits import build_split
 from ois_lightning.data.truncation import is_truncated
 from ois_lightning.model import build_model
 
-from .conftest import REPO, TINY
+from .helpers import REPO, TINY
+
 
 TINY_YAML = str(REPO / "experiments" / "tiny.yaml")
 H, W = 48, 64

@@ -16,7 +16,8 @@ from ois_lightning.config.load import load_config, load_config_with_sources, sou
 from ois_lightning.config.checks import REGISTRIES
 from ois_lightning.config.load import LOCAL_ENV
 
-from .conftest import REPO
+from .helpers import REPO
+
 
 TINY_YAML = REPO / "experiments/tiny.yaml"
 RANDOM = ["model.backbone.random_init=true"]

@@ -11,8 +11,8 @@ from ois_lightning.checkpoint import config_from_checkpoint
 from ois_lightning.cli import main
 from ois_lightning.config.load import LOCAL_ENV
 
-from .conftest import REPO, TINY
-from .test_figures import save_checkpoint
+from .helpers import REPO, TINY, save_checkpoint
+
 
 TINY_YAML = REPO / "experiments/tiny.yaml"
 ROW = f"base: {TINY_YAML}\n"  # a valid row; the cases add one mistake

@@ -30,7 +30,8 @@ from ois_lightning.data import (
 from ois_lightning.data.splits import FOLDERS, build_split, train_datasets
 from ois_lightning.data.training import TrainingSamples
 
-from .conftest import REPO, TINY
+from .helpers import REPO, TINY
+
 
 H, W = 40, 60
 

@@ -15,7 +15,8 @@ from ois_lightning.data.training import EpochSampler, TrainingSamples, per_devic
 from ois_lightning.lit.datamodule import OISDataModule
 from ois_lightning.data.splits import build_split, dataset_root
 
-from .conftest import REPO, TINY
+from .helpers import REPO, TINY
+
 
 SIZE = 112
 

@@ -14,8 +14,8 @@ import pytest
 
 from ois_lightning.cli import main
 
-from .conftest import REPO
-from .test_grids import TINY_RUN
+from .helpers import REPO, TINY_RUN
+
 
 CONFIG = "experiments/table4/wo_object.yaml"
 DDP_RUN = [o for o in TINY_RUN if not o.startswith(("logger.", "train.devices", "train.strategy"))] + [

@@ -21,7 +21,8 @@ from ois_lightning.grids.scorecard import (AGREES, DISAGREES, INCONCLUSIVE, NOT_
 from ois_lightning.config.load import load_config
 from ois_lightning.protocol.results import read_results
 
-from .conftest import REPO
+from .helpers import REPO
+
 
 TABLE4_ROWS = ("full", "wo_order", "wo_object", "wo_sparse", "wo_dense", "full_exact_depth")
 

@@ -10,7 +10,8 @@ from ois_lightning.model.losses import NormalizedFocalLoss
 from ois_lightning.model import build_model
 from ois_lightning.model.dense_fusion import SEGNEXT_BLOCKS, DenseSelfAttentionFusion
 
-from .conftest import REPO, TINY
+from .helpers import REPO, TINY
+
 
 DENSE = ["model.fusion=dense_self_attention", "model.sparse.enabled=false"]
 

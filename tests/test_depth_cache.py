@@ -17,8 +17,8 @@ from ois_lightning.data import DataError, DepthFolder, build_dataset
 from ois_lightning.model.depth_models import DepthAnythingDepth, ZoeDepthDepth, build_depth_model
 from ois_lightning.model.order import normalize_depth
 
-from .conftest import REPO, TINY
-from .test_backbone_fidelity import tiny_zoedepth
+from .helpers import REPO, TINY, tiny_zoedepth
+
 
 N_IMAGES = 5
 

@@ -9,7 +9,8 @@ from ois_lightning.config.load import load_config
 from ois_lightning.model import build_model
 from ois_lightning.model.order import normalize_depth
 
-from .conftest import TINY
+from .helpers import TINY
+
 
 ON = ["model.depth_encoder.enabled=true", "model.order.enabled=false", "model.depth_encoder.dim=32",
       "model.depth_encoder.num_heads=4", "model.depth_encoder.num_blocks=2"]

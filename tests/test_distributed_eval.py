@@ -19,9 +19,8 @@ from ois_lightning.data import LayeredScenes, Sample
 from ois_lightning.protocol.evaluate import Predictor, evaluate
 from ois_lightning.model import build_model
 
-from .conftest import REPO
-from .test_evaluate import TINY_YAML, tiny_cfg
-from .test_grids import TINY_RUN
+from .helpers import REPO, TINY_RUN, TINY_YAML, tiny_cfg
+
 
 TIMING = {"SPC", "encoder_s_per_image", "click_s_per_click"}  # wall-clock: the only fields allowed to differ
 EVAL = [*TINY_RUN, "model.backbone.random_init=true", "data.layered.test_length=5", "eval.max_objects=5",

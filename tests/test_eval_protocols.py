@@ -18,7 +18,8 @@ from ois_lightning.protocol.report import write_results
 from ois_lightning.model import ImageEncoding, build_model
 from ois_lightning.protocol.zoom_in import Box, ZoomIn, box_iou, clamp, expand, holds_positives, object_box
 
-from .conftest import REPO, TINY
+from .helpers import REPO, TINY
+
 
 TINY_YAML = str(REPO / "experiments" / "tiny.yaml")
 

@@ -11,21 +11,16 @@ from torch import nn
 
 from ois_lightning.cli import main
 from ois_lightning.protocol.clicks import Clicker
-from ois_lightning.config.load import load_config
 from ois_lightning.data import LayeredScenes, Sample
 from ois_lightning.protocol.report import TABLE_COLUMNS, table_row, write_results
 from ois_lightning.protocol.evaluate import ClickBudget, Predictor, evaluate, evaluate_samples, run_object
 from ois_lightning.model import ImageEncoding, build_model
 
-from .conftest import REPO, TINY
+from .helpers import TINY, TINY_YAML, tiny_cfg
 
-TINY_YAML = str(REPO / "experiments" / "tiny.yaml")
+
 SCHEMA_SUMMARY = {"NoC85", "NoC90", "NoC95", "NoF85", "NoF90", "NoF95", "1-mIoU", "5-mIoU", "num_objects",
                   "SPC", "encoder_s_per_image", "click_s_per_click"}
-
-
-def tiny_cfg(*extra: str):
-    return load_config(TINY_YAML, TINY + ["data.layered.size=112", *extra])
 
 
 def check_results(path: Path, num_objects: int, clicks: int, dataset: str) -> dict:

@@ -15,8 +15,8 @@ from ois_lightning.checkpoint import config_from_checkpoint, load_checkpoint
 from ois_lightning.tools.export import example_inputs, export_onnx, graph_names, relative_error
 from ois_lightning.model import build_model
 
-from .conftest import TINY
-from .test_figures import save_checkpoint
+from .helpers import TINY, save_checkpoint
+
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")

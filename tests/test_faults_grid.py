@@ -26,9 +26,9 @@ from ois_lightning.grids.local_runner import gpu_slots, run_local
 from ois_lightning.grids.table import build_table
 from ois_lightning.protocol.results import collect
 
-from .conftest import REPO
-from .test_sweep import fake, random_backbone, write_sweep  # noqa: F401 (fixtures)
-from .test_table import TABLE4, curve, write_run
+from .helpers import REPO, TABLE4, curve, write_run, write_sweep
+
+pytestmark = pytest.mark.usefixtures("random_weights")  # Table 4's rows name a published backbone
 
 # A point that never finishes: records the pids of its supervisor, itself and a child it starts, then sleeps.
 SLEEPER = """

@@ -23,8 +23,8 @@ from ois_lightning.lit.datamodule import OISDataModule
 from ois_lightning.lit.guards import TrainingError
 from ois_lightning.lit.train import train
 
-from .conftest import REPO
-from .test_lit import QUICK, TINY_YAML, global_step
+from .helpers import QUICK, REPO, TINY_YAML, global_step
+
 
 # 16 scenes of batch 2: 8 steps per epoch; 4 steps with a checkpoint (and validation) every 2: mid-epoch throughout.
 RUN = (*QUICK, "data.layered.train_length=16", "train.max_steps=4", "train.val_every_n_steps=2", "seed=4")

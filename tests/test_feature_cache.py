@@ -12,7 +12,7 @@ from ois_lightning.config.load import load_config
 from ois_lightning.protocol.feature_cache import FeatureCache, encoder_identity
 from ois_lightning.model import build_model
 
-from .conftest import TINY
+from .helpers import REPO, TINY
 
 
 def _model(*overrides: str, seed: int = 0):
@@ -144,8 +144,6 @@ def test_cached_and_uncached_evaluation_write_identical_metrics(tmp_path):
     from ois_lightning.protocol.evaluate import evaluate
     from ois_lightning.protocol.report import write_results
     from ois_lightning.data.splits import eval_dataset
-
-    from .conftest import REPO
 
     overrides = ["model.input_size=112", "data.layered.size=112", "data.layered.test_length=2",
                  "eval.max_objects=2", "clicks.max_eval=5", f"output_dir={tmp_path / 'plain'}"]

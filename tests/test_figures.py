@@ -10,7 +10,6 @@ import torch
 
 from ois_lightning.cli import main
 from ois_lightning.config.load import load_config
-from ois_lightning.config.schema import to_dict
 from ois_lightning.data.splits import build_split
 from ois_lightning.checkpoint import load_checkpoint
 from ois_lightning.tools.figures import (attention_figure, normalised, order_figure, parse_object_id, probe_clicks,
@@ -24,24 +23,12 @@ from ois_lightning.protocol.predictor import predictor_for
 from ois_lightning.grids.table import build_table, make_table
 from ois_lightning.protocol.results import collect
 
-from .conftest import REPO, TINY
+from .helpers import REPO, TINY, save_checkpoint
+
 
 TINY_YAML = str(REPO / "experiments" / "tiny.yaml")
 SCENES = TINY + ["data.layered.size=112", "data.layered.test_length=2", "clicks.max_eval=5"]
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def save_checkpoint(path: Path, *overrides: str, config: str | None = None, stored_config: bool = True) -> Path:
-    """A Lightning-format checkpoint of a random model: ``state_dict`` with ``OISLitModule``'s ``model.`` prefix
-    and, as its ``save_hyperparameters`` stores it, the resolved config."""
-    torch.manual_seed(0)
-    cfg = load_config(config, TINY + list(overrides))
-    model = build_model(cfg.model, cfg.data.depth)
-    checkpoint: dict = {"state_dict": {"model." + k: v for k, v in model.state_dict().items()}}
-    if stored_config:
-        checkpoint["hyper_parameters"] = to_dict(cfg)
-    torch.save(checkpoint, path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from ois_lightning.config.load import load_config
 from ois_lightning.lit.datamodule import OISDataModule
 from ois_lightning.lit.module import OISLitModule
 
-from .conftest import REPO, TINY
-from .test_grids import TINY_RUN
+from .helpers import REPO, TINY, TINY_RUN
+
 
 TINY_YAML = str(REPO / "experiments" / "tiny.yaml")
 PAPER = PAPER_WIDTHS + ["model.input_size=1036", "data.depth.source=model"]  # random init (no checkpoint)

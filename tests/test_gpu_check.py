@@ -13,7 +13,8 @@ import torch
 from ois_lightning.tools import gpu_check
 from ois_lightning.tools.gpu_check import FIELDS, build_report, junit_cases, markdown
 
-from .conftest import REPO, pytest_collection_modifyitems
+from .conftest import pytest_collection_modifyitems
+from .helpers import REPO
 
 MACHINE = {"gpu": "Fake GPU", "gpu_count": 1, "gpu_memory_gib": 80.0, "compute_capability": "9.0",
            "torch": torch.__version__, "cuda": "13.0", "cudnn": 91000, "python": "3.11.7"}

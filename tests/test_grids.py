@@ -18,7 +18,8 @@ from ois_lightning.grids.sweep_file import load_sweep, normalize_argv, point_ove
 from ois_lightning.grids.table_spec import load_table_spec
 from ois_lightning.tracking.identity import run_identity
 
-from .conftest import REPO, TINY
+from .helpers import REPO, TINY_RUN
+
 
 pytestmark = pytest.mark.usefixtures("random_weights")  # the rows name published networks; no files here
 
@@ -27,13 +28,6 @@ ROW_CONFIGS = sorted(p for p in (REPO / "experiments").glob("table*/*.yaml") if 
 SWEEPS = sorted((REPO / "sweeps").glob("table*.yaml"))
 # Tiny model on generated layered scenes with exact depth: replaces real backbones / depth models / datasets
 # (the separate depth models of Table 6 are run in test_depth_cache.py).
-TINY_RUN = TINY + [
-    "data.train=[layered]", "data.val=[layered]", "data.test=[layered]", "data.depth.source=gt",
-    "data.depth.model=null", "data.batch_size=2", "data.num_workers=0", "data.layered.size=112",
-    "data.layered.train_length=4", "data.layered.val_length=1", "data.layered.test_length=1",
-    "train.accelerator=cpu", "train.devices=1", "train.strategy=auto", "train.val_objects=1",
-    "eval.max_objects=1", "logger.kind=none",
-]
 
 
 def test_all_paper_tables_are_there():

@@ -22,23 +22,16 @@ from ois_lightning.checkpoint import load_weights
 from ois_lightning.lit.train import train
 from ois_lightning.model.losses import NormalizedFocalLoss
 
-from .conftest import REPO, TINY
+from .helpers import QUICK, TINY, TINY_YAML, global_step
 
-TINY_YAML = str(REPO / "experiments" / "tiny.yaml")
+
 # Small, quick runs: 112 px scenes, 2 images per batch, 1 validation object, 1 test image, 5 clicks.
-QUICK = TINY + ["data.layered.size=112", "data.batch_size=2", "data.min_object_area=200",
-                "data.layered.val_length=1", "data.layered.test_length=1", "train.val_objects=1",
-                "eval.max_objects=2", "clicks.max_eval=5", "logger.kind=csv", "train.log_every_n_steps=1"]
 TIMING = {"SPC", "encoder_s_per_image", "click_s_per_click"}
 
 
 def run_train(out: Path, *extra: str) -> dict:
     assert main(["train", TINY_YAML, *QUICK, f"output_dir={out}", *extra]) == 0
     return json.loads((out / "results.json").read_text())
-
-
-def global_step(ckpt: Path) -> int:
-    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
 
 
 def test_add_click_fills_first_free_slot():

@@ -13,7 +13,7 @@ from ois_lightning.model.objectness import ObjectAwareAttention, object_mask
 from ois_lightning.model.order import OrderAwareAttention, normalize_depth, order_maps
 from ois_lightning.model.prompts import SparseClickEncoder, click_disks
 
-from .conftest import TINY
+from .helpers import TINY
 
 
 def _model(*overrides: str, seed: int = 0):
@@ -239,7 +239,6 @@ def test_unused_refinenet4_skip_is_dropped_from_trainable_head():
     names = {n for n, _ in model.named_parameters()}
     assert "depth_head.scratch.refinenet4.resConfUnit1.conv1.weight" in names  # checkpoint layout
     assert not any(n.startswith("seg_head.scratch.refinenet4.resConfUnit1") for n in names)
-
 
 
 @pytest.mark.parametrize("logits,conv_size", [("input", (112, 112)), ("quarter", (32, 32))])

@@ -22,8 +22,8 @@ from ois_lightning.lit.module import OISLitModule
 from ois_lightning.model import build_model
 from ois_lightning.protocol.predictor import Predictor, predictor_for
 
-from .test_evaluate import TINY_YAML, tiny_cfg
-from .test_grids import TINY_RUN
+from .helpers import TINY_RUN, TINY_YAML, tiny_cfg
+
 
 PROB_TOL = 0.01  # bf16 vs fp32: max |prob difference| of a click round (measured ~1e-4 on the tiny model)
 IOU_TOL = 0.02  # mean |IoU difference| over all objects and clicks (measured 0)

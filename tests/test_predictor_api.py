@@ -20,8 +20,8 @@ from ois_lightning.data.splits import build_split
 from ois_lightning.model.checkpoints import CheckpointError
 from ois_lightning.protocol.predictor import click_arrays
 
-from .conftest import REPO, TINY
-from .test_figures import save_checkpoint
+from .helpers import REPO, TINY, save_checkpoint
+
 
 ROW_CONFIGS = sorted(p for p in (REPO / "experiments").glob("table*/*.yaml") if p.name != "table.yaml")
 # tiny model on generated layered scenes with their exact depth, one object, the protocol's 20 clicks

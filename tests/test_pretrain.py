@@ -20,7 +20,8 @@ from ois_lightning.pretrain.depth import pretrain_depth
 from ois_lightning.pretrain.mae import pretrain_mae
 from ois_lightning.pretrain.ssi import align_scale_shift, depth_metrics, ssi_loss
 
-from .conftest import TINY
+from .helpers import TINY
+
 
 SHORT = DepthBudget(steps=30, batch=4, size=56)  # seconds on 2 cores; the CLI defaults elsewhere
 MARGIN = 0.05  # AbsRel the short run must gain over its untrained start (measured 0.10-0.16 for init seeds 0-2;

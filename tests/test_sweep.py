@@ -1,7 +1,6 @@
 """`ois sweep --local`: grid expansion, per-point subprocesses, skip/redo on re-run, then `ois table`."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,68 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ois_lightning.cli import _normalize_sweep_argv, main
+from ois_lightning.cli import main
+from ois_lightning.grids.commands import normalize_sweep_argv
 from ois_lightning.config.load import load_config
-from ois_lightning.config.load import LOCAL_ENV
 from ois_lightning.grids.sweep_file import load_sweep
 from ois_lightning.grids.local_runner import plan, run_local
 
-from .conftest import REPO
-from .test_grids import TINY_RUN
+from .helpers import REPO, TINY_RUN, write_sweep
 
-ROWS = [str(REPO / "experiments/table4/full.yaml"), str(REPO / "experiments/table4/wo_order.yaml")]
-
-# Stands in for `python -m ois_lightning train` in the fast runner tests: records its argv, fails on request,
-# writes a schema-valid results.json of its resolved config into output_dir.
-FAKE_TRAIN = """
-import json, os, pathlib, sys
-import ois_lightning.config.schema as config, ois_lightning.config.load as loader
-loader.check = lambda *a, **k: None  # skip the cross-key checks: they import torch (seconds per point)
-args = dict(a.split("=", 1) for a in sys.argv[2:])
-cfg = loader.load_config(args["config"], [a for a in sys.argv[2:] if not a.startswith("config=")])
-out = pathlib.Path(args["output_dir"])
-(out / "env.json").write_text(json.dumps({"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}))
-with open(os.environ["FAKE_CALLS"], "a") as f:
-    f.write(json.dumps(sys.argv[1:]) + "\\n")
-if os.environ.get("FAKE_FAIL") and os.environ["FAKE_FAIL"] in str(out):
-    sys.exit(3)
-ious = [[0.5] + [0.95] * 19, [0.3] * 3 + [0.91] * 17]
-res = {"summary": {"NoC90": 2.0}, "per_object": {"ids": ["a", "b"], "ious": ious}, "config": config.to_dict(cfg),
-       "git_commit": None, "seed": int(args["seed"]), "dataset": "layered"}
-(out / "results.json").write_text(json.dumps(res))
-if os.environ.get("FAKE_FAIL_AFTER") and os.environ["FAKE_FAIL_AFTER"] in str(out):
-    sys.exit(1)
-"""
-
-
-@pytest.fixture(autouse=True)
-def random_backbone(tmp_path: Path, monkeypatch) -> None:
-    """Table 4's rows name a published backbone: a local layer asks for random weights (no file needed)."""
-    local = tmp_path / "local.yaml"
-    local.write_text("model: {backbone: {random_init: true}}\n")
-    monkeypatch.setenv(LOCAL_ENV, str(local))
-
-
-def write_sweep(tmp_path: Path, command: list[str], name: str = "tiny4") -> Path:
-    sweep = {"name": name, "method": "grid", "parameters": {"config": {"values": ROWS}, "seed": {"values": [0, 1]}},
-             "command": command}
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
-    return path
-
-
-@pytest.fixture
-def fake(tmp_path: Path, monkeypatch):
-    script = tmp_path / "fake_train.py"
-    script.write_text(FAKE_TRAIN)
-    calls = tmp_path / "calls.jsonl"
-    monkeypatch.setenv("FAKE_CALLS", str(calls))
-    sweep = write_sweep(tmp_path, ["${env}", "${interpreter}", str(script), "train", "${args_no_hyphens}"])
-
-    def called() -> list[list[str]]:
-        return [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
-
-    return sweep, called
+pytestmark = pytest.mark.usefixtures("random_weights")  # Table 4's rows name a published backbone
 
 
 def test_plan_matches_the_wandb_agent_argv(monkeypatch, tmp_path: Path):
@@ -87,7 +33,7 @@ def test_plan_matches_the_wandb_agent_argv(monkeypatch, tmp_path: Path):
     assert {(j.row, j.point.seed) for j in jobs} == {(r, s) for r in ("full", "wo_order", "wo_object", "wo_sparse",
                                                                       "wo_dense") for s in (0, 1, 2)}
     for job in jobs:  # what `ois train` makes of that argv: the row config, the seed, our output_dir
-        argv = _normalize_sweep_argv(job.argv[3:])
+        argv = normalize_sweep_argv(job.argv[3:])
         cfg = load_config(argv[1], argv[2:])
         assert (cfg.row, cfg.seed, cfg.train.max_steps) == (job.row, job.point.seed, 3)
         assert Path(cfg.output_dir) == job.output_dir == tmp_path / "runs/table4" / job.row / f"seed{job.point.seed}"

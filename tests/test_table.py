@@ -14,32 +14,7 @@ from ois_lightning.grids.table_spec import load_table_spec
 from ois_lightning.grids.table import build_table, to_csv, to_markdown
 from ois_lightning.protocol.results import collect, read_results, ResultsError
 
-from .conftest import REPO
-
-TABLE4 = REPO / "experiments/table4/table.yaml"
-
-
-def curve(reach90_at: int, first: float = 0.5) -> list[float]:
-    """20 IoUs: `first` at click 1, then 0.8, reaching 0.92 at click `reach90_at` (never if > 20)."""
-    c = [first] + [0.8] * 19
-    for k in range(reach90_at - 1, 20):
-        c[k] = 0.92
-    return c
-
-
-def write_run(root: Path, row: str, seed: int, curves: dict[str, list[float]], table: str = "table4",
-              clicks: dict | None = None, dataset: str = "davis", config: dict | None = None) -> Path:
-    out = root / row / f"seed{seed}"
-    out.mkdir(parents=True)
-    payload = {
-        "summary": {"NoC90": -1.0},  # ignored: `ois table` recomputes from the curves
-        "per_object": {"ids": list(curves), "ious": list(curves.values())},
-        "config": {"table": table, "row": row, "seed": seed, "clicks": {"max_eval": 20, **(clicks or {})},
-                   **(config or {})},
-        "git_commit": None, "seed": seed, "dataset": dataset,
-    }
-    (out / "results.json").write_text(json.dumps(payload))
-    return out / "results.json"
+from .helpers import TABLE4, curve, write_run
 
 
 def cell(table, row: str, metric: str):

@@ -21,7 +21,8 @@ from ois_lightning.protocol.metrics import METRIC_GOALS
 from ois_lightning.grids.table_spec import default_table_path, load_table_spec
 from ois_lightning.lit.loggers import build_logger
 
-from .conftest import REPO, TINY
+from .helpers import REPO, TINY
+
 
 TINY_YAML = str(REPO / "experiments" / "tiny.yaml")
 QUICK = TINY + ["data.layered.size=112", "data.batch_size=2", "data.min_object_area=200",

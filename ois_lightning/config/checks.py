@@ -8,6 +8,7 @@ from typing import Any, Callable, Collection, Iterator, Mapping, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ..lit.strategies import COMMON as COMMON_STRATEGIES
 from .schema import CHOICES, NON_EMPTY, RANGES, Config, ConfigError, DepthSource, FusionKind, to_dict
 
 Sources = Mapping[str, str]
@@ -43,9 +44,9 @@ def _cues() -> Collection[str]:
 
 
 def _strategies() -> Collection[str]:
-    from lightning.pytorch.strategies import StrategyRegistry  # slow: looked up only for a non-default value
+    from ..lit.strategies import strategy_names  # imports Lightning: only for a name outside COMMON_NAMES
 
-    return StrategyRegistry.available_strategies()
+    return strategy_names()
 
 
 # keys whose values (list items, mapping keys) are names of a registry, looked up only when set
@@ -54,6 +55,7 @@ REGISTRIES: dict[str, Callable[[], Collection[str]]] = {
     "data.train": _datasets, "data.val": _datasets, "data.test": _datasets, "data.paths": _datasets,
     "train.strategy": _strategies, "data.layered.cues": _cues,
 }
+COMMON_NAMES: dict[str, Collection[str]] = {"train.strategy": COMMON_STRATEGIES}  # accepted without a lookup
 
 
 def leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -110,7 +112,7 @@ def _check_values(cfg: DictConfig, where: Where) -> None:
     defaults = OmegaConf.structured(Config)
     for key, registry in REGISTRIES.items():
         value = OmegaConf.select(cfg, key)
-        if value is None or value == OmegaConf.select(defaults, key):
+        if value is None or value == OmegaConf.select(defaults, key) or value in COMMON_NAMES.get(key, ()):
             continue
         names = list(value) if isinstance(value, (ListConfig, DictConfig)) else [value]
         known = registry()

@@ -174,13 +174,16 @@ class DataConfig:
     layered: LayeredDataConfig = field(default_factory=LayeredDataConfig)
 
 
+THRESHOLD = 0.49  # prediction = prob > threshold (isegm protocol): clicks.threshold's default
+
+
 @dataclass
 class ClicksConfig:
     max_extra: int = 3  # training: 0..max_extra clicks simulated from the model's own predictions
     max_eval: int = 20  # evaluation: clicks per object
     target_iou: Optional[float] = None  # evaluation: stop an object at IoU >= target (isegm early stop); None = never
     min_eval: int = 1  # evaluation: clicks every object runs before the early stop may end it
-    threshold: float = 0.49  # prediction = prob > threshold (isegm protocol)
+    threshold: float = THRESHOLD
 
 
 class EvalResize(str, enum.Enum):

@@ -30,7 +30,8 @@ from ..config.schema import ConfigError
 from .sweep_file import ARG_MACROS, GridPoint, Sweep, load_sweep, resolve_point
 from ..utils.lock import in_use
 from ..protocol.metrics import format_metric
-from ..protocol.results import ResultsError, describe_changes, read_results, result_settings, results_paths
+from ..protocol.results import (LAST, ResultsError, checkpoint_dir, describe_changes, read_results, result_settings,
+                                results_paths)
 from .supervise import GRACE_S, die_with_parent
 
 TERMINATE_GRACE_S = GRACE_S + 10.0  # the supervisor's grace for the point, then its own exit
@@ -179,7 +180,7 @@ def _start(job: Job, status: Status, env: dict[str, str], gpus: str) -> tuple[su
     """Launch ``job`` under the supervisor (dies with this process), logging to ``<output_dir>/train.log``."""
     argv = list(job.argv)
     resumed = ""
-    if (job.output_dir / "checkpoints" / "last.ckpt").is_file():
+    if (checkpoint_dir(job.output_dir) / LAST).is_file():
         if status.settings_changed:
             resumed = " (from scratch: last.ckpt has the old settings)"
         else:

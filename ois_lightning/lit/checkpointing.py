@@ -15,16 +15,11 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
+from ..protocol.results import LAST, checkpoint_dir
 from ..utils.atomic import atomic_write
 from .guards import TrainingError
 
-LAST = "last.ckpt"
 STALE = ".*.ckpt.*.tmp"  # temporary files of atomic_write left by a process killed while writing
-
-
-def checkpoint_dir(output_dir: str | Path) -> Path:
-    """Where ``ois train`` keeps its checkpoints."""
-    return Path(output_dir) / "checkpoints"
 
 
 def _fsync_dir(folder: Path) -> None:

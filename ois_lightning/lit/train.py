@@ -16,7 +16,8 @@ from ..protocol.evaluate import EvalResult
 from ..utils.lock import locks_output_dir
 from ..utils.parallel import local_processes, set_threads
 from ..tracking.wandb_run import log_parameter_counts, log_test
-from .checkpointing import LAST, AtomicCheckpointIO, checkpoint_dir, prepare_checkpoint_dir, resume_path
+from ..protocol.results import LAST, checkpoint_dir
+from .checkpointing import AtomicCheckpointIO, prepare_checkpoint_dir, resume_path
 from .datamodule import EpochEndWarnings, OISDataModule
 from .guards import TrainingGuard
 from .loggers import build_logger, sinks

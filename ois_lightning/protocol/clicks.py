@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..config.schema import THRESHOLD
+
 IGNORE = -1  # same value as ois_lightning.data.base.IGNORE (not imported: this module needs no torch)
 
 NEG_SOURCE_PROBS = (0.1, 0.4, 0.5)  # negatives from background / other objects / border band
@@ -227,7 +229,7 @@ def sample_initial_clicks(gt: np.ndarray, rng: np.random.Generator, other_object
 
 
 def next_training_click(gt: np.ndarray, prob: np.ndarray, rng: np.random.Generator,
-                        clicked: set[tuple[int, int]] | None = None, threshold: float = 0.49) -> Click | None:
+                        clicked: set[tuple[int, int]] | None = None, threshold: float = THRESHOLD) -> Click | None:
     """Next click of iterative training from the (H,W) probability map ``prob`` (isegm protocol notes).
 
     ``fn = gt==1 & prob < threshold``, ``fp = gt==0 & prob > threshold`` (ignore excluded), 5x5 chamfer

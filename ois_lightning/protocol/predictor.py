@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..config.schema import THRESHOLD
 from .clicks import Click
 from ..model.inputs import uses_depth
 from ..data import Sample
@@ -56,7 +57,7 @@ class Predictor:
         of a depth map given to ``set_image`` (``data.depth.kind``). config: the resolved config, when known.
     """
 
-    def __init__(self, model: OISModel, input_size: int, threshold: float = 0.49, depth_from_sample: bool = False,
+    def __init__(self, model: OISModel, input_size: int, threshold: float = THRESHOLD, depth_from_sample: bool = False,
                  resize: str = "letterbox", zoom_in_size: int | None = None, flip: bool = False,
                  precision: str = "32-true", depth_kind: str = "disparity", config: Any = None) -> None:
         if precision not in PRECISIONS:

@@ -147,3 +147,11 @@ def collect(runs_dir: str | Path) -> tuple[list[RunResult], list[str]]:
         except ResultsError as e:
             problems.append(str(e))
     return runs, problems
+
+
+LAST = "last.ckpt"  # the newest checkpoint of a run, in checkpoint_dir (ckpt_path=last resumes it)
+
+
+def checkpoint_dir(output_dir: str | Path) -> Path:
+    """Where ``ois train`` keeps its checkpoints."""
+    return Path(output_dir) / "checkpoints"

@@ -22,18 +22,17 @@ Peak memory is the CUDA allocator's peak on GPU and the peak resident set size a
 """
 from __future__ import annotations
 
-import statistics
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .bench_measure import PeakMemory, machine, sync, timed, torch_threads
+from ..utils.measure import machine, timed, torch_threads
 from .bench_report import format_table, write_json
+from .bench_settings import Settings
 from ..protocol.clicks import Clicker
 from ..config.schema import ClicksConfig
 from ..config.load import load_config
@@ -56,40 +55,6 @@ TARGETS = {  # the speed targets (docs/benchmarks.md): ratio key -> upper bound
     "train_click_simulation_overhead_vitb": 0.5,
     "grid_with_cache_vs_one_row": 2.0,
 }
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Sizes and repeat counts; ``quick`` is a smoke test that finishes in well under a minute."""
-
-    quick: bool
-    paper_input: int
-    paper_backbone: str
-    tiny_input: int
-    warmup: int
-    repeats: int
-    slow_repeats: int  # for the seconds-long calls (encoder at 1036)
-    train_steps: int
-    train_batch: int
-    vitb_train_input: int  # ViT-B training step (0: skipped)
-    vitb_train_steps: int
-    grid_objects: int  # objects evaluated per row (layered scenes hold 3-5 each)
-    grid_clicks: int
-    sat_backbone: str  # SAT latency (Table 3): backbone, input size and points per side of the prompt grid
-    sat_input: int
-    sat_grid: int
-    compare_clicks: int = 5
-    sat_batch: int = 16  # points decoded at once over the shared encoding
-
-    @classmethod
-    def make(cls, quick: bool, device: torch.device = torch.device("cpu")) -> "Settings":
-        """The paper's sizes (tiny ones with ``quick``); the SAT grid and the ViT-B training step run at the paper's
-        size on CUDA, at the tiny size / 518 on CPU (there 256 paper-size clicks take ~10 min, a 1036 step minutes)."""
-        if quick:
-            return cls(True, 112, "tiny", 112, 1, 3, 1, 3, 2, 0, 0, 1, 5, "tiny", 112, 4)
-        cuda = device.type == "cuda"
-        sat = ("dav2-vitb", 1036) if cuda else ("tiny", 224)
-        return cls(False, 1036, "dav2-vitb", 224, 1, 5, 3, 12, 8, 1036 if cuda else 518, 6, 6, 20, *sat, 16)
 
 
 # --- inputs --------------------------------------------------------------------------------------------------
@@ -179,47 +144,13 @@ def bench_encoder(model: OISModel, size: int, s: Settings, device: torch.device)
 def _train_steps(max_extra: int | None, steps: int, batch: int, overrides: list[str], device: torch.device) -> dict:
     """Median and mean seconds of real Lightning training steps (training_step + backward + Adam) of
     ``experiments/tiny.yaml`` + ``overrides`` on layered scenes."""
-    import lightning as L
-
-    from ..lit.datamodule import OISDataModule
-    from ..lit.module import OISLitModule
+    from ..lit.timing import time_training_steps  # Lightning: only in lit/
 
     cfg = load_config(EXPERIMENTS / "tiny.yaml", overrides + [
         *([] if max_extra is None else [f"clicks.max_extra={max_extra}"]), "logger.kind=none",
         f"train.max_steps={steps}", "data.num_workers=0",
         f"data.batch_size={batch}", f"data.layered.train_length={batch * steps}"])
-
-    class StepTimer(L.Callback):
-        def __init__(self) -> None:
-            self.times: list[float] = []
-            self.rounds: list[int] = []
-            self.calls = 0
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
-            sync(pl_module.device)
-            self.calls = 0
-            self.start = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
-            sync(pl_module.device)
-            self.times.append(time.perf_counter() - self.start)
-            self.rounds.append(self.calls - 1)  # forward calls minus the trained one = simulated rounds
-
-    timer = StepTimer()
-    L.seed_everything(cfg.seed, verbose=False)
-    module = OISLitModule(cfg)
-    module.model.register_forward_hook(lambda *_: setattr(timer, "calls", timer.calls + 1))
-    with tempfile.TemporaryDirectory(prefix="ois_bench_") as root, PeakMemory(device) as mem:
-        trainer = L.Trainer(accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
-                            max_steps=steps, logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                            num_sanity_val_steps=0, callbacks=[timer], default_root_dir=root)
-        trainer.fit(module, datamodule=OISDataModule(cfg))
-    skip = min(2, len(timer.times) - 1)  # warm-up steps
-    return {"step_s": statistics.median(timer.times[skip:]), "mean_step_s": float(np.mean(timer.times[skip:])),
-            "mean_rounds": float(np.mean(timer.rounds[skip:])), "steps": len(timer.times) - skip,
-            "batch_size": int(cfg.data.batch_size), "input_size": int(cfg.model.input_size), "peak_mb": mem.mb,
-            "max_extra": int(cfg.clicks.max_extra)}
+    return time_training_steps(cfg, device)
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..checkpoint import load_checkpoint
-from ..config.schema import ConfigError
+from ..config.schema import THRESHOLD, ConfigError
 from ..model.inputs import uses_depth
 from ..model import ImageEncoding, OISModel
 from ..utils.atomic import atomic_write
@@ -95,7 +95,7 @@ def _save(program: Any, path: Path) -> None:
 
 
 def export_onnx(model: OISModel, out_dir: str | Path, input_size: int, depth_input: bool = False,
-                depth_kind: str = "disparity", threshold: float = 0.49) -> dict:
+                depth_kind: str = "disparity", threshold: float = THRESHOLD) -> dict:
     """Write ``encoder.onnx``, ``click.onnx`` and ``export.json`` (the manifest, also returned) to ``out_dir``.
 
     ``depth_input``: the encoder takes the raw depth map (``data.depth.source`` file or gt) of kind

@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu-check: skipped: no CUDA GPU visible to torch {torch.__version__} on this machine")
         return 0
     if args.bench_only:
-        from .bench import run, write_json
+        from .bench import run
+        from .bench_report import write_json
 
         write_json(run(device="cuda", sections=BENCH_SECTIONS), args.bench_only)
         return 0
