@@ -11,7 +11,7 @@ from ois_lightning.data import DataError, LayeredScenes
 from ois_lightning.data.monocular import CUES, PRESETS, resolve_cues
 from ois_lightning.data.splits import read_split
 
-from .conftest import REPO
+from .helpers import REPO
 
 SIZE = 96
 

@@ -10,14 +10,13 @@ min-max normalised to 0..1 over the image.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
 from .base import DataError, Sample, SegDataset
-from .monocular import CUE_OBJECTS, resolve_cues, scene_with_cues
+from .monocular import CUE_OBJECTS, Look, resolve_cues, scene_with_cues
 
 SPLIT_SEEDS = {"train": 0, "val": 1, "test": 2}  # disjoint scene streams per split unless a seed is given
 
@@ -25,18 +24,6 @@ OBJECT_DISPARITY = (0.3, 1.0)  # object depth levels are spread evenly over this
 BACKGROUND_DISPARITY = 0.15  # the background plane rises from 0 to this value (farther than every object)
 LEVEL_JITTER = 0.2  # fraction of the gap between neighbouring levels
 SLOPE = 0.08  # largest disparity change of an object plane per image width
-
-
-@dataclass(frozen=True)
-class _Look:
-    """The scene's shared appearance: stripe period and angle, hue, saturation, brightness, noise weight."""
-
-    period: float
-    angle: float
-    hue: float
-    saturation: float
-    value: float
-    noise: float
 
 
 class LayeredScenes(SegDataset):
@@ -101,7 +88,7 @@ class LayeredScenes(SegDataset):
         s = self.size
         count = CUE_OBJECTS if self.cues else self.num_objects
         n = int(rng.integers(count[0], count[1] + 1))
-        look = _Look(
+        look = Look(
             period=rng.uniform(6.0, 14.0) * s / 224,
             angle=rng.uniform(0.0, np.pi),
             hue=rng.uniform(0.0, 360.0),
@@ -199,7 +186,7 @@ class LayeredScenes(SegDataset):
         return (BACKGROUND_DISPARITY * (t - t.min()) / (t.max() - t.min())).astype(np.float32)
 
     def _paint(
-        self, rng: np.random.Generator, look: _Look, hue: float, period: float, angle: float,
+        self, rng: np.random.Generator, look: Look, hue: float, period: float, angle: float,
         center: tuple[float, float],
     ) -> np.ndarray:
         """H,W,3 float32 HSV (hue in degrees) of stripes along ``angle`` plus smooth noise, anchored at ``center``."""

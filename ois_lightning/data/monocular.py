@@ -22,13 +22,11 @@ IoU by object size alone, before any ablation row was trained on these scenes.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
-
-if TYPE_CHECKING:
-    from .layered import LayeredScenes, _Look
 
 CUES = ("ground", "perspective", "haze", "shading")
 PRESETS = {"occlusion": (), "monocular": CUES}  # scene kinds by name: today's scenes, every cue
@@ -42,6 +40,39 @@ HAZE = (0.35, 0.6)  # haze weight at disparity 0 (it falls linearly to 0 at disp
 HAZE_RGB = np.array([0.78, 0.82, 0.86], np.float32)
 LIGHT = np.array([-0.45, -0.6, 0.66], np.float32) / np.linalg.norm([-0.45, -0.6, 0.66])  # x, y (down), z
 BULGE = 0.04  # a dome's disparity rises by this fraction of its level at its centre
+
+
+@dataclass(frozen=True)
+class Look:
+    """A scene's shared appearance: stripe period and angle, hue, saturation, brightness, noise weight."""
+
+    period: float
+    angle: float
+    hue: float
+    saturation: float
+    value: float
+    noise: float
+
+
+class Painter(Protocol):
+    """What the cues take from the scene generator (:class:`.layered.LayeredScenes`): its settings, pixel grid and
+    the shape, texture and layout drawing it shares with the occlusion-only scenes."""
+
+    size: int
+    cues: tuple[str, ...]
+    yy: np.ndarray
+    xx: np.ndarray
+    radius: tuple[float, float]
+    hue_jitter: float
+    background_hue_offset: tuple[float, float]
+
+    def _levels(self, rng: np.random.Generator, n: int, span: tuple[float, float]) -> np.ndarray: ...
+    def _centers(self, rng: np.random.Generator, n: int) -> list[tuple[float, float]]: ...
+    def _shape(self, rng: np.random.Generator, center: tuple[float, float], r: float) -> np.ndarray: ...
+    def _plane(self, rng: np.random.Generator, level: float, center: tuple[float, float]) -> np.ndarray: ...
+    def _background_plane(self, rng: np.random.Generator) -> np.ndarray: ...
+    def _paint(self, rng: np.random.Generator, look: Look, hue: float, period: float, angle: float,
+               center: tuple[float, float]) -> np.ndarray: ...
 
 
 def resolve_cues(cues: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -58,7 +89,7 @@ def resolve_cues(cues: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
 
 
 def scene_with_cues(
-    ds: LayeredScenes, rng: np.random.Generator, look: _Look, n: int
+    ds: Painter, rng: np.random.Generator, look: Look, n: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One scene with ``ds.cues`` -> (image H,W,3 uint8, label H,W int16 with -1 background, disparity H,W in
     (0, 1], 1 = nearest pixel)."""
@@ -107,7 +138,7 @@ def scene_with_cues(
 
 
 def _ground_and_wall(
-    ds: LayeredScenes, rng: np.random.Generator, look: _Look, hue_offset: float, wall_row: float, wall_d: float,
+    ds: Painter, rng: np.random.Generator, look: Look, hue_offset: float, wall_row: float, wall_d: float,
     horizon: float, perspective: bool,
 ) -> np.ndarray:
     """H,W,3 HSV of the back wall (above ``wall_row``) and the ground (below), in another hue than the objects."""
