@@ -130,3 +130,23 @@ def test_mini_tables_borrow_the_paper_numbers_of_their_rows():
     paper = load_table_spec(REPO / "experiments" / "table9" / "table.yaml")
     assert spec.row("pos").paper == {m: v for m, v in paper.row("pos").paper.items() if m in spec.metrics}
     assert spec.row("full").paper["NoC90"] == paper.row("pos_neg").paper["NoC90"]
+
+
+def test_scales_run_seeds_the_sweep_files_have_and_full_needs_every_table(capsys):
+    """Every scale's seeds (and the placebo's, offset) are points of the sweep files, so a scale never asks for a
+    run no grid defines; --full (PAPER_MINI_FULL=1) alone, without --tables all, is refused in one line."""
+    from ois_lightning.cli import main
+    from ois_lightning.tools.demo import SCALES
+    from ois_lightning.tools.mini_paper import PLACEBO_SEED_OFFSET
+
+    grid = {p.seed for p in load_sweep(DEMO / "sweep.yaml").points}
+    placebo = {p.seed for p in load_sweep(DEMO / "sweep_placebo.yaml").points}
+    for name in ("sweep_mini.yaml", "sweep_mini_tenth.yaml", "sweep_controls.yaml"):
+        assert {p.seed for p in load_sweep(DEMO / name).points} == grid, name
+    for scale in SCALES.values():
+        assert set(scale.seeds) <= grid and {PLACEBO_SEED_OFFSET + s for s in scale.seeds} <= placebo
+    assert SCALES["full"].out_dir != SCALES["default"].out_dir  # other evaluation settings: never the same runs
+    assert len(SCALES["full"].seeds) > len(SCALES["default"].seeds)
+    assert main(["demo", "--full"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--tables all" in err[0]
