@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 CUES = ("ground", "perspective", "haze", "shading")
-PRESETS = {"occlusion": (), "monocular": CUES}  # scene kinds by name: today's scenes, every cue
+PRESETS = {"occlusion": (), "monocular": CUES}  # scene kinds by name: occlusion only, every cue
 CUE_OBJECTS = (2, 4)  # objects per scene
 CUE_LEVELS = (0.55, 1.0)  # object disparity levels (the lower half of the frame on the ground plane)
 CUE_RADIUS = (0.2, 0.25)  # mean object radius as a fraction of the size, at disparity MID_DISPARITY
@@ -62,7 +62,6 @@ class Painter(Protocol):
     cues: tuple[str, ...]
     yy: np.ndarray
     xx: np.ndarray
-    radius: tuple[float, float]
     hue_jitter: float
     background_hue_offset: tuple[float, float]
 
@@ -104,7 +103,7 @@ def scene_with_cues(
         hsv = _ground_and_wall(ds, rng, look, hue_offset, wall_row, wall_d, horizon, "perspective" in cues)
     else:
         slope = horizon = 0.0  # no ground
-        disparity = ds._background_plane(rng) + 0.05  # today's background plane, kept off zero
+        disparity = ds._background_plane(rng) + 0.05  # the occlusion-only scenes' background plane, off zero
         hsv = ds._paint(rng, look, hue=look.hue + hue_offset, period=look.period * rng.uniform(1.5, 2.5),
                         angle=rng.uniform(0.0, np.pi), center=(s / 2, s / 2))
     levels = ds._levels(rng, n, CUE_LEVELS)
