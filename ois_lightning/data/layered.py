@@ -50,7 +50,7 @@ class LayeredScenes(SegDataset):
     ):
         """``radius`` is the range of the scene's mean object radius as a fraction of ``size`` (objects vary
         +-10% around it); hues are in degrees. ``cues``: the monocular depth cues added to the scenes, a preset
-        name (``occlusion``: none, today's scenes; ``monocular``: all) or a list of names (:mod:`.monocular`)."""
+        name (``occlusion``: none, the scenes above; ``monocular``: all) or a list of names (:mod:`.monocular`)."""
         if length < 0 or size < 16 or seed < 0 or not 1 <= num_objects[0] <= num_objects[1]:
             raise DataError(
                 f"layered scenes: bad arguments length={length}, size={size}, seed={seed}, "
