@@ -7,6 +7,9 @@ sloped depth plane, at clearly separated depth levels, in front of a textured ba
 farthest. Objects are painted far to near (painter's algorithm), so they occlude each other; the depth map
 is exact per pixel and the instance masks are the visible parts. The depth is a disparity (larger = closer),
 min-max normalised to 0..1 over the image.
+
+In these scenes occlusion is the only depth cue the image carries. ``cues`` adds monocular cues (ground plane,
+perspective, haze, shading; :mod:`.monocular`) so that depth can be learned from the image, as from a photo.
 """
 from __future__ import annotations
 
@@ -50,7 +53,7 @@ class LayeredScenes(SegDataset):
     ):
         """``radius`` is the range of the scene's mean object radius as a fraction of ``size`` (objects vary
         +-10% around it); hues are in degrees. ``cues``: the monocular depth cues added to the scenes, a preset
-        name (``occlusion``: none, the scenes above; ``monocular``: all) or a list of names (:mod:`.monocular`)."""
+        name (``occlusion``: none, the occlusion-only scenes of this module; ``monocular``: all) or a list of names (:mod:`.monocular`)."""
         if length < 0 or size < 16 or seed < 0 or not 1 <= num_objects[0] <= num_objects[1]:
             raise DataError(
                 f"layered scenes: bad arguments length={length}, size={size}, seed={seed}, "
