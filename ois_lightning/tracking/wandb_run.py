@@ -116,7 +116,7 @@ def start_run(cfg: DictConfig, eval_only: bool = False) -> Any | None:
         return None
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    project, group, name, tags = run_identity(cfg)  # table / row / seed (grid.py)
+    project, group, name, tags = run_identity(cfg)  # table / row / seed (identity.py)
     run_id = None if eval_only else wandb_run_id(cfg)
     role = dict(name=f"{name}-eval", tags=tags + ["eval"], job_type="eval") if eval_only else dict(name=name, tags=tags)
     # resume only with an id: W&B's resume="allow" without one would attach to the last run in dir
