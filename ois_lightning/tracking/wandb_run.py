@@ -7,8 +7,10 @@
   (``ckpt_path``) asks for the id in ``<output_dir>/wandb_run_id``; otherwise, and always under a sweep agent
   (which chose the run), W&B picks. Rank 0 writes the id W&B actually used there, so ``ckpt_path=last``
   continues that run.
-- Loggers (:class:`Sink`): Lightning's, a W&B run (:class:`WandbRun`) or :class:`~ois_lightning.tracking.csv_log.CSVLog`.
-- Summaries: NoC/NoF keep their minimum, k-mIoU its maximum (directions of :data:`grid.METRIC_GOALS`).
+- Loggers (:class:`Sink`): Lightning's, a W&B run (:class:`WandbRun`) or
+  :class:`~ois_lightning.tracking.csv_log.CSVLog`.
+- Summaries: NoC/NoF keep their minimum, k-mIoU its maximum (directions of
+  :data:`~ois_lightning.protocol.metrics.METRIC_GOALS`).
 - Validation (:func:`log_validation`): a few objects as images with clicks, ground truth and prediction masks,
   and the order map of the first click. Test (:func:`log_test`): the numbers, the mIoU-vs-clicks PNG and line
   plot, a per-object table (the worst objects by NoC90 with images) and results.json as a ``results`` artifact.
