@@ -1,7 +1,8 @@
 """ois_lightning: Order-Aware Interactive Segmentation in PyTorch Lightning.
 
-``from ois_lightning import Predictor``: a trained model on raw arrays (:mod:`ois_lightning.protocol.predictor`); imported
-on first use, so importing the package (and the ``ois`` command) stays light.
+``from ois_lightning import Predictor``: a trained model on raw arrays (:mod:`ois_lightning.protocol.predictor`);
+imported on first use, so importing the package (and the ``ois`` command) stays light. The layout of the package:
+docs/architecture.md.
 """
 from __future__ import annotations
 

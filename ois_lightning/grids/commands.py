@@ -14,7 +14,7 @@ SWEEP_VALUE_OPTIONS = ("--parallel", "--runs-dir", "--gpus", "--python")
 
 
 def normalize_sweep_argv(argv: list[str]) -> list[str]:
-    """W&B sweeps pass the row as `config=PATH` anywhere in argv: make it the positional CONFIG (grid.py).
+    """W&B sweeps pass the row as `config=PATH` anywhere in argv: make it the positional CONFIG (sweep_file.py).
     `ois sweep FILE --local k=v`: options go first, since argparse cannot mix them with `overrides` there."""
     from .sweep_file import normalize_argv
 

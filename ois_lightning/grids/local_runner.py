@@ -1,7 +1,7 @@
 """``ois sweep SWEEP.yaml --local``: run a W&B grid sweep file without a W&B server.
 
-The grid of the sweep file is expanded here (:func:`ois_lightning.grids.sweep_file.load_sweep`) and every point runs as a
-subprocess of the sweep's own ``command`` (``${interpreter}`` = this Python, ``${args_no_hyphens}`` = the
+The grid of the sweep file is expanded here (:func:`ois_lightning.grids.sweep_file.load_sweep`) and every point
+runs as a subprocess of the sweep's own ``command`` (``${interpreter}`` = this Python, ``${args_no_hyphens}`` = the
 point's ``key=value`` tokens), followed by ``output_dir=<runs>/<sweep>/<row>/seed<k>`` and the extra overrides.
 W&B runs offline unless ``WANDB_MODE`` is set (``wandb sync <output_dir>/wandb/offline-run-*`` later).
 

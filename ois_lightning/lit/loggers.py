@@ -1,5 +1,6 @@
-"""Lightning's loggers for ``ois train`` (``logger.kind``): the W&B run comes from ``ois_lightning/tracking/wandb_run.py``,
-which holds every direct W&B call; here it is only wrapped in Lightning's WandbLogger for the Trainer."""
+"""Lightning's loggers for ``ois train`` (``logger.kind``): the W&B run comes from
+``ois_lightning/tracking/wandb_run.py``, which holds every direct W&B call; here it is only wrapped in Lightning's
+WandbLogger for the Trainer."""
 from __future__ import annotations
 
 from typing import Sequence

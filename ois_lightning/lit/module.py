@@ -1,5 +1,6 @@
 """``OISLitModule``: iterative click training (paper Sec. 4.1, App. A.1) and protocol validation, as thin
-Lightning glue over :mod:`ois_lightning.model`, :mod:`ois_lightning.protocol.clicks` and :mod:`ois_lightning.protocol.evaluate`."""
+Lightning glue over :mod:`ois_lightning.model`, :mod:`ois_lightning.protocol.clicks` and
+:mod:`ois_lightning.protocol.evaluate`."""
 from __future__ import annotations
 
 import lightning as L

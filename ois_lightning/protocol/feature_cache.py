@@ -8,7 +8,8 @@ keyed by
   i.e. the ViT, the depth head and anything else :meth:`OISModel.encode` may use;
 * the input exactly as the encoder sees it (the transformed, padded image tensor, hence also the transform and
   the input size) and the depth input (tensor and kind) when one is given. So ``eval.resize`` and the flip
-  batch (image and mirror) get entries of their own; zoom-in crops never come here (``ois_lightning/protocol/predictor.py``);
+  batch (image and mirror) get entries of their own; zoom-in crops never come here
+  (``ois_lightning/protocol/predictor.py``);
 * the autocast in force (``eval.precision``, or Lightning's during validation): a bf16 encoding never serves a
   32-bit run, nor the reverse.
 

@@ -7,8 +7,10 @@
   (``ckpt_path``) asks for the id in ``<output_dir>/wandb_run_id``; otherwise, and always under a sweep agent
   (which chose the run), W&B picks. Rank 0 writes the id W&B actually used there, so ``ckpt_path=last``
   continues that run.
-- Loggers (:class:`Sink`): Lightning's, a W&B run (:class:`WandbRun`) or :class:`~ois_lightning.tracking.csv_log.CSVLog`.
-- Summaries: NoC/NoF keep their minimum, k-mIoU its maximum (directions of :data:`grid.METRIC_GOALS`).
+- Loggers (:class:`Sink`): Lightning's, a W&B run (:class:`WandbRun`) or
+  :class:`~ois_lightning.tracking.csv_log.CSVLog`.
+- Summaries: NoC/NoF keep their minimum, k-mIoU its maximum (directions of
+  :data:`~ois_lightning.protocol.metrics.METRIC_GOALS`).
 - Validation (:func:`log_validation`): a few objects as images with clicks, ground truth and prediction masks,
   and the order map of the first click. Test (:func:`log_test`): the numbers, the mIoU-vs-clicks PNG and line
   plot, a per-object table (the worst objects by NoC90 with images) and results.json as a ``results`` artifact.
@@ -116,7 +118,7 @@ def start_run(cfg: DictConfig, eval_only: bool = False) -> Any | None:
         return None
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    project, group, name, tags = run_identity(cfg)  # table / row / seed (grid.py)
+    project, group, name, tags = run_identity(cfg)  # table / row / seed (identity.py)
     run_id = None if eval_only else wandb_run_id(cfg)
     role = dict(name=f"{name}-eval", tags=tags + ["eval"], job_type="eval") if eval_only else dict(name=name, tags=tags)
     # resume only with an id: W&B's resume="allow" without one would attach to the last run in dir

@@ -1,1 +1,1 @@
-"""Helpers of no paper concept: atomic writes, output-folder locks, process groups."""
+"""Helpers of no paper concept: atomic writes, output-folder locks, process groups, timing, plots."""
