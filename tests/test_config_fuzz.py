@@ -10,6 +10,7 @@ import pytest
 from ois_lightning.checkpoint import config_from_checkpoint
 from ois_lightning.cli import main
 from ois_lightning.config.load import LOCAL_ENV
+from ois_lightning.config.schema import RANGES
 
 from .helpers import REPO, TINY, save_checkpoint
 
@@ -120,8 +121,11 @@ RELATIONS = [
     _cli("novalue", "novalue"),
 ]
 
+# NaN compares false with every bound: each numeric key refuses NaN and +-inf, in YAML and on the command line
+NON_FINITE = [_value(key, ".nan", key) for key in RANGES] + [_cli(f"{key}=-inf", key) for key in RANGES]
+
 CASES = (UNKNOWN_KEYS + WRONG_TYPES + OUT_OF_RANGE + EMPTY + BAD_CHOICES + BASE_CHAIN + YAML_SYNTAX + DUPLICATES
-         + RELATIONS)
+         + RELATIONS + NON_FINITE)
 
 
 def test_there_are_enough_cases():

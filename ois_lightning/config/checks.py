@@ -3,6 +3,7 @@ registries), relations between keys, random weights only on request, and a check
 the one it is evaluated with. Each problem is one :class:`ConfigError` line naming the layer, key and value."""
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any, Callable, Collection, Iterator, Mapping, Optional
 
@@ -103,6 +104,8 @@ def _check_values(cfg: DictConfig, where: Where) -> None:
             raise ConfigError(f"{where(key)}: {key}=[] is empty; list at least one name")
     for key, rng in RANGES.items():
         value = OmegaConf.select(cfg, key)
+        if isinstance(value, float) and not math.isfinite(value):  # NaN compares false with every bound
+            raise ConfigError(f"{where(key)}: {key}={value} must be a finite number {rng}")
         if value is not None and value not in rng:
             raise ConfigError(f"{where(key)}: {key}={value} must be {rng}")
     for key, choices in CHOICES.items():
