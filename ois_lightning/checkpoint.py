@@ -39,6 +39,10 @@ class StoredConfigError(ConfigError, CheckpointError):
 def read_checkpoint(path: str | Path) -> dict:
     """The dict a checkpoint file holds; an empty, truncated or non-checkpoint file is a CheckpointError."""
     try:
+        with open(path, "rb") as f:  # torch.save writes a zip archive (legacy: a pickle); anything else is refused
+            head = f.read(4)  # before the unpickler reads text as opcodes (an IndexError for a file starting "t")
+        if head and not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+            raise CheckpointError(f"ckpt={path}: not a PyTorch checkpoint (starts with {head!r}); {EXPECTED}")
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -145,14 +145,20 @@ def test_bad_inputs_are_one_line_errors(scene_predictor, tmp_path):
     fails(lambda: predictor.predict(pts, lab, np.zeros((h, w), np.uint8)), "bool")
     fails(lambda: predictor.predict_batch([pts], [lab, lab]), "one of each per object")
     bare = save_checkpoint(tmp_path / "bare.ckpt", stored_config=False)
+    fresh_ckpt = save_checkpoint(tmp_path / "fresh.ckpt", *SCENES)
+    fresh_bytes = fresh_ckpt.read_bytes()
     torch.save({"weight": torch.zeros(1)}, tmp_path / "plain.pth")
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    (tmp_path / "text.ckpt").write_text("text that the unpickler would read as opcodes\n")  # was an IndexError
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    (tmp_path / "cut.ckpt").write_bytes(fresh_bytes[: len(fresh_bytes) // 2])
     for path, match in ((bare, "stores no config"), (tmp_path / "plain.pth", "no 'state_dict'"),
-                        (tmp_path / "junk.ckpt", "cannot read the file")):
+                        (tmp_path / "junk.ckpt", r"not a PyTorch checkpoint \(starts with b'not '\)"),
+                        (tmp_path / "text.ckpt", "not a PyTorch checkpoint"),
+                        (tmp_path / "empty.ckpt", "cannot read the file"), (tmp_path / "cut.ckpt", "cannot read")):
         with pytest.raises(CheckpointError, match=match) as e:
             Predictor.from_checkpoint(path)
         assert "\n" not in str(e.value)
-    fresh_ckpt = save_checkpoint(tmp_path / "fresh.ckpt", *SCENES)
     with pytest.raises(ConfigError, match="clicks.nope"):  # a bad override is the caller's config error
         Predictor.from_checkpoint(fresh_ckpt, overrides=["clicks.nope=1"])
     fresh = Predictor.from_checkpoint(fresh_ckpt)
