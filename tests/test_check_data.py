@@ -72,6 +72,10 @@ def bad_tree(root: Path) -> Path:
     write(root / "data_GT" / "big.png", image(5))
     write(root / "boundary_GT" / "big.bmp", mask(h=H + 10))
     write(root / "data_GT" / "lonely.jpg", image(6))
+    (root / "data_GT" / "zero.jpg").write_bytes(b"")  # zero-byte files: OpenCV asserts on an empty buffer
+    write(root / "boundary_GT" / "zero.bmp", mask())
+    write(root / "data_GT" / "nomask.jpg", image(7))
+    (root / "boundary_GT" / "nomask.bmp").write_bytes(b"")
     return root
 
 
@@ -93,14 +97,16 @@ def test_check_data_reports_every_problem_by_file_in_one_run(tmp_path, capsys):
     images = root / "data_GT"
     line_with(out, "unreadable or truncated:", str(images / "corrupt.jpg"), "cannot read image")
     line_with(out, "unreadable or truncated:", str(images / "cut.jpg"), "truncated")
+    line_with(out, "unreadable or truncated:", str(images / "zero.jpg"), "image file is empty (0 bytes")
+    line_with(out, "unreadable or truncated:", str(root / "boundary_GT" / "nomask.bmp"), "mask file is empty")
     mismatch = line_with(out, "size mismatch:", str(root / "boundary_GT" / "big.bmp"))
     assert str(images / "big.png") in mismatch and f"{W}x{H + 10}" in mismatch and f"{W}x{H}" in mismatch
     line_with(out, "missing file:", str(images / "lonely.jpg"), "no mask file")
     line_with(out, "empty mask: grabcut/empty")
     summary = line_with(out, "train/grabcut:")
-    assert summary.startswith("train/grabcut: 6 images, 2 objects, 1 empty masks, 1 with ignore pixels")
-    assert "unreadable or truncated 2, size mismatch 1, missing file 1" in summary
-    assert "check-data: 4 problems that would stop a run" in out
+    assert summary.startswith("train/grabcut: 8 images, 2 objects, 1 empty masks, 1 with ignore pixels")
+    assert "unreadable or truncated 4, size mismatch 1, missing file 1" in summary
+    assert "check-data: 6 problems that would stop a run" in out
 
 
 def test_check_data_on_a_clean_tree_exits_0_with_counts(tmp_path, capsys):

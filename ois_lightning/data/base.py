@@ -104,6 +104,8 @@ def _decode(path: Path, flags: int, what: str) -> np.ndarray:
         data = Path(path).read_bytes()
     except OSError as e:
         raise UnreadableFile(f"{path}: cannot read {what} ({e.strerror})") from None
+    if not data:  # OpenCV asserts on an empty buffer instead of returning None
+        raise UnreadableFile(f"{path}: {what} file is empty (0 bytes; expected a JPEG / PNG image)")
     if is_truncated(data):
         raise UnreadableFile(f"{path}: {what} file is truncated (expected a complete JPEG / PNG)")
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
