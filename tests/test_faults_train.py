@@ -8,6 +8,7 @@ import csv
 import errno
 import io
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -165,6 +166,34 @@ def test_full_disk_during_last_ckpt_save_keeps_the_previous_one(tmp_path, monkey
     assert len(saves) == 4 and global_step(folder / "last.ckpt") == 2
     assert sorted(p.name for p in folder.iterdir()) == ["epoch=0-step=4.ckpt", "last.ckpt"]
     assert not (out / "results.json").exists()
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A real 1 MiB file system (tmpfs, mounted as root; skipped where mounting is not allowed)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root and mount(8)")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_real_full_disk_is_one_line_and_keeps_the_previous_checkpoint(small_tmpfs):
+    """torch.save reports a failed write on a full file system as a RuntimeError (not an OSError): the save is
+    still one TrainingError naming the file and the free space, and the previous file stays whole."""
+    from ois_lightning.lit.checkpointing import AtomicCheckpointIO, readable
+
+    target, io_ = small_tmpfs / "last.ckpt", AtomicCheckpointIO()
+    io_.save_checkpoint({"step": 2, "w": torch.zeros(10)}, target)
+    with pytest.raises(TrainingError) as e:
+        io_.save_checkpoint({"step": 4, "w": torch.zeros(1_000_000)}, target)  # 4 MB into 1 MiB
+    assert "\n" not in str(e.value) and str(target) in str(e.value) and "MiB free there" in str(e.value)
+    assert [p.name for p in small_tmpfs.iterdir()] == ["last.ckpt"] and readable(target)
+    assert torch.load(target, weights_only=True)["step"] == 2
 
 
 def test_unwritable_output_dir_fails_before_the_first_step(tmp_path, capsys):

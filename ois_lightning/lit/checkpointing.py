@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -48,9 +49,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             atomic_write(path, write, mode="wb")
             _fsync_dir(path.parent)
-        except OSError as e:
-            raise TrainingError(f"checkpoint {path}: cannot write it ({e.strerror or e}); the file there is left "
-                                "as it was") from e
+        except (OSError, RuntimeError) as e:  # torch.save reports a failed write (a full disk) as RuntimeError
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0]
+            free = shutil.disk_usage(path.parent).free
+            raise TrainingError(f"checkpoint {path}: cannot write it ({reason}; {free / 2**20:.1f} MiB free there); "
+                                "the file there is left as it was") from e
 
 
 def readable(path: Path) -> bool:
