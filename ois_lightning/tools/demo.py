@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..protocol.results import LAST, checkpoint_dir
 from .mini_paper import DEMO
 
 FAST_OVERRIDES = ["train.max_steps=3", "data.layered.test_length=3", "eval.max_objects=3", "train.val_objects=1",
@@ -123,7 +124,7 @@ def run_demo(scale: str = "default", out_dir: str | Path | None = None, parallel
                      ("table_miou_vs_clicks.png", "miou_vs_clicks.png")):
         shutil.copyfile(runs / "demo" / src, out / dst)
     print("[4/4] the qualitative figure")
-    ckpts = [runs / "demo" / row / "seed0" / "checkpoints" / "last.ckpt" for row in ("full", "wo_order")]
+    ckpts = [checkpoint_dir(runs / "demo" / row / "seed0") / LAST for row in ("full", "wo_order")]
     plot_qualitative(*ckpts, out / "qualitative.png", list(extra))
     outputs = "table.md, table.csv, miou_vs_clicks.png, qualitative.png"
     if every:

@@ -19,6 +19,7 @@ from typing import Sequence
 
 from ..config.schema import ConfigError
 from ..pretrain.budgets import DepthBudget
+from ..protocol.results import LAST, checkpoint_dir
 from ..utils.atomic import atomic_write
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,7 +86,7 @@ def evaluate_high_res(runs: Path, hr_runs: Path, extra: Sequence[str], seeds: Se
             out = hr_runs / "demo" / row / f"seed{seed}"
             if (out / "results.json").is_file():
                 continue
-            ckpt = runs / "demo" / row / f"seed{seed}" / "checkpoints" / "last.ckpt"
+            ckpt = checkpoint_dir(runs / "demo" / row / f"seed{seed}") / LAST
             argv = [sys.executable, "-m", "ois_lightning", "eval", str(DEMO / f"{row}.yaml"), f"ckpt={ckpt}",
                     f"seed={seed}", *extra, f"data.layered.size={HIGH_RES}", f"output_dir={out}"]
             proc = subprocess.run(argv, capture_output=True, text=True)
@@ -142,6 +143,6 @@ def run_mini_paper(out: Path, runs: Path, files: Pretrained, extra: Sequence[str
     print("[paper 3/4] Tables 5-11 and the scorecard")
     run_tables(out, runs, hr_runs, demo_table)
     print("[paper 4/4] Figs. 3 and 6 (and the qualitative strip) on held-out scenes")
-    ckpts = [str(runs / "demo" / row / "seed0" / "checkpoints" / "last.ckpt") for row in ("full", "wo_order")]
+    ckpts = [str(checkpoint_dir(runs / "demo" / row / "seed0") / LAST) for row in ("full", "wo_order")]
     run_figures(ckpts, out / "figures", None, list(extra), worst=2)
     return 0
