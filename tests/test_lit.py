@@ -147,12 +147,14 @@ def probe_loss(model, batch: dict) -> float:
 
 @pytest.mark.slow
 def test_training_lowers_loss_and_improves_noc(tmp_path):
-    """Tiny model, 112 px layered scenes, 300 steps of batch 4: the loss on a fixed probe batch falls and
-    NoC90 on 10 test objects beats the untrained model (the same initial weights)."""
+    """Tiny model, 112 px layered scenes, 300 steps of batch 4: the loss on a fixed probe batch falls, and on 10
+    test objects NoC85 and 5-mIoU beat the untrained model (the same initial weights). NoC90 is not the measure:
+    this model reaches 90% IoU on none of them before or after (both 20.00, the click cap, on 2 threads), so it
+    could not tell a trained model from an untrained one. One thread: the same numbers on every machine."""
     cfg = load_config(TINY_YAML, TINY + [
         "data.layered.size=112", "data.batch_size=4", "data.min_object_area=200", "data.layered.val_length=1",
         "train.val_objects=1", "eval.max_objects=10", "data.layered.test_length=5", "train.max_steps=300",
-        "train.lr=1e-3", "logger.kind=none", f"output_dir={tmp_path}", "seed=0",
+        "train.lr=1e-3", "logger.kind=none", f"output_dir={tmp_path}", "seed=0", "train.threads=1", "eval.threads=1",
     ])
     dm = OISDataModule(cfg)
     dm.setup("fit")
@@ -166,10 +168,10 @@ def test_training_lowers_loss_and_improves_noc(tmp_path):
     cfg.ckpt = str(tmp_path / "checkpoints" / "last.ckpt")
     trained = load_weights(cfg)
     loss_after = probe_loss(trained, probe)
-    print(f"probe loss {loss_before:.3f} -> {loss_after:.3f}; NoC90 {before['NoC90']:.2f} -> {after['NoC90']:.2f}; "
+    print(f"probe loss {loss_before:.3f} -> {loss_after:.3f}; NoC85 {before['NoC85']:.2f} -> {after['NoC85']:.2f}; "
           f"5-mIoU {before['5-mIoU']:.1f} -> {after['5-mIoU']:.1f}")
     assert loss_after < 0.95 * loss_before
-    assert after["NoC90"] < before["NoC90"]
+    assert after["NoC85"] < before["NoC85"] and after["5-mIoU"] > before["5-mIoU"] + 20
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
