@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from ..model.order import normalize_depth
 from ..protocol.clicks import Click, Clicker
 from ..config.schema import ConfigError
 from ..data import Sample
@@ -113,10 +114,8 @@ def order_figure(objects: Sequence[tuple[Sample, int]], predictor: Predictor) ->
 
 
 def normalised(depth: np.ndarray, kind: str) -> np.ndarray:
-    """(H,W) depth of either kind -> disparity-like 0..1 (1 = near), as the model normalises its own."""
-    d = 1.0 / np.maximum(depth, 1e-6) if kind == "depth" else depth
-    lo, hi = float(d.min()), float(d.max())
-    return (d - lo) / max(hi - lo, 1e-6)
+    """(H,W) depth of either kind -> disparity-like 0..1 (1 = near): the model's own rule, :func:`normalize_depth`."""
+    return normalize_depth(torch.from_numpy(np.asarray(depth, np.float32))[None, None], kind)[0, 0].numpy()
 
 
 # ------------------------------------------------------------------------------ Fig. 6: attention
