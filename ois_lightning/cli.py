@@ -57,7 +57,10 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         raise ConfigError("ois eval: give CONFIG (with ckpt=PATH), or --ckpt PATH to use the checkpoint's config")
     from .protocol.eval_run import evaluate_checkpoint  # no Lightning
+    from .protocol.run_folder import eval_dir
 
+    if not any(o.startswith("output_dir=") for o in overrides):  # never into a training run's folder
+        cfg.output_dir = str(eval_dir(cfg))
     evaluate_checkpoint(cfg, checkpoint)
     return 0
 
@@ -267,7 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def user_error(e: BaseException) -> str | None:
-    """The label of an error caused by the user's config, data or checkpoint (shown as one line), else None."""
+    """The label of an error caused by the user's config, data or checkpoint (shown as one line), else None; an
+    exception may name its own (``label``, and ``exit_code`` for :func:`main`)."""
+    if isinstance(getattr(e, "label", None), str):
+        return e.label  # type: ignore[attr-defined]
     from .data.base import DataError
     from .utils.lock import LockError
     from .model.checkpoints import CheckpointError
@@ -293,4 +299,4 @@ def main(argv: list[str] | None = None) -> int:
         if label is None or args.debug:
             raise
         print(f"ois: {label}: {e}", file=sys.stderr)
-        return 2
+        return int(getattr(e, "exit_code", 2))

@@ -80,20 +80,27 @@ def save_checkpoint(path: Path, *overrides: str, config: str | None = None, stor
 ROWS = [str(REPO / "experiments/table4/full.yaml"), str(REPO / "experiments/table4/wo_order.yaml")]
 
 
-# Stands in for `python -m ois_lightning train` in the fast runner tests: records its argv, fails on request,
+# Stands in for `python -m ois_lightning train` in the fast runner tests: claims its output_dir as `ois train` does
+# (settings.json), records its argv, fails on request, is preempted on request (writes a last.ckpt, exits 143),
 # writes a schema-valid results.json of its resolved config into output_dir.
 FAKE_TRAIN = """
 import json, os, pathlib, sys
 import ois_lightning.config.schema as config, ois_lightning.config.load as loader
+from ois_lightning.protocol.run_folder import claim
 loader.check = lambda *a, **k: None  # skip the cross-key checks: they import torch (seconds per point)
 args = dict(a.split("=", 1) for a in sys.argv[2:])
 cfg = loader.load_config(args["config"], [a for a in sys.argv[2:] if not a.startswith("config=")])
 out = pathlib.Path(args["output_dir"])
+claim(cfg)
 (out / "env.json").write_text(json.dumps({"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES")}))
 with open(os.environ["FAKE_CALLS"], "a") as f:
     f.write(json.dumps(sys.argv[1:]) + "\\n")
 if os.environ.get("FAKE_FAIL") and os.environ["FAKE_FAIL"] in str(out):
     sys.exit(3)
+if os.environ.get("FAKE_PREEMPT") and os.environ["FAKE_PREEMPT"] in str(out):
+    (out / "checkpoints").mkdir(exist_ok=True)
+    (out / "checkpoints" / "last.ckpt").write_bytes(b"step 1")
+    sys.exit(143)
 ious = [[0.5] + [0.95] * 19, [0.3] * 3 + [0.91] * 17]
 res = {"summary": {"NoC90": 2.0}, "per_object": {"ids": ["a", "b"], "ious": ious}, "config": config.to_dict(cfg),
        "git_commit": None, "seed": int(args["seed"]), "dataset": "layered"}

@@ -28,7 +28,7 @@ def test_base_chain_and_override_resolve():
     assert cfg.model.order.enabled is False
     assert cfg.model.backbone.name == "dav2-vitb"  # from base.yaml through full.yaml
     assert cfg.row == "wo_order" and cfg.table == "table4"
-    assert cfg.output_dir == "runs/table4-wo_order/seed3"
+    assert cfg.output_dir == "runs/table4/wo_order/seed3"  # the layout `ois table runs/table4` reads
 
 
 @pytest.mark.parametrize(

@@ -149,8 +149,9 @@ def test_final_evaluation_after_ddp_training_is_sharded(tmp_path, keep_threads):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stdout + proc.stderr
     sharded = json.loads((out / "results.json").read_text())
-    assert main(["eval", TINY_YAML, *EVAL, f"ckpt={out / 'checkpoints' / 'last.ckpt'}", f"output_dir={out}"]) == 0
-    single = json.loads((out / "results.json").read_text())
+    alone = tmp_path / "single"  # an evaluation never writes into the training run's folder
+    assert main(["eval", TINY_YAML, *EVAL, f"ckpt={out / 'checkpoints' / 'last.ckpt'}", f"output_dir={alone}"]) == 0
+    single = json.loads((alone / "results.json").read_text())
     for results in (sharded, single):  # the settings of `ois train` vs `ois eval`, not of the evaluation
         results["config"] = {k: v for k, v in results["config"].items() if k not in ("train", "ckpt")}
         del results["fingerprint"]

@@ -143,10 +143,29 @@ def test_changed_settings_rerun_the_point_from_scratch_saying_which_keys(fake, t
     reruns = [ln for ln in lines if ": rerun: settings changed" in ln]
     assert len(reruns) == 4 and all(ln.endswith("train.max_steps 12 -> 80") for ln in reruns), lines
     assert len(called()) == 8 and not any("ckpt_path=last" in c for c in called())  # old last.ckpt not resumed
-    assert any("full seed0: running (from scratch: last.ckpt has the old settings)" in ln for ln in lines)
+    moved = [ln for ln in lines if "running (from scratch: the run there moved to " in ln]
+    assert len(moved) == 4, lines
+    aside = list((runs / "tiny4/full/.replaced").iterdir())
+    assert sorted(p.name.split("-")[0] for p in aside) == ["seed0", "seed1"]
+    assert all((p / "results.json").is_file() for p in aside)  # the old runs are kept, not deleted
     lines.clear()
     assert run_local(sweep, ["train.max_steps=80"], runs_dir=runs, out=lines.append) == 0
     assert len(called()) == 8 and sum("finished, skipping" in ln for ln in lines) == 4
+
+
+def test_a_point_preempted_after_a_settings_change_resumes_its_own_checkpoint(fake, tmp_path: Path, monkeypatch):
+    """After a change of settings the old run is moved aside once; the new run's own last.ckpt is then resumed on
+    every rerun (it used to restart from step 0 each time, blaming the old settings)."""
+    sweep, called = fake
+    runs, lines = tmp_path / "runs", []
+    assert run_local(sweep, ["train.max_steps=12"], parallel=2, runs_dir=runs, out=lines.append) == 0
+    monkeypatch.setenv("FAKE_PREEMPT", "full/seed0")
+    assert run_local(sweep, ["train.max_steps=80"], parallel=2, runs_dir=runs, out=lines.append) == 1
+    monkeypatch.delenv("FAKE_PREEMPT")
+    lines.clear()
+    assert run_local(sweep, ["train.max_steps=80"], runs_dir=runs, out=lines.append) == 0
+    assert any("full seed0: running (resuming from last.ckpt)" in ln for ln in lines), lines
+    assert called()[-1][-1] == "ckpt_path=last" and len(list((runs / "tiny4/full/.replaced").iterdir())) == 2
 
 
 def test_failed_point_with_results_is_failed_now_and_rerun_later(fake, tmp_path: Path, monkeypatch):

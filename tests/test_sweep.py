@@ -126,12 +126,23 @@ def test_local_sweep_killed_and_resumed_then_table(tmp_path: Path):
     assert {p: (p / "results.json").stat().st_mtime_ns for p in finished} == stamps  # not redone
     assert len(list(runs.rglob("results.json"))) == 4
 
+    # an evaluation of a finished point writes beside it (<run>/eval/...) and the next rerun still skips every point
+    run = runs / "tiny4/full/seed0"
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    evaluation = _ois("eval", "--ckpt", str(run / "checkpoints/last.ckpt"), "logger.kind=none")
+    log = evaluation.communicate(timeout=600)[0]
+    assert evaluation.returncode == 0, log[-3000:]
+    assert all(p.read_bytes() == data for p, data in files.items()) and list((run / "eval").glob("*/results.json"))
+    third = _ois("sweep", str(sweep), "--local", "--runs-dir", str(runs), *overrides)
+    out3 = third.communicate(timeout=600)[0]
+    assert third.returncode == 0 and out3.count("finished, skipping") == 4, out3[-3000:]
+
     table = _ois("table", str(runs / "tiny4"), "--table", "experiments/table4/table.yaml", "--paper",
                  "--allow-partial")  # two of the five rows
-    out3 = table.communicate(timeout=300)[0]
-    assert table.returncode == 0, out3
+    out4 = table.communicate(timeout=300)[0]
+    assert table.returncode == 0, out4
     md = (runs / "tiny4/table.md").read_text()
-    assert md in out3
+    assert md in out4
     wo_order = next(ln for ln in md.splitlines() if ln.startswith("| w/o order"))
     assert " ± " in wo_order and " [" in wo_order and "4.84 (+1.04)" in wo_order  # ours ± std, Δ [CI], paper
     rows = (runs / "tiny4/table.csv").read_text().splitlines()

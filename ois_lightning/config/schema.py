@@ -240,6 +240,18 @@ class LoggerConfig:
     log_images: int = 8  # W&B: objects shown with clicks + masks (first ones at validation, worst by NoC90 at test)
 
 
+def default_run_dir(*, _root_: DictConfig) -> str:
+    """The default ``output_dir``: ``runs/<table>/<row>/seed<k>`` for a table row, as ``ois sweep --local`` and
+    ``ois table`` lay runs out, else ``runs/<name>/seed<k>``."""
+    table, row = _root_.get("table"), _root_.get("row")
+    parts = [table, row] if table and row else [_root_.get("name")]
+    return "/".join(["runs", *map(str, parts), f"seed{_root_.get('seed')}"])
+
+
+if not OmegaConf.has_resolver("ois.run_dir"):
+    OmegaConf.register_resolver("ois.run_dir", default_run_dir)
+
+
 @dataclass
 class Config:
     base: Optional[str] = None  # YAML file this one extends (relative to this file)
@@ -247,9 +259,11 @@ class Config:
     table: Optional[str] = None  # ablation table this run belongs to (sweeps / `ois table`)
     row: Optional[str] = None
     seed: int = 0
-    output_dir: str = "runs/${name}/seed${seed}"
+    output_dir: str = "${ois.run_dir:}"  # runs/<table>/<row>/seed<seed> (the layout `ois table` reads), else
+    # runs/<name>/seed<seed> for a config of no table row
     ckpt: Optional[str] = None  # model weights for `ois eval` (a Lightning .ckpt)
     ckpt_path: Optional[str] = None  # resume training: a .ckpt path, or "last" for <output_dir>/checkpoints/last.ckpt
+    restart: bool = False  # `ois train` in a folder holding a run: move that run aside (never deleted) and start over
     # this machine's published weights by network name (model.backbone.name / data.depth.model), used where
     # model.backbone.checkpoint / data.depth.checkpoint are null; set in experiments/local.yaml or by env
     weights: dict[str, Optional[str]] = field(default_factory=dict)

@@ -8,8 +8,9 @@ W&B runs offline unless ``WANDB_MODE`` is set (``wandb sync <output_dir>/wandb/o
 Resumable: a point is skipped when every results.json it writes is valid, of its seed and of its settings
 (:func:`ois_lightning.protocol.results.settings_fingerprint` of the point's config, so a rerun with other overrides
 reruns it, saying which keys changed). Any other point is (re)run, resuming its training from
-``<output_dir>/checkpoints/last.ckpt`` (``ckpt_path=last``) when that exists, except after a change of settings
-(the checkpoint belongs to the old ones). A point counts as done only when its process exits 0 and leaves such
+``<output_dir>/checkpoints/last.ckpt`` (``ckpt_path=last``) when the folder's settings.json
+(:mod:`ois_lightning.protocol.run_folder`) has the point's settings; a run of other settings (or an unfinished one
+that cannot be resumed) is moved aside first, never deleted, and the next rerun resumes the new one. A point counts as done only when its process exits 0 and leaves such
 results. Each point runs under :mod:`ois_lightning.grids.supervise`: in its own process group, ended with the runner
 (even a ``kill -9`` of it); with GPUs each running point gets its own ``CUDA_VISIBLE_DEVICES``.
 """
@@ -32,6 +33,7 @@ from ..utils.lock import in_use
 from ..protocol.metrics import format_metric
 from ..protocol.results import (LAST, ResultsError, checkpoint_dir, describe_changes, read_results, result_settings,
                                 results_paths)
+from ..protocol.run_folder import RunFolderError, holds_run, move_aside, stored_settings
 from .supervise import GRACE_S, die_with_parent
 
 TERMINATE_GRACE_S = GRACE_S + 10.0  # the supervisor's grace for the point, then its own exit
@@ -40,12 +42,10 @@ FAILED_MARK = "sweep_failed"  # in output_dir: the exit code of the point's last
 
 @dataclass
 class Status:
-    """Whether a job's results are complete; if not, why (``settings_changed``: its results.json are of other
-    settings, so its last.ckpt is not resumed)."""
+    """Whether a job's results are complete; if not, why."""
 
     finished: bool
     reason: str = ""
-    settings_changed: bool = False
 
 
 @dataclass
@@ -77,8 +77,7 @@ class Job:
             if run.seed != self.point.seed:
                 return Status(False, f"{path} is of seed {run.seed}")
             if run.settings != self.settings:
-                return Status(False, f"settings changed since {path}: {describe_changes(run.settings, self.settings)}",
-                              settings_changed=True)
+                return Status(False, f"settings changed since {path}: {describe_changes(run.settings, self.settings)}")
         mark = self.output_dir / FAILED_MARK
         if mark.is_file():
             return Status(False, f"its last run failed ({mark.read_text().strip()})")
@@ -176,16 +175,20 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
-def _start(job: Job, status: Status, env: dict[str, str], gpus: str) -> tuple[subprocess.Popen, str]:
+def _start(job: Job, env: dict[str, str], gpus: str) -> tuple[subprocess.Popen, str]:
     """Launch ``job`` under the supervisor (dies with this process), logging to ``<output_dir>/train.log``."""
     argv = list(job.argv)
     resumed = ""
-    if (checkpoint_dir(job.output_dir) / LAST).is_file():
-        if status.settings_changed:
-            resumed = " (from scratch: last.ckpt has the old settings)"
-        else:
+    if holds_run(job.output_dir):
+        try:
+            same = stored_settings(job.output_dir) in (None, job.settings)
+        except RunFolderError:  # an unreadable settings.json: that run cannot be resumed
+            same = False
+        if same and (checkpoint_dir(job.output_dir) / LAST).is_file():
             argv.append("ckpt_path=last")
             resumed = " (resuming from last.ckpt)"
+        else:  # other settings, or results of another seed or of a failed run
+            resumed = f" (from scratch: the run there moved to {move_aside(job.output_dir)})"
     if gpus:
         env = dict(env, CUDA_VISIBLE_DEVICES=gpus)
         resumed += f" on CUDA_VISIBLE_DEVICES={gpus}"
@@ -248,7 +251,7 @@ def run_local(sweep_path: str | Path, extra: Optional[list[str]] = None, paralle
                     out(f"[{job.index + 1}/{n}] {job.label}: in use by {holder}, leaving it to that run")
                     continue
                 slot = min(slots, key=lambda g: sum(used == g for _, _, used in running.values()))
-                proc, how = _start(job, status, env, slot)
+                proc, how = _start(job, env, slot)
                 running[proc] = (job, time.monotonic(), slot)
                 out(f"[{job.index + 1}/{n}] {job.label}: running{how}, log {job.output_dir / 'train.log'}")
             time.sleep(0.2)

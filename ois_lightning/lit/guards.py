@@ -15,6 +15,15 @@ class TrainingError(ConfigError):
     """The run did not train (no steps, no batches, a non-finite loss) or cannot keep its checkpoints."""
 
 
+class Preempted(RuntimeError):
+    """``ois train`` was stopped by SIGTERM (SLURM preemption, ``scancel``, a time limit): its last.ckpt holds
+    the last finished step; ``ois`` prints the message and exits 143 (128 + SIGTERM), so ``&&`` chains and
+    schedulers see a stop, not a success."""
+
+    label = "preempted"
+    exit_code = 143
+
+
 class TrainingGuard(L.Callback):
     """Refuses, before the first step, a fit with no optimizer step to make (``train.max_epochs=0``,
     ``train.max_steps=0``, fewer training samples than one batch); stops at the first step whose loss is NaN or

@@ -7,35 +7,41 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from ..data.check import check_splits
 from ..config.schema import ConfigError
 from ..protocol.eval_run import evaluate_test_splits
 from ..protocol.evaluate import EvalResult
-from ..utils.lock import locks_output_dir
+from ..utils.lock import launching_rank, locks_output_dir
 from ..utils.parallel import local_processes, set_threads
 from ..tracking.wandb_run import log_parameter_counts, log_test
 from ..protocol.results import LAST, checkpoint_dir
+from ..protocol.run_folder import claim
 from .checkpointing import AtomicCheckpointIO, prepare_checkpoint_dir, resume_path
 from .datamodule import EpochEndWarnings, OISDataModule
-from .guards import TrainingGuard
+from .guards import Preempted, TrainingGuard
 from .loggers import build_logger, sinks
 from .module import OISLitModule
 
 
 class Checkpoint(ModelCheckpoint):
-    """ModelCheckpoint that also saves (and updates last.ckpt) on the batch that reaches ``max_steps``.
+    """ModelCheckpoint that also saves (and updates last.ckpt) on the batch that reaches ``max_steps`` and on the
+    batch during which SIGTERM arrived.
 
     Lightning otherwise saves a run stopped by max_steps in the middle of an epoch at that epoch's end, and a
     resume from it would skip the rest of the epoch (or stop at once when max_epochs is 1); saved on the batch,
-    ``ckpt_path=last`` continues the epoch at the next step.
+    ``ckpt_path=last`` continues the epoch at the next step. On SIGTERM Lightning's signal connector sets
+    ``trainer.received_sigterm`` and its loop stops after this batch (``SIGTERMException``); saved here, like
+    every periodic checkpoint, the resume is exact.
     """
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
                            ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if 0 < trainer.max_steps <= trainer.global_step and not self._should_skip_saving_checkpoint(trainer):
+        stop = 0 < trainer.max_steps <= trainer.global_step or trainer.received_sigterm
+        if stop and not self._should_skip_saving_checkpoint(trainer):
             candidates = self._monitor_candidates(trainer)
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
@@ -51,6 +57,15 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     if not path.is_file():
         raise ConfigError(f"ckpt_path={cfg.ckpt_path}: checkpoint {path} not found (expected a .ckpt file)")
     return str(resume_path(path.parent) if last else path)
+
+
+def preempted_message(cfg: DictConfig, trainer: L.Trainer) -> str:
+    """What a SIGTERM left: the step of last.ckpt and how to resume, or that no checkpoint was written yet."""
+    last = checkpoint_dir(cfg.output_dir) / LAST
+    if not last.is_file():
+        return f"stopped by SIGTERM at step {trainer.global_step} before the first checkpoint; rerun to start over"
+    return (f"stopped by SIGTERM at step {trainer.global_step}; {last} holds the last saved step: rerun with "
+            "ckpt_path=last to resume it exactly")
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
@@ -77,8 +92,13 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 def train(cfg: DictConfig) -> dict[str, EvalResult] | None:
     """Fit (resuming from ``ckpt_path``), then evaluate the final weights on data.test, sharded over the ranks
     (:func:`evaluate_test_splits`); rank 0 returns the results. Every split is built first (``train.check_data``:
-    :func:`check_splits`), so missing files fail before a model is built. ``train.threads`` sets torch's threads."""
+    :func:`check_splits`), so missing files fail before a model is built. ``train.threads`` sets torch's threads.
+    The output folder is claimed first (:func:`claim`): a run of other settings there is never overwritten."""
     set_threads(cfg.train.threads, local_processes(cfg.train.devices, cfg.train.accelerator))
+    if launching_rank():  # the folder is this run's: other settings or a finished run are refused (run_folder.py)
+        moved = claim(cfg)
+        if moved is not None:
+            print(f"ois train: restart=true: the previous run of {cfg.output_dir} moved to {moved}")
     prepare_checkpoint_dir(cfg.output_dir)  # an unwritable output_dir fails here, not at the first save
     ckpt_path = resolve_ckpt_path(cfg)
     if cfg.train.check_data:
@@ -87,7 +107,10 @@ def train(cfg: DictConfig) -> dict[str, EvalResult] | None:
     module = OISLitModule(cfg)
     trainer = build_trainer(cfg)
     log_parameter_counts(sinks(trainer.loggers), module.model)
-    trainer.fit(module, datamodule=OISDataModule(cfg), ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=OISDataModule(cfg), ckpt_path=ckpt_path)
+    except SIGTERMException:
+        raise Preempted(preempted_message(cfg, trainer)) from None
     model = module.model.to(trainer.strategy.root_device)
     results = evaluate_test_splits(model, cfg)  # on every rank: sharded over Lightning's process group
     if not trainer.is_global_zero:

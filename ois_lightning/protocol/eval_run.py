@@ -24,6 +24,7 @@ from ..utils.parallel import barrier, local_processes, process_group_from_env, r
 from .report import TABLE_COLUMNS, table_row, write_results
 from .evaluate import EvalResult, evaluate
 from .results import results_paths
+from .run_folder import refuse_training_run
 
 EVAL_JOURNAL = "eval_journal.jsonl"  # beside results.json while the evaluation runs
 
@@ -57,9 +58,10 @@ def evaluate_checkpoint(cfg: DictConfig, checkpoint: Optional[dict] = None) -> d
     read), evaluated on data.test; the numbers (and plots)
     go to the tracker of ``logger.kind`` as an evaluation run of its own (``tracking.eval_logger``). Under
     torchrun the images are sharded over the processes (:func:`process_group_from_env`) and rank 0 writes and
-    logs. ``eval.threads`` sets torch's threads."""
+    logs. ``eval.threads`` sets torch's threads. A training run's folder is refused as output_dir."""
     from ..tracking.wandb_run import eval_logger, log_parameter_counts, log_test  # W&B only for `ois eval`
 
+    refuse_training_run(cfg.output_dir, "ois eval")
     set_threads(cfg.eval.threads, local_processes())
     torch.manual_seed(cfg.seed)
     model = load_weights(cfg, checkpoint)

@@ -21,7 +21,7 @@ from ..config.schema import to_dict
 # Config keys (and sections) that do not change the numbers: names, output places, weight/cache locations,
 # the hardware layout (data.batch_size is the global batch whatever the devices), logging and monitoring.
 EXCLUDED_KEYS = (
-    "base", "name", "table", "row", "seed", "output_dir", "ckpt", "ckpt_path", "logger", "weights",
+    "base", "name", "table", "row", "seed", "output_dir", "ckpt", "ckpt_path", "restart", "logger", "weights",
     "data.root", "data.paths", "data.num_workers", "data.depth.folder",
     "eval.feature_cache", "eval.cache_max_gb", "eval.threads",
     "train.accelerator", "train.devices", "train.num_nodes", "train.strategy", "train.threads",
@@ -138,10 +138,18 @@ def read_results(path: str | Path) -> RunResult:
                      str(dataset) if dataset is not None else None, result_settings(config))
 
 
+EVAL_DIR = "eval"  # in a run folder: what `ois eval` of its checkpoint wrote (not the run's own results)
+
+
 def collect(runs_dir: str | Path) -> tuple[list[RunResult], list[str]]:
-    """All valid results.json below ``runs_dir`` (sorted) and one message per broken one."""
+    """All valid results.json below ``runs_dir`` (sorted) and one message per broken one; evaluations of a run's
+    checkpoint (``<run>/eval/``) and hidden folders (runs moved aside) are not runs of a table."""
     runs, problems = [], []
-    for path in sorted(Path(runs_dir).rglob("results.json")):
+    root = Path(runs_dir)
+    for path in sorted(root.rglob("results.json")):
+        parts = path.relative_to(root).parts[:-1]
+        if any(part == EVAL_DIR or part.startswith(".") for part in parts):
+            continue
         try:
             runs.append(read_results(path))
         except ResultsError as e:

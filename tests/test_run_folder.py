@@ -1,0 +1,123 @@
+"""A run folder belongs to one set of settings and nothing a user made is lost: a second `ois train` with other
+overrides (or a fresh start over a finished run) is one line naming what differs, ``restart=true`` moves the old run
+aside byte for byte, ``ois eval`` of a run's checkpoint writes beside it, and SIGTERM checkpoints, exits 143 and
+resumes exactly."""
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ois_lightning.cli import main
+from ois_lightning.config.load import load_config
+from ois_lightning.protocol.results import collect
+from ois_lightning.protocol.run_folder import ASIDE_DIR, SETTINGS_FILE, eval_dir
+
+from .helpers import QUICK, REPO, TINY_YAML, global_step
+
+RUN = (*QUICK, "data.layered.train_length=8", "train.max_steps=4", "train.val_every_n_steps=3", "seed=4",
+       "logger.kind=csv", "train.threads=1")
+
+# `ois train` that sends itself SIGTERM during the batch after global step argv[1], as `scancel` or a SLURM
+# preemption would.
+SELF_TERMINATED = """
+import os, signal, sys
+import lightning as L
+from ois_lightning.cli import main
+from ois_lightning.lit import train as lit_train
+
+step, build = int(sys.argv[1]), lit_train.build_trainer
+
+class Term(L.Callback):
+    def on_train_batch_start(self, trainer, *args):
+        if trainer.global_step == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+def build_terminated(cfg):
+    trainer = build(cfg)
+    trainer.callbacks.append(Term())
+    return trainer
+
+lit_train.build_trainer = build_terminated
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def ois_train(out: Path, *extra: str) -> int:
+    return main(["train", TINY_YAML, *RUN, f"output_dir={out}", *extra])
+
+
+def digests(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """SHA-256 of every file below ``folder`` (relative path -> digest), but those under ``skip`` folders."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.relative_to(folder).parts[0] not in skip}
+
+
+def last_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_folder_holds_one_run_of_one_set_of_settings(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert ois_train(out, "train.lr=1e-3") == 0
+    before = digests(out)
+    assert SETTINGS_FILE in before and "results.json" in before
+    capsys.readouterr()
+    assert ois_train(out, "train.lr=2e-3") == 2  # other settings: refused, naming the key
+    line = last_line(capsys.readouterr().err)
+    assert f"output_dir={out} holds a run of other settings (train.lr 0.001 -> 0.002)" in line
+    assert ois_train(out, "train.lr=1e-3") == 2  # the same settings without ckpt_path=last would overwrite it
+    assert "already holds a run of these settings; ckpt_path=last resumes it" in last_line(capsys.readouterr().err)
+    assert digests(out) == before
+
+    assert ois_train(out, "train.lr=2e-3", "restart=true") == 0
+    [aside] = (tmp_path / ASIDE_DIR).iterdir()
+    assert aside.name.startswith("run-") and digests(aside) == before  # moved, byte for byte
+    assert collect(tmp_path)[0][0].settings["train.lr"] == 2e-3  # `ois table` reads the new run only
+    assert len(collect(tmp_path)[0]) == 1
+
+
+def test_eval_of_a_run_never_touches_its_files(tmp_path):
+    out = tmp_path / "run"
+    assert ois_train(out) == 0
+    before = digests(out)
+    ckpt = out / "checkpoints" / "last.ckpt"
+    assert main(["eval", "--ckpt", str(ckpt), "logger.kind=none", "eval.max_objects=1"]) == 0
+    assert digests(out, skip=("eval",)) == before
+    cfg = load_config(TINY_YAML, [*RUN, f"ckpt={ckpt}", "logger.kind=none", "eval.max_objects=1"])
+    written = eval_dir(cfg) / "results.json"
+    assert written.parent.parent == out / "eval" and written.is_file()
+    assert main(["eval", "--ckpt", str(ckpt), "logger.kind=none", f"output_dir={out}"]) == 2  # refused
+    assert digests(out, skip=("eval",)) == before
+    assert [r.path for r in collect(tmp_path)[0]] == [out / "results.json"]  # the evaluation is not a run
+
+
+def test_sigterm_checkpoints_exits_143_and_resumes_exactly(tmp_path):
+    """SIGTERM during step 2 (checkpoints every 3 steps): last.ckpt of step 2 is written, exit code 143, no
+    results.json; ckpt_path=last then gives the weights of an uninterrupted run."""
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    assert ois_train(whole) == 0
+    proc = subprocess.run([sys.executable, "-c", SELF_TERMINATED, "1", "train", TINY_YAML, *RUN,
+                           f"output_dir={stopped}"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    assert "ois: preempted: stopped by SIGTERM at step 2;" in proc.stderr and "ckpt_path=last" in proc.stderr
+    assert global_step(stopped / "checkpoints" / "last.ckpt") == 2 and not (stopped / "results.json").exists()
+    assert ois_train(stopped, "ckpt_path=last") == 0
+    a, b = (torch.load(p / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+            for p in (whole, stopped))
+    assert a["global_step"] == b["global_step"] == 4
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+@pytest.mark.parametrize("table,row,expected", [("table4", "full", "runs/table4/full/seed3"),
+                                                (None, None, "runs/tiny/seed3")])
+def test_default_output_dir_is_the_table_layout(table, row, expected):
+    extra = [f"table={table}", f"row={row}"] if table else []
+    assert load_config(TINY_YAML, ["seed=3", *extra]).output_dir == expected
