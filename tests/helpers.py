@@ -225,3 +225,33 @@ def tiny_zoedepth():
                             num_attractors=[4, 2, 2, 1],
                             bin_configurations=[{"n_bins": 8, "min_depth": 0.1, "max_depth": 10.0}])
     return randomize_(ZoeDepthForDepthEstimation(config).eval(), seed=0)  # default init: a constant map
+
+
+def wandb_records(path: Path) -> list:
+    """The records of an offline ``run-*.wandb`` file, decoded with W&B's own protobuf ``Record``. The file is
+    W&B's LevelDB-style log: a 7-byte header (``:W&B``, magic, version), then 32 KiB blocks of chunks, each with
+    a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last)."""
+    import struct
+
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    data, block = path.read_bytes(), 32768
+    assert data[:4] == b":W&B", path
+    pos, found, pending = 7, [], b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # the rest of a block too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind == 0:
+            break
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            found.append(Record.FromString(pending))
+    return found
+
+
+def wandb_steps(path: Path) -> list[int]:
+    """W&B's step of every history row of an offline run file."""
+    return [r.history.step.num for r in wandb_records(path) if r.WhichOneof("record_type") == "history"]

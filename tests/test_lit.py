@@ -132,7 +132,7 @@ def test_wandb_logger_offline(tmp_path, monkeypatch):
     # wandb names a run folder offline-run-<time>-<id>, adding -1, -2 when that name exists (same second)
     resumed = [r.name for r in (out / "wandb").glob("offline-run-*")]
     assert len(resumed) == 2 and all(re.fullmatch(rf"offline-run-\d{{8}}_\d{{6}}-{run_id}(-\d+)?", n) for n in resumed)
-    run_train(out, "train.max_steps=2", "logger.kind=wandb")  # a fresh run in the same folder: a new W&B run
+    run_train(out, "train.max_steps=2", "logger.kind=wandb", "restart=true")  # a fresh run there: a new W&B run
     assert (out / "wandb_run_id").read_text() != run_id
 
 

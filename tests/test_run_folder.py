@@ -5,6 +5,7 @@ resumes exactly."""
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from ois_lightning.config.load import load_config
 from ois_lightning.protocol.results import collect
 from ois_lightning.protocol.run_folder import ASIDE_DIR, SETTINGS_FILE, eval_dir
 
-from .helpers import QUICK, REPO, TINY_YAML, global_step
+from .helpers import QUICK, REPO, TINY_YAML, global_step, wandb_records, wandb_steps
 
 RUN = (*QUICK, "data.layered.train_length=8", "train.max_steps=4", "train.val_every_n_steps=3", "seed=4",
        "logger.kind=csv", "train.threads=1")
@@ -114,6 +115,29 @@ def test_sigterm_checkpoints_exits_143_and_resumes_exactly(tmp_path):
             for p in (whole, stopped))
     assert a["global_step"] == b["global_step"] == 4
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_a_preempted_offline_wandb_run_resumes_with_its_id_and_steps(tmp_path):
+    """Offline (the normal case on cluster nodes) W&B writes a second run folder on resume; both carry the run's
+    id and W&B's step continues from the checkpoint's step, so `wandb sync --id` of both gives one history."""
+    out, wandb = tmp_path / "run", ["logger.kind=wandb", "train.log_every_n_steps=1"]
+    env = dict(os.environ, WANDB_MODE="offline")
+    proc = subprocess.run([sys.executable, "-c", SELF_TERMINATED, "1", "train", TINY_YAML, *RUN, *wandb,
+                           f"output_dir={out}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    resumed = subprocess.run([sys.executable, "-m", "ois_lightning", "train", TINY_YAML, *RUN, *wandb,
+                              f"output_dir={out}", "ckpt_path=last"], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run_id = (out / "wandb_run_id").read_text()
+    folders = sorted((out / "wandb").glob("offline-run-*"))
+    assert len(folders) == 2 and all(f.name.split("-")[-1] == run_id or f.name.endswith(f"-{run_id}-1")
+                                     for f in folders)
+    files = [next(f.glob("run-*.wandb")) for f in folders]
+    ids = {r.run.run_id for f in files for r in wandb_records(f) if r.WhichOneof("record_type") == "run"}
+    assert ids == {run_id}
+    first, second = (wandb_steps(f) for f in files)
+    assert first and second and max(first) <= 2 <= min(second) and max(second) == 4, (first, second)
 
 
 @pytest.mark.parametrize("table,row,expected", [("table4", "full", "runs/table4/full/seed3"),

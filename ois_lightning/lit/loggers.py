@@ -3,13 +3,22 @@
 WandbLogger for the Trainer."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Optional, Sequence
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from ..tracking.wandb_run import Sink, WandbRun, start_run, wandb_mode
+
+
+class StepWandbLogger(WandbLogger):
+    """Lightning's WandbLogger logging through :class:`WandbRun`, so W&B's step is the global step and a resumed
+    run's charts continue where its checkpoint stopped."""
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
+        WandbRun(self.experiment).log_metrics(dict(metrics), step)
 
 
 def build_logger(cfg: DictConfig) -> Logger | bool:
@@ -21,7 +30,7 @@ def build_logger(cfg: DictConfig) -> Logger | bool:
     if kind != "wandb" or wandb_mode() == "disabled":
         return False
     run = start_run(cfg) if rank_zero_only.rank == 0 else None  # other ranks: Lightning's dummy experiment
-    return WandbLogger(save_dir=str(cfg.output_dir), experiment=run)
+    return StepWandbLogger(save_dir=str(cfg.output_dir), experiment=run)
 
 
 def sinks(loggers: Sequence[Logger]) -> list[Sink]:

@@ -2,8 +2,9 @@
 
 ``ois train`` records there the settings that change a run's numbers (:func:`result_settings`) before its first
 step. A later ``ois train`` in the same folder is refused with one line when the settings differ (naming the
-keys), or when the folder already holds a run of the same settings that it would overwrite without
-``ckpt_path=last``; ``restart=true`` moves the old run aside (:func:`move_aside`, never deleted) and starts over.
+keys; a resume, ``ckpt_path=last``, may only lengthen the run: :data:`EXTENDABLE`), or when the folder already
+holds a run of the same settings that it would overwrite without ``ckpt_path=last``; ``restart=true`` moves the
+old run aside (:func:`move_aside`, never deleted) and starts over.
 Folders written before settings.json existed are judged by the settings their results.json records.
 
 An evaluation never writes into a training run: ``ois eval`` without ``output_dir=`` writes to
@@ -26,6 +27,7 @@ from .results import (EVAL_DIR, LAST, ResultsError, checkpoint_dir, describe_cha
 
 SETTINGS_FILE = "settings.json"
 ASIDE_DIR = ".replaced"  # beside a run folder: the runs restart=true moved aside
+EXTENDABLE = ("train.max_steps", "train.max_epochs")  # may change on a resume: the same run, trained further
 KEEP = ("ois.lock",)  # held by the running command: stays in place when a run is moved aside
 
 
@@ -92,7 +94,8 @@ def claim(cfg: DictConfig) -> Optional[Path]:
             old = stored_settings(folder)
         except RunFolderError as e:
             old, problem = None, str(e)
-        if problem is None and old is not None and old != settings:
+        changed = {k for k in set(old or {}) | set(settings) if (old or {}).get(k) != settings.get(k)}
+        if problem is None and old is not None and changed and not (resume and changed <= set(EXTENDABLE)):
             problem = (f"output_dir={folder} holds a run of other settings ({describe_changes(old, settings)}); "
                        "give another output_dir=, or restart=true to move that run aside and start over")
         elif problem is None and not resume:

@@ -144,8 +144,9 @@ class Sink(Protocol):
 
 
 class WandbRun:
-    """A started W&B run as a :class:`Sink`, logging as Lightning's WandbLogger does: the step as
-    ``trainer/global_step`` beside the metrics, hyperparameters into the run config."""
+    """A started W&B run as a :class:`Sink`, logging as Lightning's WandbLogger does (the step as
+    ``trainer/global_step`` beside the metrics, hyperparameters into the run config) and with W&B's step set to
+    the global step."""
 
     def __init__(self, run: Any) -> None:
         self.run = run
@@ -153,8 +154,13 @@ class WandbRun:
     def log_hyperparams(self, params: dict[str, Any]) -> None:
         self.run.config.update(params, allow_val_change=True)
 
-    def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
-        self.run.log({**metrics, STEP: step})
+    def log_metrics(self, metrics: dict[str, Any], step: int | None) -> None:
+        """W&B's own step is the global step too: a resumed run (offline: a new ``offline-run-*`` folder with the
+        same id) continues the step axis where its checkpoint stopped instead of restarting at 0."""
+        if step is None:
+            self.run.log(dict(metrics))
+        else:
+            self.run.log({**metrics, STEP: step}, step=int(step))
 
     def save(self) -> None:
         """Nothing to flush: W&B writes as it logs."""
