@@ -132,6 +132,14 @@ def test_torn_last_ckpt_resumes_from_newest_readable_checkpoint(tmp_path, capsys
     assert len(warning) == 1 and "last.ckpt is unreadable" in warning[0] and valid.name in warning[0]
     assert global_step(last) == 6 and (out / "results.json").is_file()
 
+    assert (folder / "last.ckpt.torn").is_file()  # kept, not deleted
+
+    # training already complete: no step saves a new last.ckpt, so the resume itself must leave a whole one
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    assert ois_train(out, "train.max_steps=6", "ckpt_path=last") == 0
+    assert global_step(last) == 6 and len(list(folder.glob("last.ckpt.torn"))) == 1
+    capsys.readouterr()
+
     alone = tmp_path / "alone" / "checkpoints"
     alone.mkdir(parents=True)
     (alone / "last.ckpt").write_bytes(b"PK\x03\x04 torn")

@@ -20,6 +20,7 @@ from ..protocol.results import LAST, checkpoint_dir
 from ..utils.atomic import atomic_write
 from .guards import TrainingError
 
+TORN = f"{LAST}.torn"  # an unreadable last.ckpt, kept when a resume falls back to an older checkpoint
 STALE = ".*.ckpt.*.tmp"  # temporary files of atomic_write left by a process killed while writing
 
 
@@ -67,7 +68,9 @@ def readable(path: Path) -> bool:
 
 def resume_path(folder: Path) -> Path:
     """``folder/last.ckpt`` or, when it is unreadable (torn), the newest readable other checkpoint in ``folder``
-    with a one-line warning; a :class:`TrainingError` when there is none."""
+    with a one-line warning; a :class:`TrainingError` when there is none. The torn file is kept as
+    ``last.ckpt.torn`` and last.ckpt becomes a copy of the fallback, so a run that was already complete (no step
+    left to save a new last.ckpt) does not end with the torn file where the docs send users."""
     last = folder / LAST
     if readable(last):
         return last
@@ -78,8 +81,11 @@ def resume_path(folder: Path) -> Path:
         raise TrainingError(f"ckpt_path=last: {last} is unreadable (truncated?) and {folder} holds no other "
                             "readable checkpoint")
     if rank_zero_only.rank == 0:
-        print(f"ois: warning: ckpt_path=last: {last} is unreadable (truncated?); resuming from {fallback}",
-              file=sys.stderr)
+        os.replace(last, last.with_name(TORN))
+        with open(fallback, "rb") as src:
+            atomic_write(last, lambda dst: shutil.copyfileobj(src, dst), mode="wb")
+        print(f"ois: warning: ckpt_path=last: {last} is unreadable (truncated?); resuming from {fallback} "
+              f"(copied to {LAST}; the unreadable file kept as {TORN})", file=sys.stderr)
     return fallback
 
 
