@@ -177,7 +177,7 @@ def test_upload_opens_an_image_without_images_folder(ckpt):
         assert call(server, "/api/upload", raw=b"not an image", headers={"Content-Type": "image/png"})[0] == 400
         status, body = call(server, "/api/upload", raw=buf.getvalue(), headers={"Content-Type": "image/png"})
         assert status == 200 and json.loads(body)["size"] == [60, 80]
-        assert np.array_equal(decode_image(call(server, "/api/image")[1]), scene(60, 80))
+        assert np.array_equal(decode_image(call(server, "/api/image")[1])[0], scene(60, 80))
 
 
 # --- the page in headless Chromium ------------------------------------------------------------------------------
@@ -246,7 +246,7 @@ def test_browser_clicks_undo_and_save(source, ckpt, browser, tmp_path, request):
     else:
         root, name = tmp_path / "images", "scene.png"
         save_png(root / name, scene(300, 400))
-    image = decode_image((root / name).read_bytes())
+    image = decode_image((root / name).read_bytes())[0]
     with serving(ckpt, root) as server:
         driver.get(server.url)
         wait_for(driver, "ois.renders >= 1")

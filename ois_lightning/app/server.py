@@ -24,6 +24,7 @@ from .views import mask_png, png_bytes, state_json
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
 MAX_UPLOAD = 64 * 1024 * 1024  # bytes
+BODY_TIMEOUT_S = 20.0
 LOCAL_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
@@ -36,6 +37,8 @@ class Handler(BaseHTTPRequestHandler):
 
     server: AppServer
     protocol_version = "HTTP/1.1"
+    timeout = BODY_TIMEOUT_S  # socket timeout of every read: a stalled client is dropped, never waited for
+    body = b""
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         if self.server.verbose:
@@ -61,13 +64,24 @@ class Handler(BaseHTTPRequestHandler):
         host = urlsplit("//" + (self.headers.get("Host") or "")).hostname or ""
         return self.server.any_host or host in LOCAL_NAMES or host == self.server.server_address[0]
 
+    def _read_body(self) -> bytes:
+        """The request body, read before the session lock is taken (a slow client stalls only itself; the socket
+        times out after :data:`BODY_TIMEOUT_S`); ValueError for a bad Content-Length or a body cut short."""
+        raw = (self.headers.get("Content-Length") or "0").strip()
+        if not raw.isdigit():
+            raise ValueError(f"Content-Length {raw!r}: expected a non-negative integer")
+        length = int(raw)
+        if length > MAX_UPLOAD:
+            raise ValueError(f"request larger than {MAX_UPLOAD} bytes")
+        body = self.rfile.read(length)
+        if len(body) != length:
+            raise ValueError(f"the body ended after {len(body)} of {length} bytes")
+        return body
+
     def _body(self, kind: str) -> bytes:
         if not (self.headers.get("Content-Type") or "").startswith(kind):
             raise ValueError(f"expected Content-Type {kind}")
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_UPLOAD:
-            raise ValueError(f"request larger than {MAX_UPLOAD} bytes")
-        return self.rfile.read(length)
+        return self.body
 
     def _dispatch(self, routes: dict[str, Callable[[Session], None]]) -> None:
         if not self._host_allowed():
@@ -76,6 +90,14 @@ class Handler(BaseHTTPRequestHandler):
         if route is None:
             return self._error(HTTPStatus.NOT_FOUND, "not found")
         session = self.server.session
+        try:
+            self.body = self._read_body() if self.command == "POST" else b""
+        except TimeoutError:
+            self.close_connection = True
+            return self._error(HTTPStatus.REQUEST_TIMEOUT, f"request timeout: no body within {BODY_TIMEOUT_S:g} s")
+        except ValueError as e:
+            self.close_connection = True
+            return self._error(HTTPStatus.BAD_REQUEST, f"bad request: {e}")
         try:
             with session.lock:
                 route(session)
@@ -107,7 +129,7 @@ class Handler(BaseHTTPRequestHandler):
             "/api/threshold": lambda s, a: s.set_threshold(float(a["value"])),
         }
         routes = {path: self._json_action(action) for path, action in actions.items()}
-        routes["/api/upload"] = lambda s: (s.open_array(decode_image(self._body("image/")), "upload"),
+        routes["/api/upload"] = lambda s: (s.open_array(*decode_image(self._body("image/")), "upload"),
                                            self._json(state_json(s)))
         self._dispatch(routes)
 
@@ -124,7 +146,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _save(self, session: Session) -> None:
         stem = Path(session.name).stem or "image"
-        self._send(200, mask_png(session.mask()), "image/png",
+        self._send(200, mask_png(session.full_mask()), "image/png",
                    {"Content-Disposition": f'attachment; filename="{stem}_mask.png"'})
 
 

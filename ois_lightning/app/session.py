@@ -13,6 +13,11 @@ import numpy as np
 from PIL import Image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# The app works on at most MAX_PIXELS pixels (its memory grows ~90 bytes per pixel over a session of clicks);
+# larger images are downscaled on opening and the saved mask is scaled back to the file's size. Files over
+# MAX_FILE_PIXELS are refused before they are decoded.
+MAX_PIXELS = 4_000_000
+MAX_FILE_PIXELS = 100_000_000
 
 
 class Forbidden(PermissionError):
@@ -94,11 +99,29 @@ def list_images(root: Path | None) -> list[str]:
                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.resolve().is_relative_to(base))
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Image bytes -> HxWx3 uint8 RGB (ValueError when they are not an image)."""
+def working_size(h: int, w: int, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(h, w) scaled down, aspect kept, to at most ``max_pixels`` pixels; unchanged when it fits."""
+    if h * w <= max_pixels:
+        return h, w
+    f = (max_pixels / (h * w)) ** 0.5
+    return max(1, int(h * f)), max(1, int(w * f))
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, tuple[int, int]]:
+    """Image bytes -> (HxWx3 uint8 RGB at the app's working size, the file's (H, W)); ValueError when they are
+    not an image or have more than :data:`MAX_FILE_PIXELS` pixels. An image over ``max_pixels`` is downscaled
+    (a JPEG already while decoding), so the session's memory is bounded whatever the file."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im.convert("RGB"))
+            w, h = im.size
+            if h * w > MAX_FILE_PIXELS:
+                raise ValueError(f"{w}x{h} image: more than {MAX_FILE_PIXELS // 10**6} MP; downscale it first")
+            th, tw = working_size(h, w, max_pixels)
+            im.draft("RGB", (tw, th))  # JPEG: decode at a reduced scale, never below the target
+            rgb = im.convert("RGB")
+            if rgb.size != (tw, th):
+                rgb = rgb.resize((tw, th), Image.Resampling.BOX)
+            return np.asarray(rgb), (h, w)
     except (OSError, Image.DecompressionBombError) as e:
         raise ValueError(f"not a readable image: {e}") from None
 
@@ -112,18 +135,21 @@ class Session:
         self.lock = threading.Lock()
         self.name = ""
         self.image: np.ndarray | None = None
+        self.original: tuple[int, int] | None = None  # (H, W) of the file; the image may be downscaled
         self.history: list[Step] = []
         self.threshold = model.threshold
 
     def open_file(self, name: str) -> None:
         """Open ``name`` of the ``--images`` folder (see :func:`safe_image_path`)."""
         path = safe_image_path(self.images, name)
-        self.open_array(decode_image(path.read_bytes()), name)
+        self.open_array(*decode_image(path.read_bytes()), name)
 
-    def open_array(self, image: np.ndarray, name: str) -> None:
-        """Encode a new image and forget the clicks."""
+    def open_array(self, image: np.ndarray, original: tuple[int, int] | None, name: str) -> None:
+        """Encode a new image and forget the clicks; ``original``: the file's (H, W) when ``image`` is a
+        downscaled copy (:func:`decode_image`)."""
         self.model.set_image(image)
         self.image, self.name, self.history = image, name, []
+        self.original = tuple(original) if original is not None else image.shape[:2]
         self.threshold = self.model.threshold
 
     @property
@@ -167,6 +193,14 @@ class Session:
         if self.current is not None:
             self.current.mask = threshold_mask(self.current.prob, value)
             self.current.threshold, self.current.views = value, None
+
+    def full_mask(self) -> np.ndarray:
+        """:meth:`mask` at the file's size (nearest neighbour when the image was downscaled): what Save gives."""
+        mask = self.mask()
+        if self.original is None or mask.shape == tuple(self.original):
+            return mask
+        h, w = self.original
+        return np.asarray(Image.fromarray(mask).resize((w, h), Image.Resampling.NEAREST))
 
     def mask(self) -> np.ndarray:
         """The mask shown now (all background before the first click)."""

@@ -59,7 +59,8 @@ def state_json(session: Session) -> dict:
     step = session.current
     state: dict = {"name": session.name, "threshold": session.threshold, "clicks": [], "mask_pixels": 0,
                    "latency_ms": None, "overlay": None, "depth": None, "order": [],
-                   "size": None if session.image is None else list(session.image.shape[:2])}
+                   "size": None if session.image is None else list(session.image.shape[:2]),
+                   "original_size": None if session.original is None else list(session.original)}
     if step is not None:
         if step.views is None:
             depth, order = order_views(step.order)
