@@ -119,6 +119,18 @@ def test_check_data_on_a_clean_tree_exits_0_with_counts(tmp_path, capsys):
     assert "check-data: no problems" in out
 
 
+def test_a_noise_mask_is_a_warning_naming_it(tmp_path, capsys):
+    """A mask of random noise reads fine and stops nothing, but check-data says it is not a plausible object."""
+    root = clean_tree(tmp_path / "GrabCut")
+    write(root / "data_GT" / "noise.png", image(8))
+    write(root / "boundary_GT" / "noise.bmp", (np.random.default_rng(0).random((H, W)) < 0.5).astype(np.uint8) * 255)
+    code, out = check_data(root, capsys)
+    assert code == 0 and "check-data: no problems" in out
+    warning = line_with(out, "warning: implausible mask:")
+    assert "grabcut/noise object 0" in warning and "on its boundary" in warning and "pieces" in warning
+    assert "ok1" not in out.split("warning:")[1] and len(out.split("warning:")) == 2  # solid masks pass
+
+
 def test_check_data_loads_the_weights_files_as_training_will(tmp_path, capsys):
     """A weights file in the Depth Anything V2 layout (the tiny net's, as `ois pretrain depth` writes it) loads;
     one with a tensor missing or no file at all is a problem line naming it, after the data report."""

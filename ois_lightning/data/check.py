@@ -1,14 +1,17 @@
 """``ois check-data``: build every configured dataset and split (``data.train`` / ``val`` / ``test``) and read
 every sample once (image, masks and, with ``data.depth.source=file`` on a model that reads depth, its depth
 file), and load the weights files the config names as ``ois train`` will, so bad data or weights show before
-the GPU hours. Every problem is reported by file in one run; empty masks and
-ignore pixels are counted but stop nothing. :func:`check_splits` is the cheap part ``ois train`` runs first.
+the GPU hours. Every problem is reported by file in one run; empty masks, ignore pixels and implausible masks
+(:func:`implausible`) are reported but stop nothing. :func:`check_splits` is the cheap part ``ois train`` runs
+first.
 """
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 
+import cv2
+import numpy as np
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -18,6 +21,9 @@ from .splits import build_group, split_groups
 from ..model.checkpoints import CheckpointError
 
 SPLITS = ("train", "val", "test")
+# A plausible object mask is mostly interior and in a few pieces; random noise is mostly boundary, in many pieces.
+MAX_BOUNDARY, MAX_PIECES = 0.5, 10
+CROSS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], np.uint8)
 KINDS = (UnreadableFile.kind, SizeMismatch.kind, MissingFile.kind, DataError.kind)  # problems, in report order
 
 
@@ -31,6 +37,7 @@ class SplitReport:
     objects: int = 0
     empty: list[str] = field(default_factory=list)  # ids of samples without an object (informational)
     with_ignore: int = 0  # samples whose masks have ignore pixels (informational)
+    implausible: list[str] = field(default_factory=list)  # "<id> object k: why" (a warning, informational)
     problems: list[DataError] = field(default_factory=list)  # each would stop a run
 
     def lines(self) -> list[str]:
@@ -39,7 +46,8 @@ class SplitReport:
         summary = (f"{self.split}/{self.dataset}: {self.images} images, {self.objects} objects, "
                    f"{len(self.empty)} empty masks, {self.with_ignore} with ignore pixels | problems: "
                    + ", ".join(f"{k} {kinds[k]}" for k in KINDS))
-        return [summary, *(f"  {e.kind}: {e}" for e in self.problems), *(f"  empty mask: {i}" for i in self.empty)]
+        return [summary, *(f"  {e.kind}: {e}" for e in self.problems), *(f"  empty mask: {i}" for i in self.empty),
+                *(f"  warning: implausible mask: {w}" for w in self.implausible)]
 
 
 @dataclass
@@ -49,7 +57,26 @@ class _Item:
     id: str = ""
     objects: int = 0
     ignore: bool = False
+    implausible: list[str] = field(default_factory=list)
     error: DataError | None = None
+
+
+def implausible(mask: np.ndarray) -> str | None:
+    """Why a binary object mask looks like noise rather than an object, or None: more than :data:`MAX_BOUNDARY`
+    of its pixels on its boundary (4-neighbour) and more than :data:`MAX_PIECES` 4-connected pieces. A solid or a
+    thin object (a rope: all boundary, one piece) passes; every GrabCut mask has under 20% boundary and under 6
+    pieces, random noise of any density above 90% or 194+ pieces at 300x400."""
+    m = mask.astype(np.uint8)
+    n = int(m.sum())
+    if n == 0:
+        return None
+    inner = cv2.erode(m, CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    boundary = 1 - int(inner.sum()) / n
+    pieces = cv2.connectedComponents(m, connectivity=4)[0] - 1
+    if boundary <= MAX_BOUNDARY or pieces <= MAX_PIECES:
+        return None
+    return (f"{100 * boundary:.0f}% of its {n} pixels on its boundary, in {pieces} pieces (a plausible object mask "
+            f"is mostly interior, in at most {MAX_PIECES} pieces: is it noise or a wrong encoding?)")
 
 
 class _Inspect(Dataset):
@@ -66,7 +93,9 @@ class _Inspect(Dataset):
             sample = self.dataset[i]
         except DataError as e:
             return _Item(error=e)
-        return _Item(sample.id, len(sample.masks), bool((sample.masks == IGNORE).any()))
+        warnings = [f"{sample.id} object {k}: {why}" for k, m in enumerate(sample.masks)
+                    if (why := implausible(m == 1)) is not None]
+        return _Item(sample.id, len(sample.masks), bool((sample.masks == IGNORE).any()), warnings)
 
 
 def _as_is(item: _Item) -> _Item:
@@ -109,6 +138,7 @@ def read_samples(report: SplitReport, dataset: SegDataset, num_workers: int = 0)
             continue
         report.objects += item.objects
         report.with_ignore += item.ignore
+        report.implausible += item.implausible
         if item.objects == 0:
             report.empty.append(item.id)
 
