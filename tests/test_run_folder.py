@@ -121,7 +121,8 @@ def test_a_preempted_offline_wandb_run_resumes_with_its_id_and_steps(tmp_path):
     """Offline (the normal case on cluster nodes) W&B writes a second run folder on resume; both carry the run's
     id and W&B's step continues from the checkpoint's step, so `wandb sync --id` of both gives one history."""
     out, wandb = tmp_path / "run", ["logger.kind=wandb", "train.log_every_n_steps=1"]
-    env = dict(os.environ, WANDB_MODE="offline")
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # as from a shell: no shared service
+    env["WANDB_MODE"] = "offline"
     proc = subprocess.run([sys.executable, "-c", SELF_TERMINATED, "1", "train", TINY_YAML, *RUN, *wandb,
                            f"output_dir={out}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 143, proc.stderr[-3000:]

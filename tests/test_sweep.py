@@ -91,7 +91,8 @@ def test_sweep_command_errors(tmp_path: Path, capsys):
 
 
 def _ois(*args: str, **kw) -> subprocess.Popen:
-    env = dict(os.environ, WANDB_MODE="offline")
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # as from a shell: no shared service
+    env["WANDB_MODE"] = "offline"
     return subprocess.Popen([sys.executable, "-m", "ois_lightning", *args], cwd=REPO, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
 

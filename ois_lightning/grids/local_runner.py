@@ -234,6 +234,9 @@ def run_local(sweep_path: str | Path, extra: Optional[list[str]] = None, paralle
         + (f", GPUs {' | '.join(slots)}" if slots != [""] else ""))
     env = dict(os.environ)
     env.setdefault("WANDB_MODE", "offline")
+    # every point starts its own W&B service: one shared with this process would outlive a killed point and keep
+    # its run id "in use" when the point resumes
+    env.pop("WANDB_SERVICE", None)
     # N runs share the machine's cores: without this every run starts one torch thread per core and the
     # oversubscribed cores spin (tens of times slower on 2 cores).
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))

@@ -16,7 +16,7 @@ from ..protocol.eval_run import evaluate_test_splits
 from ..protocol.evaluate import EvalResult
 from ..utils.lock import launching_rank, locks_output_dir
 from ..utils.parallel import local_processes, set_threads
-from ..tracking.wandb_run import log_parameter_counts, log_test
+from ..tracking.wandb_run import finish_preempted, log_parameter_counts, log_test
 from ..protocol.results import LAST, checkpoint_dir
 from ..protocol.run_folder import claim
 from .checkpointing import AtomicCheckpointIO, prepare_checkpoint_dir, resume_path
@@ -110,6 +110,7 @@ def train(cfg: DictConfig) -> dict[str, EvalResult] | None:
     try:
         trainer.fit(module, datamodule=OISDataModule(cfg), ckpt_path=ckpt_path)
     except SIGTERMException:
+        finish_preempted(sinks(trainer.loggers), Preempted.exit_code)
         raise Preempted(preempted_message(cfg, trainer)) from None
     model = module.model.to(trainer.strategy.root_device)
     results = evaluate_test_splits(model, cfg)  # on every rank: sharded over Lightning's process group

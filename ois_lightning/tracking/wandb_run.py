@@ -166,6 +166,15 @@ class WandbRun:
         """Nothing to flush: W&B writes as it logs."""
 
 
+def finish_preempted(loggers: Sequence[Sink], exit_code: int) -> None:
+    """Tell W&B that a run stopped by SIGTERM was preempted (``mark_preempting``) and finish it with
+    ``exit_code``, so its id is released at once for the resumed run instead of when the process is gone."""
+    for logger in loggers:
+        if isinstance(logger, WandbRun):
+            logger.run.mark_preempting()
+            logger.run.finish(exit_code=exit_code)
+
+
 def eval_logger(cfg: DictConfig) -> Sink | None:
     """The logger of ``ois eval`` for ``logger.kind``: wandb (:func:`start_run` with ``eval_only``; None under
     ``WANDB_MODE=disabled``), csv (``<output_dir>/csv_eval/version_N/``, Lightning's CSVLogger layout) or None."""
