@@ -5,6 +5,7 @@ resumes exactly."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -70,6 +71,8 @@ def test_a_folder_holds_one_run_of_one_set_of_settings(tmp_path, capsys):
     assert ois_train(out, "train.lr=1e-3") == 0
     before = digests(out)
     assert SETTINGS_FILE in before and "results.json" in before
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["train"]["threads"] == 1 and results["threads"] == 1  # the counts used, recorded
     capsys.readouterr()
     assert ois_train(out, "train.lr=2e-3") == 2  # other settings: refused, naming the key
     line = last_line(capsys.readouterr().err)

@@ -94,7 +94,8 @@ def train(cfg: DictConfig) -> dict[str, EvalResult] | None:
     (:func:`evaluate_test_splits`); rank 0 returns the results. Every split is built first (``train.check_data``:
     :func:`check_splits`), so missing files fail before a model is built. ``train.threads`` sets torch's threads.
     The output folder is claimed first (:func:`claim`): a run of other settings there is never overwritten."""
-    set_threads(cfg.train.threads, local_processes(cfg.train.devices, cfg.train.accelerator))
+    # the count used is recorded (results.json config): another count rounds differently (docs/training.md)
+    cfg.train.threads = set_threads(cfg.train.threads, local_processes(cfg.train.devices, cfg.train.accelerator))
     if launching_rank():  # the folder is this run's: other settings or a finished run are refused (run_folder.py)
         moved = claim(cfg)
         if moved is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from ..config.schema import to_dict
 from ..utils.atomic import atomic_write
@@ -70,6 +71,7 @@ def write_results(result: EvalResult, output_dir: str | Path, cfg: Any, dataset:
         "git_commit": git_commit(),
         "seed": int(cfg.seed),
         "dataset": dataset,
+        "threads": torch.get_num_threads(),  # torch's intra-op threads of this evaluation (numbers can differ)
     }
     path = out / "results.json"
     atomic_write(path, lambda f: json.dump(payload, f, indent=1))

@@ -20,6 +20,8 @@ from ..config.schema import to_dict
 
 # Config keys (and sections) that do not change the numbers: names, output places, weight/cache locations,
 # the hardware layout (data.batch_size is the global batch whatever the devices), logging and monitoring.
+# train.threads: `ois train` records the count it used (another count changes the weights at float rounding, not
+# the experiment), so a rerun with --parallel changed does not retrain finished points (docs/training.md).
 EXCLUDED_KEYS = (
     "base", "name", "table", "row", "seed", "output_dir", "ckpt", "ckpt_path", "restart", "logger", "weights",
     "data.root", "data.paths", "data.num_workers", "data.depth.folder",
