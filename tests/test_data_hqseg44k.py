@@ -107,6 +107,8 @@ def test_images_listed_flat_and_only_jpg(tmp_path: Path) -> None:
     write(coift_images / "nested" / "deep.jpg", np.zeros((H, W, 3), np.uint8))  # below the folder: not listed
     write(coift_masks / "nested" / "deep.png", stored(object_mask(0), 0))
     write(coift_images / "extra.png", np.zeros((H, W, 3), np.uint8))  # not a *.jpg: not an image
+    write(coift_images / "upper.JPG", np.zeros((H, W, 3), np.uint8))  # sam-hq / SegNext glob "*.jpg": skipped
+    write(coift_masks / "upper.png", stored(object_mask(0), 0))
     one = HQSeg44K(tmp_path, subsets=["COIFT"])
     assert [p[2] for p in one.pairs] == [f"hqseg44k/COIFT/coift_{j:02d}" for j in range(COUNTS["COIFT"])]
 

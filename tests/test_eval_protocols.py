@@ -37,6 +37,21 @@ def test_stretch_maps_clicks_with_segnext_rounding():
     assert [Stretch((3, 4), 10).to_input(0, x)[1] for x in (1, 3)] == [3, 8]  # 2.5, 7.5 round half up, not to even
 
 
+def test_stretch_rounds_exact_halves_up_as_segnext_float32():
+    """Every pixel row of image heights from 100 to 700 px at S=448: the click lands on floor(y*S/H + 1/2) in
+    exact arithmetic (exact halves up), which float32 left to right gives; float64 ``y * (S / H)`` misses 9."""
+    from fractions import Fraction
+
+    missed = 0
+    for h in range(100, 701):
+        s = Stretch((h, h), 448)
+        for y in range(h):
+            exact = int(Fraction(y * 448, h) + Fraction(1, 2))
+            assert s.to_input(y, 0)[0] == exact, (y, h)
+            missed += int(y * (448 / h) + 0.5) != exact
+    assert missed > 0  # the float64 rule this replaces lands some exact halves one pixel lower
+
+
 def test_stretch_resizes_logits_back_and_the_previous_mask_in():
     s = Stretch((3, 5), 10)
     ramp = torch.arange(10.0).expand(1, 1, 10, 10)  # logit = input column

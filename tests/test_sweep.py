@@ -104,7 +104,8 @@ def test_local_sweep_killed_and_resumed_then_table(tmp_path: Path):
     runs = tmp_path / "runs"
     tiny = [o for o in TINY_RUN if not o.startswith(("logger.", "eval.max_objects"))]
     overrides = tiny + ["train.max_steps=2", "train.max_epochs=1", "eval.max_objects=3", "data.layered.test_length=2"]
-    first = _ois("sweep", str(sweep), "--local", "--runs-dir", str(runs), *overrides, start_new_session=True)
+    first = _ois("sweep", str(sweep), "--local", "--parallel", "2", "--runs-dir", str(runs), *overrides,
+                 start_new_session=True)
     done = runs / "tiny4/full/seed0/results.json"
     deadline = time.monotonic() + 900
     while not done.exists() and first.poll() is None and time.monotonic() < deadline:
@@ -119,7 +120,7 @@ def test_local_sweep_killed_and_resumed_then_table(tmp_path: Path):
     for p in finished:
         assert len(list((p / "wandb").glob("offline-run-*"))) == 1  # one W&B offline run per point
 
-    second = _ois("sweep", str(sweep), "--local", "--runs-dir", str(runs), *overrides)
+    second = _ois("sweep", str(sweep), "--local", "--parallel", "2", "--runs-dir", str(runs), *overrides)
     out2 = second.communicate(timeout=1500)[0]
     assert second.returncode == 0, out2[-3000:]
     assert out2.count("finished, skipping") == len(finished)

@@ -1,7 +1,8 @@
 """HQSeg44K in the layout of its public release (SysCV/sam-hq ``train/train.py``, ``dataset_*`` entries; the same
 tree is read by uyzhang/SegNext): ``root`` holds ``DIS5K/``, ``cascade_psp/`` and ``thin_object_detection/``.
 
-Each subset is an image folder of ``*.jpg`` files (listed flat and sorted) and a mask folder holding the
+Each subset is an image folder of ``*.jpg`` files (listed flat and sorted; the suffix is case-sensitive, as the
+references' ``glob``: ``*.JPG`` files are not listed) and a mask folder holding the
 same-stem ``*.png`` (for the cascade_psp subsets the same folder); object = any mask channel > 0. The splits,
 kept only in :data:`HQSEG44K_SPLITS`, are 44,320 train and 1,537 val images; "test" is the val list (the
 benchmark reports its val split).
@@ -84,7 +85,8 @@ class HQSeg44K(MaskedImageFolder):
         if missing is not None:
             problem(MissingFile(f"{missing}: HQSeg44K {subset.name} folder not found (expected a directory)"))
             return []
-        images = files_with_ext(image_dir, (".jpg",))
+        # case-sensitive, as sam-hq's and SegNext's glob("*.jpg"): an upper-case .JPG is not in the benchmark
+        images = [p for p in files_with_ext(image_dir, (".jpg",)) if p.suffix == ".jpg"]
         if not images:
             problem(MissingFile(f"{image_dir}: no *.jpg images in HQSeg44K subset {subset.name}"))
         pairs = ((p, find_mask(mask_dir, p.stem, (".png",), p), f"{self.name}/{subset.name}/{p.stem}") for p in images)
