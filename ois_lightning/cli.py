@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Callable
 
+from . import __version__
 from .config.schema import ConfigError, to_yaml
 from .grids.commands import add_grid_commands, normalize_sweep_argv
 from .config.load import load_config, load_config_with_sources, source_comments
@@ -237,6 +238,7 @@ DEBUG_HELP = "show the traceback of a config, data or checkpoint error (default:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ois", description="Order-Aware Interactive Segmentation")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("print-config", help="print the fully resolved config")
     _add_config_args(p)
@@ -290,7 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"ois: config error: {e}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and hasattr(args, "overrides") and all("=" in t and not t.startswith("-") for t in rest):
+        args.overrides = [*args.overrides, *rest]  # `ois CMD CONFIG --flag key=value`: overrides after an option
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -291,3 +291,17 @@ def test_print_config_params_vitb_near_paper():
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("parameters total"))
     total = float(line.split()[2].rstrip("M"))
     assert abs(total - 107.88) < 3.0, line  # paper Table 3: 107.88 M; difference explained in docs/architecture.md
+
+
+def test_cli_version_and_overrides_after_an_option(capsys):
+    from ois_lightning import __version__
+    from ois_lightning.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"ois {__version__}"
+    assert main(["print-config", str(REPO / "experiments/tiny.yaml"), "--sources", "seed=3"]) == 0
+    assert "\nseed: 3\n" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:  # anything else after the options stays an error
+        main(["print-config", str(REPO / "experiments/tiny.yaml"), "--sources", "--bogus"])
+    assert e.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
