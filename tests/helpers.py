@@ -80,6 +80,31 @@ def save_checkpoint(path: Path, *overrides: str, config: str | None = None, stor
 ROWS = [str(REPO / "experiments/table4/full.yaml"), str(REPO / "experiments/table4/wo_order.yaml")]
 
 
+# `ois train` that sends itself SIGTERM during the batch after global step argv[1], as `scancel` or a SLURM
+# preemption would.
+SELF_TERMINATED = """
+import os, signal, sys
+import lightning as L
+from ois_lightning.cli import main
+from ois_lightning.lit import train as lit_train
+
+step, build = int(sys.argv[1]), lit_train.build_trainer
+
+class Term(L.Callback):
+    def on_train_batch_start(self, trainer, *args):
+        if trainer.global_step == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+def build_terminated(cfg):
+    trainer = build(cfg)
+    trainer.callbacks.append(Term())
+    return trainer
+
+lit_train.build_trainer = build_terminated
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 # Stands in for `python -m ois_lightning train` in the fast runner tests: claims its output_dir as `ois train` does
 # (settings.json), records its argv, fails on request, is preempted on request (writes a last.ckpt, exits 143),
 # writes a schema-valid results.json of its resolved config into output_dir.

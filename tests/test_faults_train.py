@@ -1,7 +1,7 @@
 """Fault injection for `ois train`: a run killed (kill -9) after a mid-epoch checkpoint resumes to the weights and
 per-step losses of an uninterrupted run under both lr schedules; a torn last.ckpt, a full disk during a
 checkpoint save, an unwritable output_dir, a NaN loss and a run with nothing to train end in one clear line with
-nothing lost and no results.json."""
+nothing lost and no results.json; SIGTERM checkpoints the batch, exits 143 and resumes exactly."""
 from __future__ import annotations
 
 import csv
@@ -24,7 +24,7 @@ from ois_lightning.lit.datamodule import OISDataModule
 from ois_lightning.lit.guards import TrainingError
 from ois_lightning.lit.train import train
 
-from .helpers import QUICK, REPO, TINY_YAML, global_step
+from .helpers import QUICK, REPO, SELF_TERMINATED, TINY_YAML, global_step
 
 
 # 16 scenes of batch 2: 8 steps per epoch; 4 steps with a checkpoint (and validation) every 2: mid-epoch throughout.
@@ -111,6 +111,24 @@ def test_kill_9_after_mid_epoch_checkpoint_resumes_exactly(tmp_path, schedule):
     resumed, reference = losses(killed), losses(whole)
     assert sorted(resumed) == sorted(reference)[2:] and len(resumed) == 2
     assert resumed == {step: reference[step] for step in resumed}
+
+
+def test_sigterm_checkpoints_exits_143_and_resumes_exactly(tmp_path):
+    """SIGTERM during step 2 (checkpoints every 3 steps): last.ckpt of step 2 is written, exit code 143, no
+    results.json; ckpt_path=last then gives the weights of an uninterrupted run."""
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    assert ois_train(whole, "train.val_every_n_steps=3") == 0
+    proc = subprocess.run([sys.executable, "-c", SELF_TERMINATED, "1", "train", TINY_YAML, *RUN,
+                           "train.val_every_n_steps=3", f"output_dir={stopped}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
+    assert "ois: preempted: stopped by SIGTERM at step 2;" in proc.stderr and "ckpt_path=last" in proc.stderr
+    assert global_step(stopped / "checkpoints" / "last.ckpt") == 2 and not (stopped / "results.json").exists()
+    assert ois_train(stopped, "train.val_every_n_steps=3", "ckpt_path=last") == 0
+    a, b = (torch.load(p / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+            for p in (whole, stopped))
+    assert a["global_step"] == b["global_step"] == 4
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
 def test_torn_last_ckpt_resumes_from_newest_readable_checkpoint(tmp_path, capsys):

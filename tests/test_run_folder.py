@@ -1,54 +1,27 @@
 """A run folder belongs to one set of settings and nothing a user made is lost: a second `ois train` with other
 overrides (or a fresh start over a finished run) is one line naming what differs, ``restart=true`` moves the old run
-aside byte for byte, ``ois eval`` of a run's checkpoint writes beside it, and SIGTERM checkpoints, exits 143 and
-resumes exactly."""
+aside byte for byte, ``ois eval`` of a run's checkpoint writes beside it, and a preempted offline W&B run resumes
+with its id and steps (SIGTERM itself: tests/test_faults_train.py)."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from ois_lightning.cli import main
 from ois_lightning.config.load import load_config
 from ois_lightning.protocol.results import collect
 from ois_lightning.protocol.run_folder import ASIDE_DIR, SETTINGS_FILE, eval_dir
 
-from .helpers import QUICK, REPO, TINY_YAML, global_step, wandb_records, wandb_steps
+from .helpers import QUICK, REPO, SELF_TERMINATED, TINY_YAML, wandb_records, wandb_steps
 
 RUN = (*QUICK, "data.layered.train_length=8", "train.max_steps=4", "train.val_every_n_steps=3", "seed=4",
        "logger.kind=csv", "train.threads=1")
-
-# `ois train` that sends itself SIGTERM during the batch after global step argv[1], as `scancel` or a SLURM
-# preemption would.
-SELF_TERMINATED = """
-import os, signal, sys
-import lightning as L
-from ois_lightning.cli import main
-from ois_lightning.lit import train as lit_train
-
-step, build = int(sys.argv[1]), lit_train.build_trainer
-
-class Term(L.Callback):
-    def on_train_batch_start(self, trainer, *args):
-        if trainer.global_step == step:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-def build_terminated(cfg):
-    trainer = build(cfg)
-    trainer.callbacks.append(Term())
-    return trainer
-
-lit_train.build_trainer = build_terminated
-sys.exit(main(sys.argv[2:]))
-"""
-
 
 def ois_train(out: Path, *extra: str) -> int:
     return main(["train", TINY_YAML, *RUN, f"output_dir={out}", *extra])
@@ -101,23 +74,6 @@ def test_eval_of_a_run_never_touches_its_files(tmp_path):
     assert main(["eval", "--ckpt", str(ckpt), "logger.kind=none", f"output_dir={out}"]) == 2  # refused
     assert digests(out, skip=("eval",)) == before
     assert [r.path for r in collect(tmp_path)[0]] == [out / "results.json"]  # the evaluation is not a run
-
-
-def test_sigterm_checkpoints_exits_143_and_resumes_exactly(tmp_path):
-    """SIGTERM during step 2 (checkpoints every 3 steps): last.ckpt of step 2 is written, exit code 143, no
-    results.json; ckpt_path=last then gives the weights of an uninterrupted run."""
-    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
-    assert ois_train(whole) == 0
-    proc = subprocess.run([sys.executable, "-c", SELF_TERMINATED, "1", "train", TINY_YAML, *RUN,
-                           f"output_dir={stopped}"], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
-    assert "ois: preempted: stopped by SIGTERM at step 2;" in proc.stderr and "ckpt_path=last" in proc.stderr
-    assert global_step(stopped / "checkpoints" / "last.ckpt") == 2 and not (stopped / "results.json").exists()
-    assert ois_train(stopped, "ckpt_path=last") == 0
-    a, b = (torch.load(p / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-            for p in (whole, stopped))
-    assert a["global_step"] == b["global_step"] == 4
-    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
 def test_a_preempted_offline_wandb_run_resumes_with_its_id_and_steps(tmp_path):
