@@ -26,7 +26,8 @@ SCHEMA_SUMMARY = {"NoC85", "NoC90", "NoC95", "NoF85", "NoF90", "NoF95", "1-mIoU"
 def check_results(path: Path, num_objects: int, clicks: int, dataset: str) -> dict:
     """results.json follows the schema of docs/training.md; no temp file left beside it."""
     data = json.loads(path.read_text())
-    assert set(data) == {"summary", "per_object", "config", "git_commit", "seed", "dataset", "fingerprint"}
+    assert set(data) == {"summary", "per_object", "config", "git_commit", "seed", "dataset", "fingerprint",
+                         "threads"}
     assert isinstance(data["fingerprint"], str) and len(data["fingerprint"]) == 64
     assert SCHEMA_SUMMARY <= set(data["summary"])
     assert data["summary"]["num_objects"] == num_objects
@@ -34,7 +35,7 @@ def check_results(path: Path, num_objects: int, clicks: int, dataset: str) -> di
     ious = np.array(data["per_object"]["ious"])
     assert ious.shape == (num_objects, clicks) and ((ious >= 0) & (ious <= 1)).all()
     assert data["git_commit"] is None or len(data["git_commit"]) == 40
-    assert data["dataset"] == dataset and isinstance(data["seed"], int)
+    assert data["dataset"] == dataset and isinstance(data["seed"], int) and data["threads"] >= 1
     assert data["config"]["model"]["input_size"] == 112
     assert (path.parent / "miou_vs_clicks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
