@@ -80,29 +80,36 @@ def save_checkpoint(path: Path, *overrides: str, config: str | None = None, stor
 ROWS = [str(REPO / "experiments/table4/full.yaml"), str(REPO / "experiments/table4/wo_order.yaml")]
 
 
-# `ois train` that sends itself SIGTERM during the batch after global step argv[1], as `scancel` or a SLURM
-# preemption would.
-SELF_TERMINATED = """
-import os, signal, sys
+def train_at_step(action: str) -> str:
+    """The source of an `ois train` (``python -c SRC STEP train ...``) that runs ``action`` (one Python statement;
+    ``os``, ``signal`` and ``time`` are imported) at the start of the batch after global step STEP."""
+    return f"""
+import os, signal, sys, time
 import lightning as L
 from ois_lightning.cli import main
 from ois_lightning.lit import train as lit_train
 
 step, build = int(sys.argv[1]), lit_train.build_trainer
 
-class Term(L.Callback):
+class AtStep(L.Callback):
     def on_train_batch_start(self, trainer, *args):
         if trainer.global_step == step:
-            os.kill(os.getpid(), signal.SIGTERM)
+            {action}
 
-def build_terminated(cfg):
+def build_with_callback(cfg):
     trainer = build(cfg)
-    trainer.callbacks.append(Term())
+    trainer.callbacks.append(AtStep())
     return trainer
 
-lit_train.build_trainer = build_terminated
+lit_train.build_trainer = build_with_callback
 sys.exit(main(sys.argv[2:]))
 """
+
+
+# `ois train` that sends itself SIGTERM during the batch after global step argv[1], as `scancel` or a SLURM
+# preemption would; one that stalls there, to be killed.
+SELF_TERMINATED = train_at_step("os.kill(os.getpid(), signal.SIGTERM)")
+STALLED_TRAIN = train_at_step("time.sleep(600)")
 
 
 # Stands in for `python -m ois_lightning train` in the fast runner tests: claims its output_dir as `ois train` does

@@ -24,34 +24,11 @@ from ois_lightning.lit.datamodule import OISDataModule
 from ois_lightning.lit.guards import TrainingError
 from ois_lightning.lit.train import train
 
-from .helpers import QUICK, REPO, SELF_TERMINATED, TINY_YAML, global_step
+from .helpers import QUICK, REPO, SELF_TERMINATED, STALLED_TRAIN, TINY_YAML, global_step
 
 
 # 16 scenes of batch 2: 8 steps per epoch; 4 steps with a checkpoint (and validation) every 2: mid-epoch throughout.
 RUN = (*QUICK, "data.layered.train_length=16", "train.max_steps=4", "train.val_every_n_steps=2", "seed=4")
-
-# `ois train` that stalls at the start of the batch after the checkpoint of step argv[1], to be killed there.
-STALLED_TRAIN = """
-import sys, time
-import lightning as L
-from ois_lightning.cli import main
-from ois_lightning.lit import train as lit_train
-
-step, build = int(sys.argv[1]), lit_train.build_trainer
-
-class Stall(L.Callback):
-    def on_train_batch_start(self, trainer, *args):
-        if trainer.global_step == step:
-            time.sleep(600)
-
-def build_stalling(cfg):
-    trainer = build(cfg)
-    trainer.callbacks.append(Stall())
-    return trainer
-
-lit_train.build_trainer = build_stalling
-sys.exit(main(sys.argv[2:]))
-"""
 
 
 def ois_train(out: Path, *extra: str) -> int:

@@ -10,9 +10,10 @@ Resumable: a point is skipped when every results.json it writes is valid, of its
 reruns it, saying which keys changed). Any other point is (re)run, resuming its training from
 ``<output_dir>/checkpoints/last.ckpt`` (``ckpt_path=last``) when the folder's settings.json
 (:mod:`ois_lightning.protocol.run_folder`) has the point's settings; a run of other settings (or an unfinished one
-that cannot be resumed) is moved aside first, never deleted, and the next rerun resumes the new one. A point counts as done only when its process exits 0 and leaves such
-results. Each point runs under :mod:`ois_lightning.grids.supervise`: in its own process group, ended with the runner
-(even a ``kill -9`` of it); with GPUs each running point gets its own ``CUDA_VISIBLE_DEVICES``.
+that cannot be resumed) is moved aside first, never deleted, and the next rerun resumes the new one. A point
+counts as done only when its process exits 0 and leaves such results. Each point runs under
+:mod:`ois_lightning.grids.supervise`: in its own process group, ended with the runner (even a ``kill -9`` of it);
+with GPUs each running point gets its own ``CUDA_VISIBLE_DEVICES``.
 """
 from __future__ import annotations
 
