@@ -21,8 +21,11 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check
 
+# Two pytest-xdist workers of one thread each (tests/conftest.py): most tests wait on a single-threaded `ois`
+# subprocess (imports, one training), so two at a time use both cores; TEST_WORKERS=0 runs them one by one.
+TEST_WORKERS ?= 2
 test: $(STAMP) lint browser
-	WANDB_MODE=offline $(PY) -m pytest -q --durations=20 tests
+	WANDB_MODE=offline $(PY) -m pytest -q --durations=20 -n $(TEST_WORKERS) tests
 
 # Debian's chromium + chromedriver for the `ois app` browser test (as root; otherwise that test skips).
 browser:

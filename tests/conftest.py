@@ -14,7 +14,13 @@ from .helpers import FAKE_TRAIN, REPO, SHARED, write_sweep
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-torch.set_num_threads(2)
+# `make test` runs two pytest-xdist workers on the 2-core machine: each keeps one core (and so do the `ois`
+# processes a test starts, through OMP_NUM_THREADS), so the two never oversubscribe the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(2)
 
 # tests never see this machine's paths: no experiments/local.yaml, none of base.yaml's ${oc.env:...} variables
 os.environ[LOCAL_ENV] = ""
@@ -39,7 +45,9 @@ def grabcut_root() -> Path:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``gpu`` are skipped where torch sees no CUDA device."""
+    """The ``slow`` end-to-end tests run first, so that with two workers the longest ones do not start last and
+    run alone at the end; tests marked ``gpu`` are skipped where torch sees no CUDA device."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the order otherwise kept
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
