@@ -12,8 +12,9 @@ from ois_lightning.cli import main
 from ois_lightning.config.load import load_config
 from ois_lightning.data.splits import build_split
 from ois_lightning.checkpoint import load_checkpoint
-from ois_lightning.tools.figures import (attention_figure, normalised, order_figure, parse_object_id, probe_clicks,
-                                         strip_figure)
+from ois_lightning.tools.figures import (ATTENTION_CMAP, DEPTH_CMAP, ORDER_CMAP, attention_figure, normalised,
+                                         order_figure, parse_object_id, probe_clicks, row_label, strip_figure)
+from ois_lightning.utils.plots import FONT
 from ois_lightning.grids.table import plot_table_curves
 from ois_lightning.model.introspection import order_attention_weights
 from ois_lightning.grids.table_spec import load_table_spec
@@ -29,6 +30,31 @@ from .helpers import REPO, TINY, save_checkpoint
 TINY_YAML = str(REPO / "experiments" / "tiny.yaml")
 SCENES = TINY + ["data.layered.size=112", "data.layered.test_length=2", "clicks.max_eval=5"]
 PNG = b"\x89PNG\r\n\x1a\n"
+PDF = b"%PDF-"
+
+
+def check_written(png: Path) -> None:
+    """A PNG of at least 200 dpi and, beside it, the same figure as vector PDF (text as fonts, not pixels)."""
+    from PIL import Image
+
+    assert png.read_bytes()[:8] == PNG
+    with Image.open(png) as image:
+        assert round(image.info["dpi"][0]) >= 200
+    pdf = png.with_suffix(".pdf").read_bytes()
+    assert pdf[:5] == PDF and b"/Font" in pdf
+
+
+def check_readable(fig) -> None:
+    """Every piece of text drawn (titles, ticks, labels, legends, colour bars) is at least 9 pt."""
+    from matplotlib.text import Text
+
+    texts = [t for t in fig.findobj(Text) if t.get_text()]
+    assert texts and min(t.get_fontsize() for t in texts) >= FONT >= 9
+
+
+def colour_bars(fig) -> list[str]:
+    """The labels of the figure's colour bars (their axes carry one)."""
+    return [ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>"]
 
 
 @pytest.fixture(scope="module")
@@ -104,20 +130,28 @@ def test_figure_panels(ckpts):
     (full, cfg), (wo, cfg_wo) = load_checkpoint(ckpts[0]), load_checkpoint(ckpts[1])
     split = build_split(cfg, "layered", "test")
     objects = [(split[0], 0), (split[1], 1)]
-    predictors = [("full", predictor_for(full, cfg)), ("wo_order", predictor_for(wo, cfg_wo))]
+    assert (row_label(cfg), row_label(cfg_wo)) == ("full", "wo_order")  # no table: the row key
+    predictors = [(row_label(cfg), predictor_for(full, cfg)), ("w/o order", predictor_for(wo, cfg_wo))]
     strip = strip_figure(objects, predictors, (1, 3))
     assert len(strip.axes) == 2 * (1 + 2 * 2)
     titles = [ax.get_title() for ax in strip.axes]
-    assert titles[1].startswith("full: 1 click, IoU") and titles[4].startswith("wo_order: 3 clicks, IoU")
+    assert titles[1].startswith("full: 1 click, IoU") and titles[4].startswith("w/o order: 3 clicks, IoU")
     assert titles[0] == f"{split[0].id}#0"
     fig3 = order_figure(objects, predictors[0][1])
-    assert [ax.get_title() for ax in fig3.axes[1:5]] == ["the data's depth (1 = near)", "model's depth (1 = near)",
-                                                          "order map, positive (Eq. 1)", "order map, negative (Eq. 2)"]
-    exact = fig3.axes[1].get_images()[0].get_array()  # the layered scene's own depth, beside the model's
-    np.testing.assert_allclose(exact, normalised(objects[0][0].depth, "disparity"))
+    panels = [ax for ax in fig3.axes if ax.get_label() != "<colorbar>"]
+    assert [ax.get_title() for ax in panels[1:5]] == ["the data's depth", "model's depth",
+                                                      "order map, positive (Eq. 1)", "order map, negative (Eq. 2)"]
+    images = [ax.get_images()[0] for ax in panels[1:5]]
+    np.testing.assert_allclose(images[0].get_array(), normalised(objects[0][0].depth, "disparity"))  # the scene's
+    assert [i.get_cmap().name for i in images] == [DEPTH_CMAP, DEPTH_CMAP, ORDER_CMAP, ORDER_CMAP]
+    assert colour_bars(fig3) == 2 * ["depth R (1 = near)", "depth R (1 = near)", "|R - R(click)|", "|R - R(click)|"]
     fig6 = attention_figure(objects, predictors[0][1], block=1)
-    assert len(fig6.axes) == 2 * 5 and fig6.axes[2].get_title() == "positive click, after order bias"
-    assert fig6.axes[3].get_title() == "negative click, before order bias"
+    panels = [ax for ax in fig6.axes if ax.get_label() != "<colorbar>"]
+    assert len(panels) == 2 * 5 and panels[2].get_title() == "positive click, after order bias"
+    assert panels[3].get_title() == "negative click, before order bias"
+    assert panels[3].get_images()[1].get_cmap().name == ATTENTION_CMAP and len(colour_bars(fig6)) == 2 * 4
+    for fig in (strip, fig3, fig6):
+        check_readable(fig)
     clicks = probe_clicks(split[0].masks[0])
     assert [c.positive for c in clicks] == [True, False]
     assert split[0].masks[0][clicks[0].y, clicks[0].x] == 1 and split[0].masks[0][clicks[1].y, clicks[1].x] == 0
@@ -128,7 +162,7 @@ def test_ois_figure_writes_the_three_figures(ckpts, tmp_path, capsys):
     assert main(["figure", "--ckpt", str(ckpts[0]), "--ckpt", str(ckpts[1]), "--out", str(out),
                  "--worst", "1", "--clicks", "1,2", "eval.max_objects=2"]) == 0
     for name in ("qualitative.png", "order_maps.png", "attention.png"):
-        assert (out / name).read_bytes()[:8] == PNG
+        check_written(out / name)
     assert not list(out.glob(".*tmp"))
     assert main(["figure", "--ckpt", str(ckpts[1]), "--out", str(tmp_path / "wo"), "--ids", "nowhere#0"]) == 2
     assert "nowhere#0" in capsys.readouterr().err
@@ -152,7 +186,7 @@ def test_ois_table_plots_one_curve_per_row_mean_over_seeds(tmp_path):
         _write_run(tmp_path, row, seed, ious)
     make_table(tmp_path, REPO / "experiments/table4/table.yaml", n_boot=10, wandb_project=None,
                out=lambda *_: None, allow_partial=True)
-    assert (tmp_path / "table_miou_vs_clicks.png").read_bytes()[:8] == PNG
+    check_written(tmp_path / "table_miou_vs_clicks.png")
     runs, _ = collect(tmp_path)
     table = build_table(load_table_spec(REPO / "experiments/table4/table.yaml"), runs, n_boot=10)
     fig = plot_table_curves(table, runs, tmp_path / "again.png")
@@ -160,3 +194,24 @@ def test_ois_table_plots_one_curve_per_row_mean_over_seeds(tmp_path):
     assert len(lines) == 2
     want = 100 * np.mean([np.mean(curves[("full", s)], axis=0) for s in (0, 1)], axis=0)
     assert np.allclose(lines[0].get_ydata(), want) and list(lines[0].get_xdata()) == list(range(1, 21))
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["Full", "w/o order"]  # spec labels
+    fig.canvas.draw()
+    ticks = [t for t in fig.axes[0].get_xticks() if 1 <= t <= 20]
+    assert ticks and all(float(t).is_integer() for t in ticks)  # whole clicks only
+    check_readable(fig)
+
+
+def test_row_labels_come_from_the_table_spec():
+    assert row_label(load_config(TINY_YAML, ["table=table4", "row=wo_order"])) == "w/o order"
+    assert row_label(load_config(TINY_YAML, ["table=nowhere", "row=wo_order"])) == "wo_order"  # no spec: the key
+    assert row_label(load_config(TINY_YAML, [])) == "tiny"  # no row: the run name
+
+
+def test_miou_plot_has_whole_click_ticks(tmp_path):
+    from ois_lightning.protocol.report import plot_miou
+
+    fig = plot_miou([[0.5, 0.7, 0.8, 0.9, 0.95]] * 2, tmp_path / "miou_vs_clicks.png", "a title")
+    check_written(tmp_path / "miou_vs_clicks.png")
+    fig.canvas.draw()
+    assert all(float(t).is_integer() for t in fig.axes[0].get_xticks())  # 5 clicks: no 2.5
+    check_readable(fig)

@@ -12,7 +12,7 @@ import torch
 import wandb
 import yaml
 
-from ois_lightning.tracking import drawing, wandb_run as tracking
+from ois_lightning.tracking import drawing, wandb_results, wandb_run as tracking
 from ois_lightning.cli import main
 from ois_lightning.protocol.clicks import Click
 from ois_lightning.config.schema import ConfigError
@@ -180,9 +180,11 @@ def test_training_run_reaches_wandb(tmp_path: Path, recorder: Recorder):
                  "logger.log_images=2", "table=table4", "row=full", f"output_dir={out}"]) == 0
     (run,) = recorder.runs
     assert run.finished and (out / tracking.WANDB_RUN_ID).read_text() == run.id
-    for metric, goal in METRIC_GOALS.items():
-        expected = "min" if goal == "lower" else "max"
-        assert run.summaries[f"val/{metric}"] == run.summaries[f"test/{metric}"] == expected
+    goals = {k: v for k, v in run.summaries.items() if k.split("/")[-1] in METRIC_GOALS}
+    assert {k for k in goals if k.startswith("val/")} == {"val/NoC90", "val/5-mIoU"}  # what validation logs
+    assert {k for k in goals if k.startswith("test/")} == {k for k in run.logged if k.split("/")[-1] in METRIC_GOALS
+                                                           and k.startswith("test/")}
+    assert all(v == ("min" if METRIC_GOALS[k.split("/")[-1]] == "lower" else "max") for k, v in goals.items())
     params = run.config["params"]
     assert params["all"]["total"] > params["all"]["trainable"] > 0  # the frozen encoder
     assert params["seg_head"]["trainable"] == params["seg_head"]["total"] > 0
@@ -194,7 +196,7 @@ def test_training_run_reaches_wandb(tmp_path: Path, recorder: Recorder):
 
     results = json.loads((out / "results.json").read_text())
     table = run.logged["test/objects"]
-    assert table.columns == tracking.OBJECT_COLUMNS and len(table.data) == len(results["per_object"]["ids"]) == 3
+    assert table.columns == wandb_results.OBJECT_COLUMNS and len(table.data) == len(results["per_object"]["ids"]) == 3
     assert [r[0] for r in table.data] == results["per_object"]["ids"] and {r[1] for r in table.data} == {"layered"}
     for row, curve in zip(table.data, results["per_object"]["ious"]):
         assert row[5] == pytest.approx(100 * curve[0]) and row[6] == pytest.approx(100 * curve[4]) and row[7] is None
@@ -205,9 +207,11 @@ def test_training_run_reaches_wandb(tmp_path: Path, recorder: Recorder):
     assert isinstance(run.logged["test/miou_curve"], wandb.plot.CustomChart)
     assert isinstance(run.logged["test/miou_vs_clicks"], wandb.Image) and run.logged["test/NoC90"] >= 1
 
-    (artifact,) = run.artifacts
+    model, artifact = run.artifacts
+    assert model.type == "model" and list(model.manifest.entries) == ["last.ckpt"]
     assert artifact.type == "results" and artifact.name == "table4-full-seed0-results"
     assert list(artifact.manifest.entries) == ["results.json"]
+    assert artifact.metadata["checkpoint"] == model.name == "table4-full-seed0-model"
 
 
 def test_ois_eval_run_logs_the_table_and_artifact(tmp_path: Path, recorder: Recorder):
@@ -221,7 +225,7 @@ def test_ois_eval_run_logs_the_table_and_artifact(tmp_path: Path, recorder: Reco
     assert run.artifacts[0].type == "results" and run.config["params"]["all"]["total"] > 0
 
 
-def test_table_is_logged_only_online(monkeypatch, recorder: Recorder):
+def test_table_is_logged_only_online(tmp_path: Path, monkeypatch, recorder: Recorder):
     import csv
     import io
 
@@ -230,9 +234,11 @@ def test_table_is_logged_only_online(monkeypatch, recorder: Recorder):
     table = build_table(load_table_spec(default_table_path("table4")), [])
     header, *rows = csv.reader(io.StringIO(to_csv(table)))
     monkeypatch.setenv("WANDB_MODE", "offline")
-    assert not tracking.log_table("table4", header, rows, "p") and not recorder.runs
+    assert not wandb_results.log_table("table4", header, rows, [], "p", tmp_path) and not recorder.runs
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert not wandb_results.log_table("table4", header, rows, [], "p", tmp_path, always=True) and not recorder.runs
     monkeypatch.setenv("WANDB_MODE", "online")
-    assert tracking.log_table("table4", header, rows, "p")
+    assert wandb_results.log_table("table4", header, rows, [], "p", tmp_path) == "online"
     (run,) = recorder.runs
     assert run.kwargs["job_type"] == "table" and run.finished
     assert run.logged["table4"].columns[0] == "row" and len(run.logged["table4"].data) == len(table.rows)

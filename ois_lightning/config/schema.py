@@ -238,6 +238,7 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)
     name: Optional[str] = None
     log_images: int = 8  # W&B: objects shown with clicks + masks (first ones at validation, worst by NoC90 at test)
+    log_checkpoint: bool = True  # W&B: the evaluated checkpoint as a `model` artifact beside the results artifact
 
 
 def default_run_dir(*, _root_: DictConfig) -> str:

@@ -52,7 +52,7 @@ def _table(args: argparse.Namespace) -> int:
     try:
         make_table(args.runs, args.table, args.paper, args.n_boot, args.bootstrap_seed,
                    None if args.no_wandb else args.wandb_project, dataset=args.dataset,
-                   allow_mixed=args.allow_mixed, allow_partial=args.allow_partial)
+                   allow_mixed=args.allow_mixed, allow_partial=args.allow_partial, wandb_always=args.wandb)
     except ResultsError as e:
         raise ConfigError(str(e)) from None
     return 0
@@ -79,8 +79,11 @@ def add_grid_commands(sub: argparse._SubParsersAction) -> None:
                    help="test dataset to tabulate when runs were evaluated on several (default: the table's)")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--bootstrap-seed", type=int, default=0, help="RNG seed of the bootstrap (default 0)")
-    p.add_argument("--wandb-project", default="ois_lightning", help="W&B project the table is logged to (online)")
-    p.add_argument("--no-wandb", action="store_true", help="do not log the table to W&B")
+    p.add_argument("--wandb-project", default="ois_lightning", help="W&B project the table is logged to")
+    to_wandb = p.add_mutually_exclusive_group()
+    to_wandb.add_argument("--wandb", action="store_true", help="log the table and its rows' mIoU-vs-clicks curves "
+                          "(one chart) to W&B also when offline (default: only when online)")
+    to_wandb.add_argument("--no-wandb", action="store_true", help="do not log the table to W&B")
     p.add_argument("--allow-mixed", action="store_true",
                    help="average a row's seeds even when they were run with different settings")
     p.add_argument("--allow-partial", action="store_true", help="write the table even when rows have no results")

@@ -19,7 +19,7 @@ import numpy as np
 from ..config.schema import ConfigError
 from ..protocol.metrics import METRIC_GOALS, miou_curve
 from ..protocol.results import ResultsError, RunResult, collect, describe_changes
-from ..utils.plots import new_figure, save_figure
+from ..utils.plots import FONT, TITLE, integer_ticks, new_figure, save_figure
 from .statistics import bootstrap_ci, metric_aggregate, per_object_metrics, run_metrics
 from .table_spec import TableSpec, default_table_path, load_table_spec
 
@@ -244,11 +244,13 @@ def to_csv(table: Table) -> str:
 def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, paper: bool = False,
                n_boot: int = 2000, rng_seed: int = 0, wandb_project: Optional[str] = "ois_lightning",
                out: Any = print, dataset: Optional[str] = None, allow_mixed: bool = False,
-               allow_partial: bool = False) -> Table:
+               allow_partial: bool = False, wandb_always: bool = False) -> Table:
     """Collate ``runs_dir``, write ``table.md`` and ``table.csv`` there (atomically) and print the Markdown.
-    A row without results is a :class:`ResultsError` unless ``allow_partial`` (then a warning)."""
+    A row without results is a :class:`ResultsError` unless ``allow_partial`` (then a warning). With a
+    ``wandb_project``, the table and its rows' curves go to W&B when online, or in any mode but disabled with
+    ``wandb_always`` (:func:`~ois_lightning.tracking.wandb_results.log_table`, run files under ``runs_dir``)."""
     from ..utils.atomic import atomic_write
-    from ..tracking.wandb_run import log_table
+    from ..tracking.wandb_results import log_table
 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
@@ -279,32 +281,49 @@ def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, pa
     out(markdown)
 
     plot_table_curves(table, runs, runs_dir / "table_miou_vs_clicks.png")
-    out(f"wrote {runs_dir / 'table.md'}, {runs_dir / 'table.csv'} and {runs_dir / 'table_miou_vs_clicks.png'}")
+    out(f"wrote {runs_dir / 'table.md'}, {runs_dir / 'table.csv'} and {runs_dir / 'table_miou_vs_clicks.png'} (and .pdf)")
     header, *rows = csv.reader(io.StringIO(csv_text))
-    if wandb_project and log_table(table.spec.name, header, rows, wandb_project):
-        out(f"logged the table to W&B project {wandb_project}")
+    mode = wandb_project and log_table(table.spec.name, header, rows, row_curves(table, runs), wandb_project,
+                                       runs_dir, wandb_always)
+    if mode:
+        out(f"logged the table and its rows' curves to W&B project {wandb_project} ({mode}"
+            + (f": wandb sync {runs_dir / 'wandb'}/offline-run-*)" if mode == "offline" else ")"))
     return table
 
 
 # ------------------------------------------------------------------------------------------------ curves
-def plot_table_curves(table: Table, runs: Sequence[RunResult], path: str | Path) -> "Figure":
-    """mIoU (%) vs clicks, one curve per row of ``table`` with results (mean over its seeds, up to the shortest
-    curve), written atomically to ``path``."""
-    fig, axes = new_figure(1, 1)
-    ax = axes[0, 0]
+def row_curves(table: Table, runs: Sequence[RunResult]) -> list[tuple[str, np.ndarray]]:
+    """(row label, mIoU (%) after 1..N clicks) for each row of ``table`` with results, in the table's order: the
+    mean over the row's seeds, up to the shortest curve, on the test dataset the table shows."""
+    curves = []
     for row in table.spec.rows:
         mine = [r for r in runs if r.row == row.name and r.table in (None, table.spec.name)
                 and (table.dataset is None or r.dataset in (None, table.dataset))]
-        if not mine:
-            continue
-        curves = [100 * miou_curve(r.ious, min(map(len, r.ious))) for r in mine]
-        n = min(map(len, curves))
-        ax.plot(np.arange(1, n + 1), np.mean([c[:n] for c in curves], axis=0), marker="o", ms=3, label=row.label)
-    on = f" on {table.dataset}" if table.dataset else ""
-    ax.set(xlabel="clicks", ylabel="mIoU (%)", title=f"{table.spec.title}{on}: mean over seeds")
+        if mine:
+            seeds = [100 * miou_curve(r.ious, min(map(len, r.ious))) for r in mine]
+            n = min(map(len, seeds))
+            curves.append((row.label, np.mean([c[:n] for c in seeds], axis=0)))
+    return curves
+
+
+def curves_title(table: Table) -> str:
+    return f"{table.spec.title}{f' on {table.dataset}' if table.dataset else ''}: mean over seeds"
+
+
+def plot_table_curves(table: Table, runs: Sequence[RunResult], path: str | Path) -> "Figure":
+    """mIoU (%) vs clicks, one curve per row of ``table`` with results (:func:`row_curves`, labelled as the table
+    spec's rows), integer click ticks, written atomically to ``path`` (PNG) and beside it as PDF."""
+    fig, axes = new_figure(1, 1)
+    ax = axes[0, 0]
+    for label, curve in row_curves(table, runs):
+        ax.plot(np.arange(1, len(curve) + 1), curve, marker="o", ms=3, label=label)
+    ax.set_xlabel("clicks", fontsize=FONT)
+    ax.set_ylabel("mIoU (%)", fontsize=FONT)
+    ax.set_title(curves_title(table), fontsize=TITLE, wrap=True)
+    integer_ticks(ax)
     ax.grid(alpha=0.3)
     if ax.lines:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=FONT)
     fig.set_size_inches(6, 4)
     save_figure(fig, path)
     return fig

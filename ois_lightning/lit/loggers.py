@@ -3,7 +3,8 @@
 WandbLogger for the Trainer."""
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from argparse import Namespace
+from typing import Any, Mapping, Optional, Sequence
 
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -13,12 +14,28 @@ from ..tracking.wandb_run import Sink, WandbRun, start_run, wandb_mode
 
 
 class StepWandbLogger(WandbLogger):
-    """Lightning's WandbLogger logging through :class:`WandbRun`, so W&B's step is the global step and a resumed
-    run's charts continue where its checkpoint stopped."""
+    """Lightning's WandbLogger logging through one :class:`WandbRun` (:attr:`sink`), so W&B's step is the global
+    step (a resumed run's charts continue where its checkpoint stopped), a metric's summary is declared when it is
+    first logged, and config keys a sweep locked get their resolved value beside them."""
+
+    _sink: Optional[WandbRun] = None
+
+    @property
+    def sink(self) -> WandbRun:
+        """The :class:`WandbRun` of this logger's run (rank 0)."""
+        if self._sink is None:
+            self._sink = WandbRun(self.experiment)
+        return self._sink
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace) -> None:
+        """Lightning's conversions and config update, then :meth:`WandbRun.keep_resolved`."""
+        super().log_hyperparams(params)
+        self.sink.keep_resolved(vars(params) if isinstance(params, Namespace) else dict(params))
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: Optional[int] = None) -> None:
-        WandbRun(self.experiment).log_metrics(dict(metrics), step)
+        self.sink.log_metrics(dict(metrics), step)
 
 
 def build_logger(cfg: DictConfig) -> Logger | bool:
@@ -34,8 +51,8 @@ def build_logger(cfg: DictConfig) -> Logger | bool:
 
 
 def sinks(loggers: Sequence[Logger]) -> list[Sink]:
-    """The loggers as the tracking layer takes them: a WandbLogger as the :class:`WandbRun` of its run, the others
-    as they are; none off rank 0 (Lightning's loggers log from rank 0 only)."""
+    """The loggers as the tracking layer takes them: our WandbLogger as its :attr:`StepWandbLogger.sink`, the
+    others as they are; none off rank 0 (Lightning's loggers log from rank 0 only)."""
     if rank_zero_only.rank != 0:
         return []
-    return [WandbRun(logger.experiment) if isinstance(logger, WandbLogger) else logger for logger in loggers]
+    return [logger.sink if isinstance(logger, StepWandbLogger) else logger for logger in loggers]

@@ -16,7 +16,8 @@ from ..protocol.eval_run import evaluate_test_splits
 from ..protocol.evaluate import EvalResult
 from ..utils.lock import launching_rank, locks_output_dir
 from ..utils.parallel import local_processes, set_threads
-from ..tracking.wandb_run import finish_preempted, log_parameter_counts, log_test
+from ..tracking.wandb_results import log_test
+from ..tracking.wandb_run import finish_preempted, log_parameter_counts
 from ..protocol.results import LAST, checkpoint_dir
 from ..protocol.run_folder import claim
 from .checkpointing import AtomicCheckpointIO, prepare_checkpoint_dir, resume_path
@@ -117,6 +118,7 @@ def train(cfg: DictConfig) -> dict[str, EvalResult] | None:
     results = evaluate_test_splits(model, cfg)  # on every rank: sharded over Lightning's process group
     if not trainer.is_global_zero:
         return None
+    last = checkpoint_dir(cfg.output_dir) / LAST  # saved on the final batch (Checkpoint)
     for logger in sinks(trainer.loggers):  # the test numbers next to the training curves
-        log_test(logger, results, cfg, trainer.global_step, model)
+        log_test(logger, results, cfg, trainer.global_step, model, last if last.is_file() else None)
     return results

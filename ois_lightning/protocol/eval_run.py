@@ -59,7 +59,8 @@ def evaluate_checkpoint(cfg: DictConfig, checkpoint: Optional[dict] = None) -> d
     go to the tracker of ``logger.kind`` as an evaluation run of its own (``tracking.eval_logger``). Under
     torchrun the images are sharded over the processes (:func:`process_group_from_env`) and rank 0 writes and
     logs. ``eval.threads`` sets torch's threads. A training run's folder is refused as output_dir."""
-    from ..tracking.wandb_run import eval_logger, log_parameter_counts, log_test  # W&B only for `ois eval`
+    from ..tracking.wandb_results import log_test  # W&B only for `ois eval`
+    from ..tracking.wandb_run import eval_logger, log_parameter_counts
 
     refuse_training_run(cfg.output_dir, "ois eval")
     set_threads(cfg.eval.threads, local_processes())
@@ -73,5 +74,5 @@ def evaluate_checkpoint(cfg: DictConfig, checkpoint: Optional[dict] = None) -> d
     if logger is not None:
         logger.log_hyperparams(to_dict(cfg))
         log_parameter_counts([logger], model)
-        log_test(logger, results, cfg, step=0, model=model)
+        log_test(logger, results, cfg, step=0, model=model, checkpoint=cfg.ckpt)
     return results

@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 
 from ..config.schema import to_dict
 from ..utils.atomic import atomic_write
+from ..utils.plots import FONT, TITLE, integer_ticks, new_figure, save_figure
 from .evaluate import EvalResult
 from .metrics import format_metric, miou_curve
 from .predictor import protocol
 from .results import settings_fingerprint
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TABLE_COLUMNS = ("NoC90", "NoC95", "1-mIoU", "5-mIoU", "NoF95")  # the paper's column order (Tables 1-2)
 
@@ -36,29 +40,25 @@ def table_row(summary: dict) -> str:
     return "| " + " | ".join(format_metric(summary[c]) for c in TABLE_COLUMNS) + " |"
 
 
-def plot_miou(ious: Sequence[Sequence[float]], path: Path, title: str = "") -> None:
-    """mIoU (%) after 1..N clicks as a PNG (matplotlib Agg), written atomically; N is the shortest curve (all
-    clicks without an early stop)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
+def plot_miou(ious: Sequence[Sequence[float]], path: Path, title: str = "") -> "Figure":
+    """mIoU (%) after 1..N clicks as PNG and PDF (:func:`save_figure`, atomic), integer click ticks; N is the
+    shortest curve (all clicks without an early stop)."""
     curve = 100.0 * miou_curve(ious, min(map(len, ious)))
-    fig = Figure(figsize=(5, 3.5), dpi=100)
-    ax = fig.add_subplot()
+    fig, axes = new_figure(1, 1)
+    ax = axes[0, 0]
     ax.plot(np.arange(1, len(curve) + 1), curve, marker="o", markersize=3)
-    ax.set_xlabel("number of clicks")
-    ax.set_ylabel("mIoU (%)")
-    ax.set_xticks(np.arange(1, len(curve) + 1, 2 if len(curve) > 10 else 1))
+    ax.set_xlabel("number of clicks", fontsize=FONT)
+    ax.set_ylabel("mIoU (%)", fontsize=FONT)
+    integer_ticks(ax)
     ax.grid(alpha=0.3)
-    ax.set_title(title)
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png"), mode="wb")
+    ax.set_title(title, fontsize=TITLE)
+    fig.set_size_inches(5, 3.5)
+    save_figure(fig, path)
+    return fig
 
 
 def write_results(result: EvalResult, output_dir: str | Path, cfg: Any, dataset: str) -> Path:
-    """``output_dir``/results.json (schema in docs/training.md) and ``miou_vs_clicks.png``, both atomic. The
+    """``output_dir``/results.json (schema in docs/training.md) and ``miou_vs_clicks.png`` / ``.pdf``, atomic. The
     summary also records the :func:`protocol` and the ``skipped`` samples (count and ids); ``fingerprint`` is
     :func:`~ois_lightning.protocol.results.settings_fingerprint` of ``cfg``."""
     out = Path(output_dir)

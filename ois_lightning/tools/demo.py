@@ -66,8 +66,8 @@ def plot_qualitative(ckpt_full: Path, ckpt_wo_order: Path, path: Path, overrides
     from ..data.splits import read_split
     from ..protocol.evaluate import ClickBudget, run_object
     from ..protocol.predictor import Predictor
-    from ..utils.plots import new_figure, save_figure
-    from .figures import draw_clicks, draw_prediction
+    from ..utils.plots import SUPTITLE, TITLE, colour_bar, new_figure, save_figure
+    from .figures import DEPTH_CMAP, ORDER_CMAP, draw_clicks, draw_prediction
 
     predictors = [Predictor.from_checkpoint(c, "cpu", overrides) for c in (ckpt_full, ckpt_wo_order)]
     dataset = read_split(config_from_checkpoint(ckpt_full, None, overrides), "layered", "test")  # exact depth kept
@@ -78,19 +78,22 @@ def plot_qualitative(ckpt_full: Path, ckpt_wo_order: Path, path: Path, overrides
         for p in predictors:
             p.set_image(sample)
         first = _first_click_order_map(predictors[0], gt)
-        panels = [(sample.image, "image"), (sample.depth, "exact depth (scene, 1 = near)"),
-                  (first["depth"], "depth (model's head, 1 = near)"), (first["positive"], "order map, click 1 (Eq. 1)")]
-        for (img, title), ax in zip(panels, axes[r, :4]):
-            ax.imshow(img, cmap=None if img.ndim == 3 else "gray")
-            ax.set_title(title, fontsize=9)
+        panels = [(sample.image, "image", None, ""), (sample.depth, "exact depth (scene)", DEPTH_CMAP, "depth (1 = near)"),
+                  (first["depth"], "depth (model's head)", DEPTH_CMAP, "depth R (1 = near)"),
+                  (first["positive"], "order map, click 1 (Eq. 1)", ORDER_CMAP, "|R - R(click)|")]
+        for (img, title, cmap, label), ax in zip(panels, axes[r, :4]):
+            shown = ax.imshow(img, cmap=cmap)
+            if cmap is not None:
+                colour_bar(fig, shown, ax, label)
+            ax.set_title(title, fontsize=TITLE)
         for ax, p, name in zip(axes[r, 4:], predictors, ("Full", "w/o order")):
             run = run_object(p, gt, ClickBudget(QUALITATIVE_CLICKS))
             draw_prediction(ax, sample.image, gt, run.pred)
             draw_clicks(ax, run.clicks)
-            ax.set_title(f"{name}: {len(run.clicks)} clicks, IoU {100 * run.curve[-1]:.1f}", fontsize=9)
+            ax.set_title(f"{name}: {len(run.clicks)} clicks, IoU {100 * run.curve[-1]:.1f}", fontsize=TITLE)
         for ax in axes[r]:
             ax.axis("off")
-    fig.suptitle("Green: positive clicks, red: negative; cyan: ground truth; orange: prediction", fontsize=10)
+    fig.suptitle("Green: positive clicks, red: negative; cyan: ground truth; orange: prediction", fontsize=SUPTITLE)
     save_figure(fig, path)
 
 
@@ -121,7 +124,7 @@ def run_demo(scale: str = "default", out_dir: str | Path | None = None, parallel
     print("[3/4] Table 4 in miniature")
     table = make_table(runs / "demo", DEMO / "table.yaml", paper=True, wandb_project=None)
     for src, dst in (("table.md", "table.md"), ("table.csv", "table.csv"),
-                     ("table_miou_vs_clicks.png", "miou_vs_clicks.png")):
+                     ("table_miou_vs_clicks.png", "miou_vs_clicks.png"), ("table_miou_vs_clicks.pdf", "miou_vs_clicks.pdf")):
         shutil.copyfile(runs / "demo" / src, out / dst)
     print("[4/4] the qualitative figure")
     ckpts = [checkpoint_dir(runs / "demo" / row / "seed0") / LAST for row in ("full", "wo_order")]

@@ -8,6 +8,10 @@
   attention, before (softmax(QK^T / sqrt d)) and after the order bias (softmax(QK^T / sqrt d - sigma M)),
   mean over heads, for the positive and the negative click.
 
+Each is written as vector PDF and PNG (:func:`~ois_lightning.utils.plots.save_figure`); maps use perceptual colour
+maps (:data:`DEPTH_CMAP`, :data:`ORDER_CMAP`, :data:`ATTENTION_CMAP`) with a labelled colour bar, and checkpoints
+are named by the label of their table row (``experiments/<table>/table.yaml``, e.g. "w/o order").
+
 The two clicks of Figs. 3 and 6 are the protocol's first click (centre of the object) and a negative click at
 the centre of the background (the protocol's click for an all-foreground prediction), in one round without a
 previous mask. Colours as ``ois demo``: green positive, red negative, cyan ground truth, orange prediction.
@@ -24,15 +28,20 @@ from ..model.order import normalize_depth
 from ..protocol.clicks import Click, Clicker
 from ..config.schema import ConfigError
 from ..data import Sample
+from ..grids.table_spec import default_table_path, load_table_spec
 from ..protocol.evaluate import ClickBudget, click_budget, evaluate_samples, run_object
 from ..protocol.metrics import noc_per_object
 from ..protocol.predictor import Predictor, click_arrays, predictor_for
-from ..utils.plots import new_figure, save_figure
+from ..utils.plots import SUPTITLE, TITLE, colour_bar, new_figure, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+
+DEPTH_CMAP = "magma"  # depth, 1 = near: bright
+ORDER_CMAP = "viridis"  # order maps: dark = same depth as the click (as the W&B images, tracking/drawing.py)
+ATTENTION_CMAP = "magma"  # attention / its maximum, over the image
 
 def draw_clicks(ax: "Axes", clicks: Sequence[Click]) -> None:
     for c in clicks:
@@ -52,7 +61,7 @@ def draw_prediction(ax: "Axes", image: np.ndarray, gt: np.ndarray, pred: np.ndar
 def _finish(fig: "Figure", axes: np.ndarray, title: str) -> "Figure":
     for ax in axes.flat:
         ax.axis("off")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=SUPTITLE)
     return fig
 
 
@@ -65,7 +74,7 @@ def strip_figure(objects: Sequence[tuple[Sample, int]], predictors: Sequence[tup
     for r, (sample, k) in enumerate(objects):
         gt = sample.masks[k]
         draw_prediction(axes[r, 0], sample.image, gt, None)
-        axes[r, 0].set_title(f"{sample.id}#{k}", fontsize=8)
+        axes[r, 0].set_title(f"{sample.id}#{k}", fontsize=TITLE)
         col = 1
         for name, predictor in predictors:
             predictor.set_image(sample)
@@ -74,7 +83,7 @@ def strip_figure(objects: Sequence[tuple[Sample, int]], predictors: Sequence[tup
                 draw_prediction(axes[r, col], sample.image, gt, run.pred)
                 draw_clicks(axes[r, col], run.clicks)
                 axes[r, col].set_title(f"{name}: {n} click{'s' * (n > 1)}, IoU {100 * run.curve[-1]:.1f}",
-                                      fontsize=8)
+                                       fontsize=TITLE)
                 col += 1
     return _finish(fig, axes, "Green: positive clicks, red: negative; cyan: ground truth; orange: prediction")
 
@@ -99,17 +108,17 @@ def order_figure(objects: Sequence[tuple[Sample, int]], predictor: Predictor) ->
         maps = predictor.order_map(*click_arrays(clicks))
         draw_prediction(axes[r, 0], sample.image, sample.masks[k], None)
         draw_clicks(axes[r, 0], clicks)
-        axes[r, 0].set_title(f"{sample.id}#{k}", fontsize=8)
-        panels = [(maps["depth"], "model's depth (1 = near)", None),
-                  (maps["positive"], "order map, positive (Eq. 1)", clicks[0]),
+        axes[r, 0].set_title(f"{sample.id}#{k}", fontsize=TITLE)
+        panels = [(maps["depth"], "model's depth", None), (maps["positive"], "order map, positive (Eq. 1)", clicks[0]),
                   (maps["negatives"][0], "order map, negative (Eq. 2)", clicks[1])]
         if exact:
-            panels.insert(0, (normalised(sample.depth, sample.depth_kind), "the data's depth (1 = near)", None))
+            panels.insert(0, (normalised(sample.depth, sample.depth_kind), "the data's depth", None))
         for ax, (m, title, click) in zip(axes[r, 1:], panels):
-            ax.imshow(m, cmap="gray", vmin=0, vmax=1)
+            image = ax.imshow(m, cmap=DEPTH_CMAP if click is None else ORDER_CMAP, vmin=0, vmax=1)
+            colour_bar(fig, image, ax, "depth R (1 = near)" if click is None else "|R - R(click)|")
             if click is not None:
                 draw_clicks(ax, [click])
-            ax.set_title(title, fontsize=8)
+            ax.set_title(title, fontsize=TITLE)
     return _finish(fig, axes, "Order maps: darker = closer in order to the click (green positive, red negative)")
 
 
@@ -129,20 +138,19 @@ def attention_figure(objects: Sequence[tuple[Sample, int]], predictor: Predictor
         weights = predictor.attention(*click_arrays(clicks), block=block)
         draw_prediction(axes[r, 0], sample.image, sample.masks[k], None)
         draw_clicks(axes[r, 0], clicks)
-        axes[r, 0].set_title(f"{sample.id}#{k}", fontsize=8)
+        axes[r, 0].set_title(f"{sample.id}#{k}", fontsize=TITLE)
         col = 1
         for i, click in enumerate(clicks):  # the positive click, then the negative one
             for when in ("before", "after"):
                 m = weights[when][i]  # H,W
                 axes[r, col].imshow(sample.image)
-                axes[r, col].imshow(m / max(m.max(), 1e-12), cmap="jet", alpha=0.55)
+                image = axes[r, col].imshow(m / max(m.max(), 1e-12), cmap=ATTENTION_CMAP, alpha=0.6, vmin=0, vmax=1)
+                colour_bar(fig, image, axes[r, col], "attention / its maximum")
                 draw_clicks(axes[r, col], [click])
                 kind = "positive" if click.positive else "negative"
-                axes[r, col].set_title(f"{kind} click, {when} order bias", fontsize=8)
+                axes[r, col].set_title(f"{kind} click, {when} order bias", fontsize=TITLE)
                 col += 1
-    return _finish(fig, axes, f"Order-aware attention of fusion block {block} (mean over heads, max = red)")
-
-
+    return _finish(fig, axes, f"Order-aware attention of fusion block {block} (mean over heads)")
 
 
 # ------------------------------------------------------------------------------------- ois figure
@@ -150,6 +158,17 @@ def parse_object_id(text: str) -> tuple[str, int]:
     """``SAMPLE#K`` (as results.json ids) -> (SAMPLE, K); a bare ``SAMPLE`` is its object 0."""
     sample, _, k = text.rpartition("#") if "#" in text else (text, "", "0")
     return sample, int(k)
+
+
+def row_label(cfg: Any) -> str:
+    """A checkpoint's name in the figures: the label of its table row (``rows.<row>.label`` of
+    ``experiments/<table>/table.yaml``, e.g. "w/o order"); its row key or run name when no table spec has it."""
+    if cfg.get("table") and cfg.get("row"):
+        try:
+            return load_table_spec(default_table_path(cfg.table)).row(cfg.row).label
+        except (ConfigError, KeyError):
+            pass
+    return cfg.row or cfg.name
 
 
 def worst_objects(predictor: Predictor, samples: Iterable[Sample], cfg: Any, n: int) -> list[str]:
@@ -185,7 +204,7 @@ def run_figures(ckpts: Sequence[str], out_dir: str | Path, config: str | None = 
     if missing:
         raise ConfigError(f"--ids: objects not in {name}: {', '.join(missing)} (ids as in results.json)")
     objects = [(by_id[s], k) for s, k in wanted]
-    names = [c.row or c.name for _, c in loaded]
+    names = [row_label(c) for _, c in loaded]
     labels = [n if names.count(n) == 1 else f"{n} ({i + 1})" for i, n in enumerate(names)]
     out = Path(out_dir)
     written = {"qualitative": save_figure(strip_figure(objects, list(zip(labels, predictors)), clicks),
@@ -197,6 +216,6 @@ def run_figures(ckpts: Sequence[str], out_dir: str | Path, config: str | None = 
     if with_order:
         written["attention"] = save_figure(attention_figure(objects, with_order[0], block), out / "attention.png")
     skipped = sorted({"order_maps", "attention"} - set(written))
-    print(f"wrote {', '.join(map(str, written.values()))}"
+    print(f"wrote {', '.join(map(str, written.values()))} (each also as .pdf)"
           + (f"; no checkpoint reads depth / has order attention, so no {', '.join(skipped)}" if skipped else ""))
     return written

@@ -97,14 +97,14 @@ def evaluate_high_res(runs: Path, hr_runs: Path, extra: Sequence[str], seeds: Se
 
 def run_tables(out: Path, runs: Path, hr_runs: Path, demo_table: object) -> list[tuple[str, object]]:
     """Tables 5-11 (Table 4 is the demo's ``demo_table``) and the two controls into ``out``/tableN.md / .csv /
-    _miou_vs_clicks.png (``control_positive`` / ``control_negative``), then the scorecard of all of them into
+    _miou_vs_clicks.png / .pdf (``control_positive`` / ``control_negative``), then the scorecard of all of them into
     ``out``/scorecard.md / .csv, the controls first."""
     from ..grids.scorecard import controls, entries, to_csv, to_markdown
     from ..grids.table import make_table
 
     def one(spec: Path, folder: Path, name: str) -> object:
         table = make_table(folder, spec, paper=True, wandb_project=None, out=lambda line: None)
-        for suffix in (".md", ".csv", "_miou_vs_clicks.png"):
+        for suffix in (".md", ".csv", "_miou_vs_clicks.png", "_miou_vs_clicks.pdf"):
             shutil.copyfile(folder / f"table{suffix}", out / f"{name}{suffix}")
         print(f"{spec.stem}: {out / f'{name}.md'}")
         return table

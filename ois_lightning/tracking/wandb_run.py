@@ -1,4 +1,4 @@
-"""The tracking layer: every W&B call of the project (the only module that imports ``wandb``), no Lightning.
+"""The tracking layer's runs: every W&B run starts here (W&B is imported only under ``tracking/``), no Lightning.
 
 - Mode (:func:`wandb_mode`): an explicit ``WANDB_MODE`` is honoured (``disabled``: no logger, no files);
   unset, W&B runs online when an API key is found, else offline.
@@ -9,19 +9,18 @@
   continues that run.
 - Loggers (:class:`Sink`): Lightning's, a W&B run (:class:`WandbRun`) or
   :class:`~ois_lightning.tracking.csv_log.CSVLog`.
-- Summaries: NoC/NoF keep their minimum, k-mIoU its maximum (directions of
+- Summaries: a table metric is declared when it is first logged (:meth:`WandbRun.declare`), so the run declares
+  only what it logs: NoC/NoF keep their minimum, k-mIoU its maximum (directions of
   :data:`~ois_lightning.protocol.metrics.METRIC_GOALS`).
+- Config: the resolved config; keys a sweep locked keep the sweep's value, the run's own goes to ``resolved``
+  (:meth:`WandbRun.log_hyperparams`). Parameter counts per model part (:func:`log_parameter_counts`).
 - Validation (:func:`log_validation`): a few objects as images with clicks, ground truth and prediction masks,
-  and the order map of the first click. Test (:func:`log_test`): the numbers, the mIoU-vs-clicks PNG and line
-  plot, a per-object table (the worst objects by NoC90 with images) and results.json as a ``results`` artifact.
-- Parameter counts per model part in the run config (:func:`log_parameter_counts`); the paper table of
-  ``ois table``, as plain columns and rows (:func:`log_table`).
+  and the order map of the first click. The final evaluation and ``ois table``: ``tracking/wandb_results.py``.
 """
 from __future__ import annotations
 
 import netrc
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
@@ -37,19 +36,16 @@ from ..config.schema import ConfigError
 from .csv_log import CSVLog
 from .drawing import draw_clicks, first_click_order_map, order_map_image
 from ..data import Sample
-from ..data.splits import build_split
-from ..protocol.evaluate import ClickBudget, EvalResult, click_budget, run_object
+from ..protocol.evaluate import ClickBudget, run_object
 from ..protocol.metrics import METRIC_GOALS
 from .identity import run_identity
-from ..protocol.metrics import miou_curve, summarize_ious
 from ..protocol.predictor import Predictor, predictor_for
-from ..protocol.results import results_paths
 
 WANDB_RUN_ID = "wandb_run_id"  # in output_dir: the W&B run a resumed training continues
 MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline", "disabled": "disabled"}
 SWEEP_ENV = "WANDB_SWEEP_ID"  # set by `wandb agent` for the runs it starts (beside WANDB_RUN_ID, its run id)
+RESOLVED = "resolved"  # config key: the run's values of keys a sweep locked (WandbRun.keep_resolved)
 STEP = "trainer/global_step"  # the x-axis of Lightning's WandbLogger, kept for every run
-OBJECT_COLUMNS = ["id", "dataset", "NoC85", "NoC90", "NoC95", "IoU@1", "IoU@5", "IoU@20", "image"]
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -93,25 +89,11 @@ def wandb_run_id(cfg: DictConfig) -> str | None:
     return path.read_text().strip() or None
 
 
-def test_prefix(dataset: str, datasets: Sequence[str]) -> str:
-    """``test/`` with one test dataset, else ``test/<dataset>/``."""
-    return "test/" if len(datasets) == 1 else f"test/{dataset}/"
-
-
-def define_summaries(run: Any, cfg: DictConfig) -> None:
-    """The run summary keeps the best value of each table metric (validation and test): the minimum for
-    NoC/NoF, the maximum for k-mIoU, so the dashboard and the sweep rank runs the right way."""
-    for prefix in ["val/", *(test_prefix(d, list(cfg.data.test)) for d in cfg.data.test)]:
-        for metric, goal in METRIC_GOALS.items():
-            run.define_metric(prefix + metric, step_metric=STEP, step_sync=True,
-                              summary="min" if goal == "lower" else "max")
-
-
 def start_run(cfg: DictConfig, eval_only: bool = False) -> Any | None:
     """Start the W&B run of ``cfg`` (rank 0 only): project/group/name/tags from :func:`run_identity`, mode from
     :func:`wandb_mode`, id from :func:`wandb_run_id`, files under output_dir; None under ``WANDB_MODE=disabled``.
-    The axes are WandbLogger's (every key against ``trainer/global_step``) and the summaries
-    :func:`define_summaries`. ``eval_only`` (``ois eval``): a run of its own (``<name>-eval``, job type eval, in
+    The axes are WandbLogger's (every key against ``trainer/global_step``); the summaries come as the metrics are
+    logged (:meth:`WandbRun.declare`). ``eval_only`` (``ois eval``): a run of its own (``<name>-eval``, job type eval, in
     the training run's group; the training run id is left alone)."""
     mode = wandb_mode()
     if mode == "disabled":
@@ -126,7 +108,6 @@ def start_run(cfg: DictConfig, eval_only: bool = False) -> Any | None:
                      resume="allow" if run_id else None, **role)
     run.define_metric(STEP)
     run.define_metric("*", step_metric=STEP, step_sync=True)
-    define_summaries(run, cfg)
     if not eval_only:
         atomic_write(out / WANDB_RUN_ID, lambda f: f.write(run.id))
     return run
@@ -146,17 +127,39 @@ class Sink(Protocol):
 class WandbRun:
     """A started W&B run as a :class:`Sink`, logging as Lightning's WandbLogger does (the step as
     ``trainer/global_step`` beside the metrics, hyperparameters into the run config) and with W&B's step set to
-    the global step."""
+    the global step. One per run: it remembers which metrics it has declared."""
 
     def __init__(self, run: Any) -> None:
         self.run = run
+        self.declared: set[str] = set()
 
     def log_hyperparams(self, params: dict[str, Any]) -> None:
+        """Into the run config, then :meth:`keep_resolved`."""
         self.run.config.update(params, allow_val_change=True)
+        self.keep_resolved(params)
+
+    def keep_resolved(self, params: dict[str, Any]) -> None:
+        """A key the sweep locked keeps the sweep's value in the config (W&B ignores the update, and its grid
+        search finds a point's runs by those values), e.g. ``output_dir: runs/${table}/${row}/seed${seed}``; where
+        that differs from the value the run used, the run's value goes to ``resolved.<key>``."""
+        kept = {k: v for k, v in params.items() if k in self.run.config and self.run.config[k] != v}
+        if kept:
+            self.run.config.update({RESOLVED: kept}, allow_val_change=True)
+
+    def declare(self, keys: Sequence[str]) -> None:
+        """Give each table metric among ``keys`` (``val/NoC90``, ``test/5-mIoU``, ``test/<dataset>/NoF95``, ...)
+        its summary the first time it is logged: the minimum for NoC/NoF, the maximum for k-mIoU, so the
+        dashboard and the sweep rank runs the right way."""
+        for key in keys:
+            goal = METRIC_GOALS.get(key.rsplit("/", 1)[-1])
+            if goal is not None and key not in self.declared:
+                self.run.define_metric(key, step_metric=STEP, step_sync=True, summary="min" if goal == "lower" else "max")
+                self.declared.add(key)
 
     def log_metrics(self, metrics: dict[str, Any], step: int | None) -> None:
         """W&B's own step is the global step too: a resumed run (offline: a new ``offline-run-*`` folder with the
         same id) continues the step axis where its checkpoint stopped instead of restarting at 0."""
+        self.declare(list(metrics))
         if step is None:
             self.run.log(dict(metrics))
         else:
@@ -226,7 +229,7 @@ def render_object(predictor: Predictor, sample: Sample, k: int, budget: ClickBud
     return images
 
 
-def _objects(dataset: Any, wanted: set[str] | None = None) -> Iterator[tuple[Sample, int]]:
+def dataset_objects(dataset: Any, wanted: set[str] | None = None) -> Iterator[tuple[Sample, int]]:
     """(sample, object index) in dataset order: every object, or those whose id ``<sample id>#<k>`` is in
     ``wanted`` (stops once all are found)."""
     left = None if wanted is None else set(wanted)
@@ -250,83 +253,10 @@ def log_validation(loggers: Sequence[Sink], model: nn.Module, dataset: Any, cfg:
     predictor = predictor_for(model, cfg)
     examples: list[wandb.Image] = []
     orders: list[wandb.Image] = []
-    for _, (sample, k) in zip(range(cfg.logger.log_images), _objects(dataset)):
+    for _, (sample, k) in zip(range(cfg.logger.log_images), dataset_objects(dataset)):
         image, *order = render_object(predictor, sample, k, ClickBudget(cfg.clicks.max_eval), order=True)
         examples.append(image)
         orders += order
     logged = {"val/examples": examples, **({"val/order_maps": orders} if orders else {})}
     for logger in targets:
         logger.log_metrics(logged, step=step)
-
-
-# ------------------------------------------------------------------------------------------------ test
-def object_table(model: nn.Module, result: EvalResult, cfg: DictConfig, dataset: str) -> wandb.Table:
-    """One row per evaluated object (:data:`OBJECT_COLUMNS`: NoC, IoU in percent after 1/5/20 clicks, None when
-    not determined); the ``logger.log_images`` worst by NoC90 (then by final IoU) get the image, re-run."""
-    budget = click_budget(cfg)
-    rows = []
-    for oid, curve in zip(result.ids, result.ious):
-        s = summarize_ious([curve], budget.max_clicks)
-        nocs = [None if s[f"NoC{t}"] is None else int(s[f"NoC{t}"]) for t in (85, 90, 95)]
-        rows.append([oid, dataset, *nocs, *(100 * curve[k - 1] if k <= len(curve) else None for k in (1, 5, 20)),
-                     None])
-    worst = sorted(range(len(rows)), key=lambda i: (-(rows[i][3] or 0), result.ious[i][-1]))
-    position = {result.ids[i]: i for i in worst[:max(cfg.logger.log_images, 0)]}
-    if position:
-        predictor = predictor_for(model, cfg)
-        for sample, k in _objects(build_split(cfg, dataset, "test"), set(position)):
-            rows[position[f"{sample.id}#{k}"]][-1] = render_object(predictor, sample, k, budget)[0]
-    return wandb.Table(columns=OBJECT_COLUMNS, data=rows)
-
-
-def miou_plot(result: EvalResult, dataset: str) -> Any:
-    """mIoU (%) after 1..N clicks as a W&B line plot (N: the shortest curve)."""
-    curve = 100.0 * miou_curve(result.ious, min(map(len, result.ious)))
-    table = wandb.Table(columns=["clicks", "mIoU"], data=[[k + 1, float(v)] for k, v in enumerate(curve)])
-    return wandb.plot.line(table, "clicks", "mIoU", title=f"mIoU vs clicks ({dataset})")
-
-
-def artifact_name(cfg: DictConfig) -> str:
-    """``<run name>-results`` (:func:`run_identity`), with characters W&B does not allow replaced by ``-``."""
-    return re.sub(r"[^\w.-]", "-", run_identity(cfg)[2]) + "-results"
-
-
-def log_results_artifact(run: Any, paths: dict[str, Path], cfg: DictConfig) -> None:
-    """Every results.json of the run as one artifact of type ``results`` (:func:`artifact_name`), each file at
-    its path relative to output_dir, so ``wandb artifact get --root <output_dir>`` restores the layout."""
-    artifact = wandb.Artifact(artifact_name(cfg), type="results",
-                              metadata={"table": cfg.get("table"), "row": cfg.get("row"), "seed": int(cfg.seed),
-                                        "datasets": list(paths)})
-    for path in paths.values():
-        artifact.add_file(str(path), name=path.relative_to(cfg.output_dir).as_posix())
-    run.log_artifact(artifact)
-
-
-def log_test(logger: Sink, results: dict[str, EvalResult], cfg: DictConfig, step: int, model: nn.Module) -> None:
-    """Each dataset's summary as ``test/<metric>`` (``test/<dataset>/<metric>`` with several; metrics an early
-    stop left undetermined are skipped) and, on W&B, its mIoU-vs-clicks PNG and line plot, the per-object
-    table (:func:`object_table`) and the results artifact; then the logger is closed."""
-    paths = results_paths(cfg.output_dir, list(results))
-    on_wandb = isinstance(logger, WandbRun)
-    for name, result in results.items():
-        prefix = test_prefix(name, list(results))
-        logger.log_metrics({prefix + k: v for k, v in result.summary.items() if v is not None}, step=step)
-        if on_wandb:
-            logger.log_metrics({prefix + "miou_vs_clicks": wandb.Image(str(paths[name].parent / "miou_vs_clicks.png")),
-                                prefix + "miou_curve": miou_plot(result, name),
-                                prefix + "objects": object_table(model, result, cfg, name)}, step=step)
-    logger.save()
-    if on_wandb:
-        log_results_artifact(logger.run, paths, cfg)
-        logger.run.finish()  # close the run, so another run can start in this process
-
-
-def log_table(name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], project: str) -> bool:
-    """Log a table (its header and rows, e.g. ``ois table``'s CSV) as a ``wandb.Table`` in a run of its own
-    (``<name>-table``, job type table) when W&B is online (:func:`wandb_mode`); else False."""
-    if wandb_mode() != "online":
-        return False
-    with wandb.init(project=project, group=name, job_type="table", name=f"{name}-table", tags=[name, "table"],
-                    mode="online") as run:
-        run.log({name: wandb.Table(columns=list(columns), data=[list(row) for row in rows])})
-    return True
