@@ -3,7 +3,8 @@
 A mapping knows the original frame (H, W) and the S x S input frame, in which the image fills the top-left
 ``content`` (h, w) and the rest is zero padding. It maps integer clicks to input pixels (:meth:`to_input`),
 the previous round's bool (H,W) prediction to a (1,1,S,S) {0,1} mask (:meth:`mask`) and the model's
-(1,1,S,S) logits to the (1,1,H,W) probability map of the original frame (:meth:`to_original`).
+(1,1,S,S) logits to the (1,1,H,W) probability map of the original frame (:meth:`to_original`; the logits there:
+:meth:`logits_to_original`). :func:`letterbox_content` is the letterbox size rule on tensors, for ``ois export``.
 
 * :class:`Letterbox` (``eval.resize=letterbox``): longest side to S, top-left pad; our training transform.
 * :class:`Stretch` (``eval.resize=stretch``): the whole image to S x S ignoring the aspect ratio, as SegNext
