@@ -64,12 +64,16 @@ def global_step(ckpt: Path) -> int:
     return int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
 
 
-def save_checkpoint(path: Path, *overrides: str, config: str | None = None, stored_config: bool = True) -> Path:
+def save_checkpoint(path: Path, *overrides: str, config: str | None = None, stored_config: bool = True,
+                    randomize: int | None = None) -> Path:
     """A Lightning-format checkpoint of a random model: ``state_dict`` with ``OISLitModule``'s ``model.`` prefix
-    and, as its ``save_hyperparameters`` stores it, the resolved config."""
+    and, as its ``save_hyperparameters`` stores it, the resolved config. ``randomize``: the seed of
+    :func:`randomize_` (masks that are neither empty nor full), else the modules' own initialisation."""
     torch.manual_seed(0)
     cfg = load_config(config, TINY + list(overrides))
     model = build_model(cfg.model, cfg.data.depth)
+    if randomize is not None:
+        randomize_(model, randomize)
     checkpoint: dict = {"state_dict": {"model." + k: v for k, v in model.state_dict().items()}}
     if stored_config:
         checkpoint["hyper_parameters"] = to_dict(cfg)

@@ -25,9 +25,10 @@ TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[Path, Path]:
-    """The tiny OIS model (order + object + dense + sparse, depth from its head) exported by `ois export`."""
+    """The tiny OIS model (order + object + dense + sparse, depth from its head) exported by `ois export`; its
+    protocol has flip, which the graphs do not do."""
     tmp = tmp_path_factory.mktemp("export")
-    save_checkpoint(tmp / "tiny.ckpt")
+    save_checkpoint(tmp / "tiny.ckpt", "eval.flip=true")
     assert main(["export", "--ckpt", str(tmp / "tiny.ckpt"), "--out", str(tmp / "onnx")]) == 0
     return tmp / "tiny.ckpt", tmp / "onnx"
 
@@ -36,7 +37,10 @@ def test_graphs_match_pytorch_for_two_click_counts(exported):
     ckpt, out = exported
     model, cfg = load_checkpoint(ckpt)
     manifest = json.loads((out / "export.json").read_text())
-    assert manifest["click_inputs"] == ["coords", "labels", "prev_mask", "feat0", "feat1", "feat2", "feat3", "depth"]
+    assert manifest["click_inputs"] == ["coords", "labels", "prev_mask", "orig_im_size", "feat0", "feat1", "feat2",
+                                        "feat3", "depth"]
+    assert manifest["click_outputs"] == ["logits", "prob"] and manifest["preprocess"]["resize"] == "letterbox"
+    assert "raw_depth" not in manifest["preprocess"] and manifest["protocol"]["not_in_graphs"] == ["eval.flip"]
     assert max(manifest["max_relative_error"].values()) < TOL
     encoder = ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"])
     click = ort.InferenceSession(str(out / "click.onnx"), providers=["CPUExecutionProvider"])
@@ -50,10 +54,11 @@ def test_graphs_match_pytorch_for_two_click_counts(exported):
         feats = encoder.run(None, {"image": x["image"].numpy()})
         for want, got in zip([*enc.feats, enc.depth], feats):
             assert relative_error(want, got) < TOL
-        feed = {n: x[n].numpy() for n in ("coords", "labels", "prev_mask")}
+        feed = {n: x[n].numpy() for n in ("coords", "labels", "prev_mask", "orig_im_size")}
         feed |= dict(zip(["feat0", "feat1", "feat2", "feat3", "depth"], feats))
-        logits = click.run(["logits"], feed)[0]
+        logits, prob = click.run(["logits", "prob"], feed)
         assert logits.shape == (1, 1, 112, 112) and relative_error(ref, logits) < TOL
+        assert prob.shape == (1, 1, *x["orig_im_size"].tolist())  # the original size, here landscape
         logits_by_k.append(logits)
     assert not np.allclose(*logits_by_k)  # the clicks reach the logits
 
@@ -67,7 +72,7 @@ def test_first_round_with_empty_mask_matches_no_previous_mask(exported):
     click = ort.InferenceSession(str(out / "click.onnx"))
     feats = encoder.run(None, {"image": x["image"].numpy()})
     feed = {"coords": x["coords"].numpy(), "labels": x["labels"].numpy(),
-            "prev_mask": np.zeros((1, 1, 112, 112), np.float32)}
+            "prev_mask": np.zeros((1, 1, 112, 112), np.float32), "orig_im_size": x["orig_im_size"].numpy()}
     feed |= dict(zip(["feat0", "feat1", "feat2", "feat3", "depth"], feats))
     with torch.no_grad():
         ref = model(model.encode(x["image"]), x["coords"], x["labels"], None)
@@ -80,6 +85,7 @@ def test_depth_from_files_is_an_encoder_input_and_models_without_depth_have_none
     model = build_model(cfg.model).eval()
     manifest = export_onnx(model, tmp_path / "gt", 112, depth_input=True)
     assert manifest["encoder_inputs"] == ["image", "raw_depth"] and manifest["encoder_outputs"][-1] == "depth"
+    assert manifest["preprocess"]["raw_depth"].startswith("float32 (H,W) -> cv2.resize")  # letterbox's rule
     x = example_inputs(112, 4, depth_input=True, seed=1)
     encoder = ort.InferenceSession(str(tmp_path / "gt" / "encoder.onnx"))
     feats = encoder.run(None, {"image": x["image"].numpy(), "raw_depth": x["raw_depth"].numpy()})
@@ -87,7 +93,8 @@ def test_depth_from_files_is_an_encoder_input_and_models_without_depth_have_none
         enc = model.encode(x["image"], x["raw_depth"])
     assert relative_error(enc.depth, feats[-1]) < TOL
     click = ort.InferenceSession(str(tmp_path / "gt" / "click.onnx"))
-    feed = {n: x[n].numpy() for n in ("coords", "labels", "prev_mask")} | dict(zip(manifest["encoder_outputs"], feats))
+    feed = {n: x[n].numpy() for n in ("coords", "labels", "prev_mask", "orig_im_size")}
+    feed |= dict(zip(manifest["encoder_outputs"], feats))
     with torch.no_grad():
         assert relative_error(model(enc, x["coords"], x["labels"], x["prev_mask"]), click.run(None, feed)[0]) < TOL
     plain = build_model(load_config(None, TINY + ["model.order.enabled=false"]).model).eval()

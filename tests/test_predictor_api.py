@@ -141,7 +141,7 @@ def test_bad_inputs_are_one_line_errors(scene_predictor, tmp_path):
     fails(lambda: predictor.predict(np.array([10, 12]), lab), r"\(K,2\) array")
     fails(lambda: predictor.predict(pts, np.array([2])), "1 \\(positive\\) / 0 \\(negative\\)")
     fails(lambda: predictor.predict(pts, np.array([1, 0])), r"a \(1,\) array")
-    fails(lambda: predictor.predict(np.array([[h, 0]]), lab), f"outside the {h}x{w} image")
+    fails(lambda: predictor.predict(np.array([[h, 0]]), lab), f"outside the image \\(height {h}, width {w}")
     fails(lambda: predictor.predict(pts, lab, np.zeros((h, w), np.uint8)), "bool")
     fails(lambda: predictor.predict_batch([pts], [lab, lab]), "one of each per object")
     bare = save_checkpoint(tmp_path / "bare.ckpt", stored_config=False)

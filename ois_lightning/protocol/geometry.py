@@ -3,7 +3,8 @@
 A mapping knows the original frame (H, W) and the S x S input frame, in which the image fills the top-left
 ``content`` (h, w) and the rest is zero padding. It maps integer clicks to input pixels (:meth:`to_input`),
 the previous round's bool (H,W) prediction to a (1,1,S,S) {0,1} mask (:meth:`mask`) and the model's
-(1,1,S,S) logits to the (1,1,H,W) probability map of the original frame (:meth:`to_original`).
+(1,1,S,S) logits to the (1,1,H,W) probability map of the original frame (:meth:`to_original`; the logits there:
+:meth:`logits_to_original`). :func:`letterbox_content` is the letterbox size rule on tensors, for ``ois export``.
 
 * :class:`Letterbox` (``eval.resize=letterbox``): longest side to S, top-left pad; our training transform.
 * :class:`Stretch` (``eval.resize=stretch``): the whole image to S x S ignoring the aspect ratio, as SegNext
@@ -48,6 +49,8 @@ class Mapping(Protocol):
     def mask(self, prev: np.ndarray) -> Tensor: ...
 
     def to_original(self, logits: Tensor) -> Tensor: ...
+
+    def logits_to_original(self, logits: Tensor) -> Tensor: ...
 
 
 def _pad(t: Tensor, size: int) -> Tensor:
@@ -103,10 +106,20 @@ class Letterbox:
 
     def to_original(self, logits: Tensor) -> Tensor:
         """Padding cropped, logits resized bilinearly to (H, W), then the sigmoid."""
+        return torch.sigmoid(self.logits_to_original(logits))
+
+    def logits_to_original(self, logits: Tensor) -> Tensor:
+        """(B,1,S,S) logits -> (B,1,H,W): padding cropped, resized bilinearly (``align_corners=False``)."""
         rh, rw = self.content
-        logits = F.interpolate(logits[..., :rh, :rw].float(), size=self.original, mode="bilinear",
-                               align_corners=False)  # 1,1,H,W
-        return torch.sigmoid(logits)
+        return F.interpolate(logits[..., :rh, :rw].float(), size=self.original, mode="bilinear", align_corners=False)
+
+
+def letterbox_content(original: Tensor, size: int) -> Tensor:
+    """(2,) int64 (H, W) -> (2,) int64 (h, w) of the image inside a letterboxed input of side ``size``, as
+    albumentations' ``LongestMaxSize`` (``max(1, round(side * (size / max(H, W))))`` in float64, half to even) for
+    the graphs of ``ois export``, which compute it from an ``orig_im_size`` input."""
+    hw = original.double()
+    return torch.clamp(torch.round(hw * (size / hw.max())), min=1).long()
 
 
 def segnext_round(v: float, size: int, extent: int) -> float:
@@ -152,8 +165,11 @@ class Stretch:
 
     def to_original(self, logits: Tensor) -> Tensor:
         """Logits resized bilinearly (``align_corners=False``) to (H, W), then the sigmoid."""
-        logits = F.interpolate(logits.float(), size=self.original, mode="bilinear", align_corners=False)
-        return torch.sigmoid(logits)  # 1,1,H,W
+        return torch.sigmoid(self.logits_to_original(logits))  # B,1,H,W
+
+    def logits_to_original(self, logits: Tensor) -> Tensor:
+        """(B,1,S,S) logits -> (B,1,H,W), resized bilinearly (``align_corners=False``)."""
+        return F.interpolate(logits.float(), size=self.original, mode="bilinear", align_corners=False)
 
 
 def _corner_index(n_in: int, n_out: int) -> np.ndarray:
@@ -209,6 +225,10 @@ class Crop:
         full = prob.new_zeros((*prob.shape[:2], *self.original))  # 1,1,H,W
         full[..., b.rmin:b.rmax + 1, b.cmin:b.cmax + 1] = prob
         return full
+
+    def logits_to_original(self, logits: Tensor) -> Tensor:
+        """The logit of :meth:`to_original` (the crop resizes probabilities): -inf outside the box."""
+        return torch.logit(self.to_original(logits))
 
 
 def mirror(t: Tensor, width: int) -> Tensor:

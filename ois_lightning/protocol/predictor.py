@@ -1,7 +1,8 @@
 """Interactive prediction on one image: the public API (``from ois_lightning import Predictor``) and the engine of
 the evaluation protocol (``eval.resize``, ``eval.zoom_in``, ``eval.flip``; docs/training.md has which reference
 uses which). The API follows SAM's ``SamPredictor`` (``segment_anything/predictor.py``: ``set_image`` once,
-``predict`` per prompt) on a self-describing checkpoint, as isegm's ``load_is_model``.
+``predict`` per prompt, ``reset_image``, ``get_image_embedding``; ``predict`` also takes SAM's keywords, see
+:mod:`~ois_lightning.protocol.predictor_sam`) on a self-describing checkpoint, as isegm's ``load_is_model``.
 
 :class:`Predictor` encodes the image once in ``set_image`` (paper Fig. 2) and runs one decoder pass per click
 round in ``predict``; the geometry is an :mod:`~ois_lightning.protocol.geometry` mapping. Zoom-in
@@ -14,10 +15,10 @@ logits after un-mirroring, then the sigmoid, as the isegm predictor (``isegm/inf
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 from typing import Any, Sequence, overload
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -29,10 +30,10 @@ from ..data import Sample
 from .geometry import Crop, Letterbox, Mapping, Stretch, full_inputs, mirror
 from .feature_cache import FeatureCache
 from ..model import ImageEncoding, OISModel
-from ..model.introspection import order_attention_weights
-from ..model.order import order_maps
 from ..model.prompts import NEG, PAD, POS
-from .predictor_inputs import check_clicks, check_depth, check_image, check_prev_mask, click_arrays
+from .predictor_inputs import check_clicks, check_depth, check_image, check_prev_mask, click_arrays, depth_advice
+from .predictor_maps import PredictorMaps
+from .predictor_sam import prev_from_logits, sam_result
 from .zoom_in import ZoomIn
 
 RESIZES = {"letterbox": Letterbox, "stretch": Stretch}
@@ -41,11 +42,13 @@ PRECISIONS = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.f
 __all__ = ["Predictor", "click_arrays", "predictor_for", "protocol"]
 
 
-class Predictor:
+class Predictor(PredictorMaps):
     """Interactive segmentation of one image at a time (paper Fig. 2: encode once, decode per click).
 
     ``set_image`` transforms and encodes; ``predict`` maps (y, x) clicks of the original image to input pixels,
-    runs one click round and returns the bool mask and the float32 probabilities in the original resolution.
+    runs one click round and returns the bool mask and the float32 probabilities in the original resolution; with
+    SAM's keywords (:mod:`~ois_lightning.protocol.predictor_sam`) it takes (x, y) clicks and returns SAM's triple.
+    ``order_map`` and ``attention`` (:class:`~ois_lightning.protocol.predictor_maps.PredictorMaps`) show the order.
     The full-image encoder call goes through :meth:`encode`, so a feature cache can wrap or override it;
     zoom-in crops bypass the cache (they depend on the per-click parts' predictions, so rows rarely share them).
 
@@ -89,12 +92,22 @@ class Predictor:
         """The model of a Lightning checkpoint from ``ois train``, rebuilt from the config it stores (dotlist
         ``overrides`` on top, e.g. ``["eval.precision=bf16-mixed"]``), weights loaded strictly, in eval mode on
         ``device`` (None: cuda if available, else cpu). A file that is no such checkpoint is a one-line
-        CheckpointError; bad overrides, or protocol keys that differ from training, a ConfigError."""
+        CheckpointError; bad overrides, or protocol keys that differ from training, a ConfigError. A model that
+        reads depth from data (``data.depth.source`` file or gt) warns in one line how to give depth."""
         from ..checkpoint import load_checkpoint
 
         model, cfg = load_checkpoint(path, overrides=overrides)  # StoredConfigError is a CheckpointError
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return predictor_for(model.to(device), cfg)
+        predictor = predictor_for(model.to(device), cfg)
+        if predictor.depth_from_sample:
+            warnings.warn(f"ckpt={path} reads depth from data (data.depth.source={cfg.data.depth.source.value}): "
+                          f"{predictor.depth_advice}", stacklevel=2)
+        return predictor
+
+    @property
+    def depth_advice(self) -> str:
+        """How to give depth to this model when it reads depth from data (:func:`depth_advice`)."""
+        return depth_advice(self.depth_kind, self.model.depth_head is not None or self.model.depth_model is not None)
 
     @property
     def device(self) -> torch.device:
@@ -112,7 +125,7 @@ class Predictor:
         else:
             image = check_image(image)
             if self.depth_from_sample:
-                depth = check_depth(depth, image.shape[:2])
+                depth = check_depth(depth, image.shape[:2], self.depth_advice)
             masks = np.zeros((0, *image.shape[:2]), np.int8)
             sample = Sample(image, masks, depth if self.depth_from_sample else None, "image", self.depth_kind)
         self.frame, x, d = self.resize.inputs(sample, self.input_size, self.device, self.depth_from_sample)
@@ -123,6 +136,23 @@ class Predictor:
         if self.zoom_in_size is not None:
             self._full = full_inputs(sample, self.device, self.depth_from_sample)
             self._crop = None
+
+    def reset_image(self) -> None:
+        """Forget the image and its encoding (SAM's ``reset_image``); ``predict`` needs ``set_image`` again."""
+        self.frame = self.enc = self._crop = self._prev_prob = None
+        self.original_size = self.resized_size = (0, 0)
+        self._full = (torch.empty(0), None)
+
+    @property
+    def is_image_set(self) -> bool:
+        return self.enc is not None
+
+    def get_image_embedding(self) -> ImageEncoding:
+        """The encoding of the image set (SAM's ``get_image_embedding``): what every click round decodes from,
+        ``feats`` 4 x (V,D,S/p,S/p) and ``depth`` (V,1,S,S) normalised or None; V = 2 with flip (image, mirror)."""
+        if self.enc is None:
+            raise RuntimeError("Predictor: call set_image before get_image_embedding")
+        return self.enc
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast to the dtype of ``precision`` on the model's device; none for 32-true (so an outer autocast,
@@ -153,13 +183,6 @@ class Predictor:
         assert self.frame is not None
         return self.frame.to_input(y, x)
 
-    def map_to_original(self, m: np.ndarray) -> np.ndarray:
-        """A map over the model input (S,S) or the feature grid (h,w) -> the original frame (H,W), bilinear."""
-        size = self.input_size
-        m = cv2.resize(m.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR) if m.shape[0] != size else m
-        rh, rw = self.resized_size
-        return cv2.resize(m[:rh, :rw], self.original_size[::-1], interpolation=cv2.INTER_LINEAR)
-
     def _round_input(self, clicks: Sequence[Click]) -> tuple[Mapping, ImageEncoding]:
         """The mapping and encoding of this round: the full image, or with zoom-in the current crop (encoded
         when it changes)."""
@@ -178,10 +201,10 @@ class Predictor:
                 self._crop = crop, self.model.encode(*views, self._depth_kind)
         return self._crop
 
-    def _clicks(self, points: np.ndarray, labels: np.ndarray) -> list[Click]:
+    def _clicks(self, points: object, labels: object, xy: bool = False) -> list[Click]:
         if self.enc is None:
             raise RuntimeError("Predictor: call set_image before predicting")
-        return check_clicks(points, labels, self.original_size)
+        return check_clicks(points, labels, self.original_size, xy)
 
     @overload
     def predict(self, points: np.ndarray, labels: np.ndarray,
@@ -190,21 +213,46 @@ class Predictor:
     @overload
     def predict(self, points: Sequence[Click], labels: np.ndarray | None = None) -> np.ndarray: ...  # (clicks, prev)
 
-    def predict(self, points, labels=None, prev_mask=None):
+    @overload
+    def predict(self, *, point_coords: np.ndarray, point_labels: np.ndarray, mask_input: np.ndarray | None = None,
+                multimask_output: bool = True, return_logits: bool = False,
+                box: None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+    def predict(self, points=None, labels=None, prev_mask=None, *, point_coords=None, point_labels=None,
+                mask_input=None, multimask_output=True, return_logits=False, box=None):
         """One click round: every click so far, ``points`` (K,2) (y, x) original pixels with ``labels`` (K,)
         1 positive / 0 negative, and the previous round's bool (H,W) mask (None: a new object) -> (bool (H,W)
         mask = prob > ``threshold``, float32 (H,W) probabilities). With zoom-in the crop follows the object of
         the previous call. The protocol's form ``predict(clicks, prev_mask)`` takes a list of
-        :class:`~ois_lightning.protocol.clicks.Click` and returns the probabilities alone."""
+        :class:`~ois_lightning.protocol.clicks.Click` and returns the probabilities alone.
+
+        SAM's form (keywords only, :mod:`~ois_lightning.protocol.predictor_sam`): ``point_coords`` (K,2) (x, y),
+        ``point_labels`` (K,), ``mask_input`` the previous round's (1,H,W) logits -> ``(masks (1,H,W), scores
+        (1,), logits (1,H,W))``, the same round as the (y, x) form; ``multimask_output`` is accepted (C = 1),
+        ``box`` is refused (OIS takes clicks)."""
         if isinstance(points, (list, tuple)) and points and isinstance(points[0], Click):
-            return self._round(list(points), labels)
+            return self._round(list(points), labels)[0]
+        sam = {"point_coords": point_coords, "point_labels": point_labels, "mask_input": mask_input, "box": box,
+               "return_logits": return_logits or None}
+        if points is None:
+            if box is not None:
+                raise ValueError("box: OIS takes clicks only; give point_coords (K,2) (x, y) and point_labels (K,)")
+            clicks = self._clicks(point_coords, point_labels, xy=True)
+            prob, logits = self._round(clicks, prev_from_logits(mask_input, self.original_size, self.threshold),
+                                       logits=True)
+            return sam_result(prob, logits, self.threshold, return_logits)
+        if given := [k for k, v in sam.items() if v is not None]:
+            raise ValueError(f"predict: {', '.join(given)} belong to SAM's call (point_coords (x, y) -> masks, scores, "
+                             "logits); with (y, x) points give labels and prev_mask")
         clicks = self._clicks(points, labels)
-        prob = self._round(clicks, check_prev_mask(prev_mask, self.original_size))
+        prob = self._round(clicks, check_prev_mask(prev_mask, self.original_size))[0]
         return prob > self.threshold, prob
 
     @torch.no_grad()
-    def _round(self, clicks: list[Click], prev_mask: np.ndarray | None) -> np.ndarray:
-        """:meth:`predict` on validated clicks -> (H,W) float32 probabilities."""
+    def _round(self, clicks: list[Click], prev_mask: np.ndarray | None, logits: bool = False
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`predict` on validated clicks -> (H,W) float32 probabilities and, when ``logits``, the (H,W)
+        float32 logits in the original frame (else None)."""
         if self.enc is None:
             raise RuntimeError("Predictor: call set_image before predicting")
         if prev_mask is None:
@@ -213,11 +261,11 @@ class Predictor:
         coords, labels = self._tensors(mapping, [clicks])
         prev = mapping.mask(prev_mask).to(self.device) if prev_mask is not None else None  # 1,1,S,S
         with self.autocast():
-            logits = self._decode(mapping, enc, coords, labels, prev)  # 1,1,S,S float32
-        prob = mapping.to_original(logits)[0, 0].cpu().numpy()  # H,W
+            out = self._decode(mapping, enc, coords, labels, prev)  # 1,1,S,S float32
+        prob = mapping.to_original(out)[0, 0].cpu().numpy()  # H,W
         if self.zoom_in_size is not None:
             self._prev_prob = prob
-        return prob
+        return prob, mapping.logits_to_original(out)[0, 0].cpu().numpy() if logits else None
 
     @torch.no_grad()
     def predict_batch(self, points_list: Sequence[np.ndarray], labels_list: Sequence[np.ndarray],
@@ -270,47 +318,6 @@ class Predictor:
         prev = None if prev is None else torch.cat([prev, mirror(prev, width)])  # 2B,1,S,S
         logits = self.model(enc, torch.cat([coords, mirrored]), labels.repeat(2, 1), prev).float()  # 2B,1,S,S
         return 0.5 * (logits[:b] + mirror(logits[b:], width))
-
-    @torch.no_grad()
-    def order_map(self, points: np.ndarray, labels: np.ndarray, mode: str = "pos+neg") -> dict:
-        """The order maps of these clicks on the model's depth, in the original frame (paper Fig. 3):
-        ``positive`` (H,W) float32 shared by the positive clicks (Eq. 1; None without one), ``negatives`` one
-        (H,W) per negative click in order (Eq. 2), ``depth`` (H,W) the normalised depth (1 = nearest).
-        ``mode``: the click types that get a map (Table 9; the model's own is ``model.order_mode``)."""
-        clicks = self._clicks(points, labels)
-        assert self.enc is not None and self.frame is not None
-        if self.enc.depth is None:
-            raise ValueError("order maps need a model that reads depth (model.order or model.depth_encoder on)")
-        depth = self.enc.depth[:1].float()  # 1,1,S,S (the unmirrored view with flip)
-        coords, labels_t = self._tensors(self.frame, [clicks])  # 1,K,2 / 1,K
-        maps = order_maps(depth, coords, labels_t, mode)[0].cpu().numpy()  # K,S,S
-        positive = [k for k, c in enumerate(clicks) if c.positive]
-        return {"positive": self.map_to_original(maps[positive[0]]) if positive else None,
-                "negatives": [self.map_to_original(maps[k]) for k, c in enumerate(clicks) if not c.positive],
-                "depth": self.map_to_original(depth[0, 0].cpu().numpy())}
-
-    @torch.no_grad()
-    def attention(self, points: np.ndarray, labels: np.ndarray, block: int = 0) -> dict:
-        """Order-aware attention of fusion block ``block`` (paper Eq. 3, Fig. 6) in one round without a previous
-        mask: for each click its token's weights over the feature grid, mean over heads, in the original frame
-        (H,W) float32, ``before`` and ``after`` the order bias (lists in click order; None for a click beyond the
-        model's slots)."""
-        clicks = self._clicks(points, labels)
-        assert self.enc is not None and self.frame is not None
-        enc = self.enc.select(slice(0, 1))  # the unmirrored view with flip
-        coords, labels_t = self._tensors(self.frame, [clicks])  # 1,K,2 / 1,K
-        with self.autocast():
-            before, after = order_attention_weights(self.model, enc, coords, labels_t, None, block)  # 1,h,N,L
-        h, w = enc.feats[-1].shape[-2:]
-        sparse = self.model.sparse
-        rank = {True: iter(range(sparse.max_pos)), False: iter(range(sparse.max_pos, sparse.num_slots))}
-        slots = [next(rank[c.positive], None) for c in clicks]
-
-        def maps(weights: Tensor) -> list[np.ndarray | None]:
-            grid = weights[0].float().mean(0).view(-1, h, w).cpu().numpy()  # N,h,w
-            return [None if s is None else self.map_to_original(grid[s]) for s in slots]
-
-        return {"before": maps(before), "after": maps(after), "block": block}
 
 
 def protocol(cfg: Any) -> dict:
