@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ois_lightning.protocol.clicks import (Click, Clicker, iou, next_training_click, sample_initial_clicks,
+from ois_lightning.protocol.clicks import (IGNORE, Click, Clicker, iou, next_training_click, sample_initial_clicks,
                                   sample_rng)
 
 
@@ -214,9 +214,16 @@ def test_negatives_fall_back_without_other_objects():
             assert gt[c.y, c.x] == (1 if c.positive else 0)
 
 
-def test_initial_clicks_need_an_object():
-    with pytest.raises(ValueError, match="non-empty"):
-        sample_initial_clicks(np.zeros((8, 8), np.int8), sample_rng(0, 0, 0))
+def test_empty_target_gets_negatives_on_pixels_of_no_object():
+    """isegm keeps some empty targets (keep_background_prob): no positive, every negative source is the
+    background mask of the empty sample (pixels of no object)."""
+    gt = np.zeros((20, 20), np.int8)
+    gt[:, 0] = IGNORE
+    others = np.zeros((20, 20), bool)
+    others[:10] = True
+    clicks = [c for i in range(30) for c in sample_initial_clicks(gt, sample_rng(6, 0, i), others)]
+    assert len(clicks) > 30 and not any(c.positive for c in clicks)
+    assert all(c.y >= 10 and c.x > 0 for c in clicks)  # never on another object, never on ignore
 
 
 # ---- training: next click from the model's prediction --------------------------------------------------

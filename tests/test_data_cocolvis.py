@@ -83,14 +83,19 @@ def cocolvis_tree(root: Path, split: str = "train") -> Path:
     return root
 
 
-def test_cocolvis_layout_roots_include_children_and_stuff_is_erased(tmp_path: Path) -> None:
+def test_cocolvis_layout_roots_are_their_own_masks_and_stuff_is_erased(tmp_path: Path) -> None:
     ds = build_dataset("cocolvis", str(cocolvis_tree(tmp_path)), "train")
     assert isinstance(ds, CocoLvis) and ds.name == "cocolvis" and len(ds) == 3
     first, second, stuff_only = ds[0], ds[1], ds[2]
     assert [first.id, second.id, stuff_only.id] == ["cocolvis/000001", "cocolvis/000002", "cocolvis/000003"]
     assert first.image.shape == (H, W, 3) and abs(int(first.image.mean()) - 60) <= 2
-    assert first.masks.shape == (2, H, W) and first.masks.dtype == np.int8  # roots only: 0 (with child 1), 2
-    np.testing.assert_array_equal(first.masks[0], (PARENT | CHILD).astype(np.int8))
+    assert first.masks.shape == (2, H, W) and first.masks.dtype == np.int8  # roots only: 0 and 2
+    # isegm's target of a root is its own mask (DSample.get_object_mask): the part of child 1 outside it is not
+    np.testing.assert_array_equal(first.masks[0], PARENT.astype(np.int8))
+    assert first.parents is None
+    drawn = CocoLvis(build_dataset("cocolvis", str(tmp_path), "train").folder.parent).draw(0, np.random.default_rng(0))
+    assert drawn.parents.tolist() == [-1, 0, -1]  # the training read: every instance and its parent
+    np.testing.assert_array_equal(drawn.masks, np.stack([PARENT, CHILD, OTHER]).astype(np.int8))
     np.testing.assert_array_equal(first.masks[1], OTHER.astype(np.int8))
     assert not first.masks[:, STUFF].any()  # stuff: background
     np.testing.assert_array_equal(second.masks, OTHER[None].astype(np.int8))
@@ -101,14 +106,14 @@ def test_stuff_drawn_from_the_items_rng(tmp_path: Path) -> None:
     root = cocolvis_tree(tmp_path)
     always = CocoLvis(root, stuff_prob=1.0)
     drawn = always.draw(0, np.random.default_rng(0))
-    assert drawn.masks.shape == (3, H, W)  # stuff 3 became a root object
-    np.testing.assert_array_equal(drawn.masks[2], STUFF.astype(np.int8))
-    np.testing.assert_array_equal(always[0].masks, drawn.masks[:2])  # ds[i] never has stuff
-    assert CocoLvis(root, stuff_prob=0.0).draw(0, np.random.default_rng(0)).masks.shape == (2, H, W)
+    assert drawn.masks.shape == (4, H, W) and drawn.parents.tolist() == [-1, 0, -1, -1]  # stuff 3: a root object
+    np.testing.assert_array_equal(drawn.masks[3], STUFF.astype(np.int8))
+    np.testing.assert_array_equal(always[0].masks, drawn.masks[[0, 2]])  # ds[i]: the roots, never stuff
+    assert CocoLvis(root, stuff_prob=0.0).draw(0, np.random.default_rng(0)).masks.shape == (3, H, W)
     some = CocoLvis(root, stuff_prob=0.3)
-    draws = [len(some.draw(0, np.random.default_rng(s)).masks) == 3 for s in range(400)]
+    draws = [len(some.draw(0, np.random.default_rng(s)).masks) == 4 for s in range(400)]
     assert 0.2 < np.mean(draws) < 0.4
-    assert draws == [len(some.draw(0, np.random.default_rng(s)).masks) == 3 for s in range(400)]
+    assert draws == [len(some.draw(0, np.random.default_rng(s)).masks) == 4 for s in range(400)]
 
 
 def test_allow_list_relative_to_split_or_absolute(tmp_path: Path) -> None:
@@ -177,7 +182,7 @@ def test_min_area_is_counted_after_augmentation() -> None:
     item = up[0]  # 500 px in the file, 2000 px at twice the size: a target
     assert item["skipped"] == 0 and int((item["gt"] == 1).sum()) == 2000
     down = TrainingSamples([Boxes([BIG], [SMALL])], build_eval_transform(30), seed=0, with_depth=False,
-                           min_area=1000)
+                           min_area=1000, skip_empty=True)
     with pytest.raises(RuntimeError, match="after augmentation"):
         down[0]  # 1200 px in the file, 300 px at half the size: no target anywhere
     mixed = TrainingSamples([Boxes([BIG, SMALL])], build_eval_transform(60), seed=0, with_depth=False,
@@ -198,14 +203,14 @@ def test_training_reads_the_datasets_own_draw_with_the_item_rng(tmp_path: Path) 
     root = cocolvis_tree(tmp_path)
     stuff_only = torch.from_numpy(STUFF)
     never = TrainingSamples([CocoLvis(root, stuff_prob=0.0)], build_eval_transform(60), seed=0, with_depth=False,
-                            min_area=100)
+                            min_area=100, skip_empty=True)
     assert never[2]["skipped"] == 1  # image 000003 has only stuff: skipped (wraps to 000001)
     always = TrainingSamples([CocoLvis(root, stuff_prob=1.0)], build_eval_transform(60), seed=0, with_depth=False,
                              min_area=100)
     item = always[2]
     assert item["skipped"] == 0 and torch.equal(item["gt"][0, :H] == 1, stuff_only)
     half = TrainingSamples([Boxes([BIG]), CocoLvis(root, stuff_prob=0.5)], build_eval_transform(60), seed=3,
-                           with_depth=False, min_area=100)
+                           with_depth=False, min_area=100, skip_empty=True)
     skips = [half[e * len(half) + 3]["skipped"] for e in range(40)]  # item 3 = image 000003 of the second dataset
     assert 0 < sum(s == 0 for s in skips) < 40  # stuff drawn in some epochs only ...
     assert skips == [half[e * len(half) + 3]["skipped"] for e in range(40)]  # ... as a function of the item

@@ -225,8 +225,10 @@ def test_voc_png_is_a_palette_image_with_voc_colours(tmp_path: Path) -> None:
     assert tuple(rgb[5, 5]) == (224, 224, 192)  # the void colour of index 255
 
 
-def test_pascalvoc_instances_and_ignore(tmp_path: Path) -> None:
-    ds = build_dataset("pascalvoc", str(voc_tree(tmp_path)), "val")
+@pytest.mark.parametrize("decode", ["grey", "index"])
+def test_pascalvoc_instances_and_ignore(tmp_path: Path, decode: str) -> None:
+    """Indices 1 and 2 have distinct grey values (38, 75): both decodings give the annotation's partition."""
+    ds = build_dataset("pascalvoc", str(voc_tree(tmp_path)), "val", decode=decode)
     assert isinstance(ds, PascalVOC) and ds.name == "pascalvoc" and len(ds) == 1
     sample = ds[0]
     assert sample.id == "pascalvoc/2007_000032" and sample.masks.shape == (2, H, W)
@@ -246,12 +248,45 @@ def test_pascalvoc_split_lists(tmp_path: Path) -> None:
     assert len(PascalVOC(tmp_path, "trainval")) == 2
 
 
+def voc_grey(index: int) -> int:
+    """The grey value isegm's loader sees for a VOC palette index: ITU-R BT.601 luma of its colour, rounded."""
+    r, g, b = voc_palette()[3 * index:3 * index + 3]
+    return int(np.floor(0.299 * r + 0.587 * g + 0.114 * b + 0.5))
+
+
+def test_pascalvoc_grey_decoding_merges_instances_as_isegm(tmp_path: Path) -> None:
+    """isegm reads the PNG as colour and converts it to grey: 25 instances give 21 objects (1/16, 3/18, 6/21 and
+    9/24 share a grey value); ``decode="index"`` keeps all 25."""
+    ids = np.zeros((H, W), np.uint8)
+    for k in range(1, 26):
+        ids[(k - 1) // 5 * 8:(k - 1) // 5 * 8 + 6, (k - 1) % 5 * 12:(k - 1) % 5 * 12 + 10] = k
+    ids[-1, :] = 255
+    write(tmp_path / "JPEGImages" / "many.jpg", bgr(2))
+    write_voc_png(tmp_path / "SegmentationObject" / "many.png", ids)
+    write_list(tmp_path / "ImageSets" / "Segmentation" / "val.txt", ["many"])
+    greys = sorted({voc_grey(k) for k in range(1, 26)})
+    assert len(greys) == 21 and voc_grey(255) == 220
+    grey = PascalVOC(tmp_path)[0]  # the default, as data.pascalvoc_decode
+    assert grey.masks.shape == (21, H, W)
+    for mask, value in zip(grey.masks, greys):  # ascending grey value, as np.unique orders them
+        members = [k for k in range(1, 26) if voc_grey(k) == value]
+        expected = np.isin(ids, members).astype(np.int8)
+        expected[-1, :] = -1  # grey 220, the void band: ignore
+        np.testing.assert_array_equal(mask, expected)
+    assert [len([k for k in range(1, 26) if voc_grey(k) == v]) for v in greys].count(2) == 4
+    index = PascalVOC(tmp_path, decode="index")[0]
+    assert index.masks.shape == (25, H, W) and (index.masks[:, -1] == -1).all()
+    with pytest.raises(DataError, match="decode='rgb'"):
+        PascalVOC(tmp_path, decode="rgb")
+
+
 def test_pascalvoc_missing_and_non_palette_files(tmp_path: Path) -> None:
     voc_tree(tmp_path)
     png = tmp_path / "SegmentationObject" / "2007_000032.png"
     Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(png)  # an RGB re-save loses the indices
     with pytest.raises(DataError, match=re.escape(str(png))):
-        PascalVOC(tmp_path)[0]
+        PascalVOC(tmp_path, decode="index")[0]
+    assert PascalVOC(tmp_path)[0].masks.shape == (0, H, W)  # isegm's grey reading takes any colour PNG
     png.unlink()
     with pytest.raises(DataError, match=re.escape(str(png))):
         PascalVOC(tmp_path)

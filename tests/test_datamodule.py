@@ -116,7 +116,9 @@ class _Images(SegDataset):
 
 
 def test_object_free_image_is_skipped_counted_and_warned_at_epoch_end():
-    ds = TrainingSamples([_Images()], build_train_transform(64), seed=0, with_depth=False, min_area=100)
+    """data.skip_empty (the rule before isegm's keep_background_prob): the next image is taken and counted."""
+    ds = TrainingSamples([_Images()], build_train_transform(64), seed=0, with_depth=False, min_area=100,
+                         skip_empty=True)
     item = ds[1]
     assert item["skipped"] == 1 and item["index"] == 1 and (item["gt"] == 1).any()
     cfg = tiny_cfg()

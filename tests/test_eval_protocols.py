@@ -16,7 +16,7 @@ from ois_lightning.protocol.geometry import Crop, Stretch, mirror
 from ois_lightning.protocol.evaluate import Predictor, evaluate
 from ois_lightning.protocol.report import write_results
 from ois_lightning.model import ImageEncoding, build_model
-from ois_lightning.protocol.zoom_in import Box, ZoomIn, box_iou, clamp, expand, holds_positives, object_box
+from ois_lightning.protocol.zoom_in import Box, View, ZoomIn, box_iou, clamp, expand, holds_positives, object_box
 
 from .helpers import REPO, TINY
 
@@ -108,19 +108,23 @@ def test_zoom_in_recomputes_only_when_needed():
     prob = np.zeros((600, 600), np.float32)
     prob[100:300, 100:300] = 1.0
     first = [Click(200, 200, True)]
-    assert zoom.update(first, None) is None  # click 1: the full image
-    box = zoom.update(first + [Click(150, 150, True)], prob)
+    assert zoom.update(first, None) == View()  # click 1: the full image
+    box = zoom.update(first + [Click(150, 150, True)], prob).box
     assert box == Box(60, 340, 60, 340)  # 200 px * 1.4 about 199.5
     moved = np.roll(prob, 20, axis=1)  # a small shift: IoU >= 0.5, the crop stays
-    assert zoom.update(first + [Click(150, 150, True), Click(5, 5, False)], moved) == box
+    assert zoom.update(first + [Click(150, 150, True), Click(5, 5, False)], moved) == View(box)
     outside = first + [Click(150, 150, True), Click(340, 200, True)]  # a positive click on the max row
     # rows 100..340 with the click: 241 * 1.4 = 337.4 about 220 -> 51.3 / 388.7
-    assert zoom.update(outside, prob) == Box(51, 389, 60, 340)
+    assert zoom.update(outside, prob) == View(Box(51, 389, 60, 340))
     far = np.zeros_like(prob)
     far[400:600, 400:600] = 1.0
-    assert zoom.update([Click(500, 500, True), Click(450, 450, True)], far) == Box(360, 599, 360, 599)
-    assert zoom.update([Click(500, 500, True), Click(450, 450, True)], np.zeros_like(prob)) == Box(360, 599, 360, 599)
-    assert zoom.update([Click(500, 500, True)], far) is None  # a new object starts on the full image
+    two = [Click(500, 500, True), Click(450, 450, True)]
+    assert zoom.update(two, far) == View(Box(360, 599, 360, 599))
+    # an empty prediction: the full image, squashed into the crop that stays (isegm transform / inv_transform)
+    assert zoom.update(two, np.zeros_like(prob)) == View(Box(360, 599, 360, 599), squashed=True)
+    assert zoom.update(two, far) == View(Box(360, 599, 360, 599))
+    assert zoom.update([Click(500, 500, True)], far) == View()  # a new object starts on the full image
+    assert zoom.update(two, np.zeros_like(prob)) == View()  # empty before any crop: the full image as it is
 
 
 # ------------------------------------------------------------------------------------------------ crop geometry
@@ -221,6 +225,33 @@ def test_zoom_in_reencodes_the_crop_and_pastes_into_the_full_map():
     assert predictor._crop[0].box == Box(25, 225, 0, 174) and len(model.encoded) == 2
     assert model.encoded[1][0].shape == (1, 3, 14, 14)  # the crop, stretched to zoom_in_size
     assert out[:25].max() == 0 and out[:, 175:].max() == 0 and out[25:226, :175].min() > 0.5
+
+
+def test_zoom_in_after_an_empty_prediction_runs_the_full_image_squashed_into_the_crop():
+    """isegm ZoomIn: with a crop chosen, an empty previous prediction gives the model the full image and the
+    clicks as they are; its probabilities are resized (aligned corners) into the crop's box, zero elsewhere."""
+    rng = np.random.default_rng(4)
+    sample = Sample(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8), np.zeros((0, 300, 400), np.int8), None,
+                    "z/1")
+    model = RampModel()
+    predictor = Predictor(model, 28, zoom_in_size=14, resize="stretch")
+    predictor.set_image(sample)
+    clicks = [Click(150, 10, True), Click(110, 120, True)]
+    full = predictor.predict(clicks[:1])  # the full image's probabilities (logits I + x' of the first click)
+    prob = np.zeros_like(full)
+    prob[100:120, 100:140] = 1.0
+    predictor._prev_prob = prob
+    predictor.predict(clicks, prob > 0.49)  # crop Box(25, 225, 0, 174), encoded at 14 x 14
+    assert len(model.encoded) == 2
+    empty = np.zeros_like(full)
+    predictor._prev_prob = empty  # this round predicted nothing
+    out = predictor.predict(clicks + [Click(20, 390, False)], empty > 0.49)
+    assert len(model.encoded) == 2 and model.prev.shape == (1, 1, 28, 28)  # the full image's encoding and frame
+    assert predictor._crop[0].box == Box(25, 225, 0, 174)  # the crop stays for the next round
+    expected = torch.nn.functional.interpolate(torch.from_numpy(full)[None, None], size=(201, 175),
+                                               mode="bilinear", align_corners=True)[0, 0].numpy()
+    assert out[:25].max() == 0 and out[226:].max() == 0 and out[:, 175:].max() == 0
+    np.testing.assert_allclose(out[25:226, :175], expected, rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------ end to end

@@ -141,8 +141,7 @@ class DepthConfig:
     kind: str = "disparity"  # for source=file: "disparity" (larger = closer) or "depth" (larger = farther)
     model: Optional[str] = None  # Table 6 depth model (dav2-vitb | dav1-vitb | zoedepth); None = the network's own head
     checkpoint: Optional[str] = None  # weights of data.depth.model (file or HF-format directory); None: weights.<model>
-    # how a depth model (data.depth.model, or the backbone's head in `ois depth-cache`) sees the image:
-    # "official" = the model's own inference code (Depth Anything: shorter side 518), "input" = at the given size
+    # how a depth model sees the image: "official" = its own inference code (DA: shorter side 518), "input" = as given
     preprocess: str = "official"
 
 
@@ -168,8 +167,11 @@ class DataConfig:
     num_workers: int = 4
     min_object_area: int = 1000  # training: objects smaller after augmentation are not targets (isegm protocol)
     merge_prob: float = 0.15  # training: probability that two objects of an image form one target
+    keep_background_prob: float = 0.05  # training: keep an augmentation without objects (empty target), else redo
+    skip_empty: bool = False  # training: pass over an image without a target for the next one (never an empty one)
     stuff_prob: float = 0.3  # cocolvis training: probability that a sample's stuff regions are objects (RITM)
     cocolvis_allow_list: Optional[str] = None  # cocolvis: JSON list of image ids to keep (relative to <root>/<split>)
+    pascalvoc_decode: str = "grey"  # pascalvoc: objects by isegm's grey value of the colours, or "index" (palette)
     depth: DepthConfig = field(default_factory=DepthConfig)
     layered: LayeredDataConfig = field(default_factory=LayeredDataConfig)
 
@@ -200,8 +202,7 @@ class EvalConfig:
     cache_max_gb: float = 20.0
     resize: EvalResize = EvalResize.letterbox
     zoom_in: bool = False  # RITM/SimpleClick ZoomIn: from click 2 the model sees (and encodes) a crop of the object
-    # side of a zoom-in crop's input (None = model.input_size; a multiple of the patch size). The references use
-    # RITM 400 (600 on DAVIS), longest side; SimpleClick 448 (672 on DAVIS), square.
+    # zoom-in crop input side (None = model.input_size; a patch multiple): RITM 400 (600 on DAVIS), SimpleClick 448
     zoom_in_size: Optional[int] = None
     flip: bool = False  # RITM/SimpleClick: average with the mirrored image's logits (two encodings per image/crop)
     allow_config_mismatch: bool = False  # `ois eval`: evaluate a ckpt trained with other model / protocol keys
@@ -311,7 +312,7 @@ RANGES: dict[str, Range] = {
     "model.dense.radius": COUNT,
     "model.depth_encoder.dim": COUNT, "model.depth_encoder.num_blocks": COUNT, "model.depth_encoder.num_heads": COUNT,
     "data.batch_size": COUNT, "data.num_workers": NON_NEGATIVE, "data.min_object_area": NON_NEGATIVE,
-    "data.merge_prob": PROBABILITY, "data.stuff_prob": PROBABILITY,
+    "data.merge_prob": PROBABILITY, "data.stuff_prob": PROBABILITY, "data.keep_background_prob": PROBABILITY,
     "data.layered.size": Range(16), "data.layered.train_length": COUNT, "data.layered.val_length": COUNT,
     "data.layered.test_length": COUNT,
     "clicks.max_extra": NON_NEGATIVE, "clicks.max_eval": COUNT, "clicks.min_eval": COUNT,
@@ -331,6 +332,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.precision": ("32-true", "bf16-mixed", "16-mixed"),
     "data.depth.kind": ("disparity", "depth"),
     "data.depth.preprocess": ("official", "input"),
+    "data.pascalvoc_decode": ("grey", "index"),
 }
 NON_EMPTY = ("data.train", "data.test")  # lists that need at least one entry
 # string keys without fixed choices (paths, names); with CHOICES and checks.REGISTRIES every string field

@@ -27,7 +27,9 @@ class Sample:
     """One image with all its instance masks.
 
     ``masks`` is (K,H,W) int8: 1 object, 0 background, -1 ignore; K may be 0. ``valid`` is set only by
-    transforms: (H,W) bool, False on padding and on areas an affine warp filled in.
+    transforms: (H,W) bool, False on padding and on areas an affine warp filled in. ``parents`` (K,) int is set
+    by a dataset with an object hierarchy (isegm COCO+LVIS training read): the index of each mask's parent mask,
+    -1 for a root; None means every mask is a root.
     """
 
     image: np.ndarray  # H,W,3 uint8 RGB
@@ -36,6 +38,7 @@ class Sample:
     id: str  # stable id, e.g. "grabcut/124080"
     depth_kind: str = "disparity"  # "disparity" (larger = closer) or "depth" (larger = farther)
     valid: np.ndarray | None = None  # H,W bool, set by ois_lightning.data.transforms.apply
+    parents: np.ndarray | None = None  # K int: parent mask index, -1 = root; None = no hierarchy
 
 
 class DataError(ValueError):

@@ -8,9 +8,13 @@ publishes and ``CocoLvisDataset`` reads (SamsungLabs/ritm_interactive_segmentati
 - ``masks/<image_id>.pickle``: ``(encoded_layers, objs_mapping)``, PNG-encoded uint8 / uint16 layers (stacked as
   channels) and per instance id ``(layer, mask_id)``: the instance is ``layers[:, :, layer] == mask_id``.
 
-A Sample holds one mask per root of the hierarchy (parent None), including the pixels of all its descendants;
-stuff is background unless :meth:`CocoLvis.draw` draws it (probability ``stuff_prob``), and then each stuff
-region is a root object too. An allow-list (JSON list of image ids) restricts the images.
+Every mask is one instance's own pixels, ``layers[:, :, layer] == mask_id``, as isegm's ``DSample.get_object_mask``:
+a root's target never includes its children (isegm's conversion lets part of a child lie outside its parent).
+``ds[i]`` holds the roots of the hierarchy (parent None); the training read :meth:`CocoLvis.draw` holds every
+instance with ``Sample.parents``, so the training wrapper can promote a child whose root the augmentation removed,
+as isegm's ``DSample.remove_small_objects`` does. Stuff is background unless :meth:`CocoLvis.draw` draws it
+(probability ``stuff_prob``), and then each stuff region is a root object too. An allow-list (JSON list of image
+ids) restricts the images.
 """
 from __future__ import annotations
 
@@ -65,7 +69,7 @@ def root_of(hierarchy: Mapping[int, Any], inst_id: int, where: Path) -> int:
 
 
 class CocoLvis(SegDataset):
-    """isegm COCO+LVIS; ids ``cocolvis/<image_id>``. ``ds[i]`` has no stuff; training reads :meth:`draw`."""
+    """isegm COCO+LVIS; ids ``cocolvis/<image_id>``. ``ds[i]``: the roots, no stuff; training reads :meth:`draw`."""
 
     name = "cocolvis"
 
@@ -101,13 +105,14 @@ class CocoLvis(SegDataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> Sample:
-        return self._read(i, with_stuff=False)
+        return self._read(i, with_stuff=False, hierarchy=False)
 
     def draw(self, i: int, rng: np.random.Generator) -> Sample:
-        """Training read: stuff regions are objects too with probability ``stuff_prob``, drawn from ``rng``."""
-        return self._read(i, with_stuff=self.stuff_prob > 0 and rng.random() < self.stuff_prob)
+        """Training read: every instance with its parent; stuff regions are root objects too with probability
+        ``stuff_prob``, drawn from ``rng``."""
+        return self._read(i, with_stuff=self.stuff_prob > 0 and rng.random() < self.stuff_prob, hierarchy=True)
 
-    def _read(self, i: int, with_stuff: bool) -> Sample:
+    def _read(self, i: int, with_stuff: bool, hierarchy: bool) -> Sample:
         image_id, info = self.samples[i]
         image_path = self.folder / "images" / f"{image_id}.jpg"
         masks_path = self.folder / "masks" / f"{image_id}.pickle"
@@ -119,32 +124,27 @@ class CocoLvis(SegDataset):
         check_same_size(image, image_path, layers, masks_path)
         mapping = packed[1]
         try:
-            groups = self._groups(info, mapping, with_stuff, self.annotation)
-            masks = np.zeros((len(groups), *image.shape[:2]), np.int8)  # K,H,W
-            for mask, ids in zip(masks, groups):
-                mask[self._union(layers, mapping, ids)] = 1
-        except (KeyError, IndexError, TypeError, AttributeError) as e:
+            ids, parents = self._objects(info, mapping, with_stuff, hierarchy, self.annotation)
+            masks = np.zeros((len(ids), *image.shape[:2]), np.int8)  # K,H,W
+            for mask, inst_id in zip(masks, ids):
+                layer, mask_id = mapping[inst_id]
+                mask[layers[:, :, layer] == mask_id] = 1
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
             raise DataError(f"{masks_path}: instance ids of {self.annotation} do not match objs_mapping (expected "
                             f"a (layer, mask_id) pair for each id of image {image_id}): {e!r}") from e
-        return Sample(image=image, masks=masks, depth=None, id=f"{self.name}/{image_id}")
+        return Sample(image=image, masks=masks, depth=None, id=f"{self.name}/{image_id}",
+                      parents=parents if hierarchy else None)
 
     @staticmethod
-    def _groups(info: Mapping[str, Any], mapping: ObjsMapping, with_stuff: bool, where: Path) -> list[list[int]]:
-        """Instance ids per target: each root with its descendants, then (``with_stuff``) each stuff id."""
-        hierarchy = info["hierarchy"]
-        roots: dict[int, list[int]] = {}
-        for inst_id in sorted(hierarchy):
-            roots.setdefault(root_of(hierarchy, inst_id, where), []).append(inst_id)
-        groups = [roots[k] for k in sorted(roots)]
+    def _objects(info: Mapping[str, Any], mapping: ObjsMapping, with_stuff: bool, hierarchy: bool,
+                 where: Path) -> tuple[list[int], np.ndarray]:
+        """The instance ids of the Sample's masks (every object of the hierarchy, or only its roots; then each
+        stuff id when ``with_stuff``) and per mask the index of its parent's mask, -1 for a root (K,) int."""
+        tree = info["hierarchy"]
+        roots = {k for k in tree if root_of(tree, k, where) == k}  # also checks every parent chain
+        ids = sorted(tree if hierarchy else roots)
+        parents = [-1 if k in roots else ids.index(tree[k]["parent"]) for k in ids]
         if with_stuff:
-            groups += [[k] for k in range(int(info["num_instance_masks"]), len(mapping))]
-        return groups
-
-    @staticmethod
-    def _union(layers: np.ndarray, mapping: ObjsMapping, ids: list[int]) -> np.ndarray:
-        """The pixels of instances ``ids`` (H,W bool)."""
-        mask = np.zeros(layers.shape[:2], bool)
-        for inst_id in ids:
-            layer, mask_id = mapping[inst_id]
-            mask |= layers[:, :, layer] == mask_id
-        return mask
+            stuff = range(int(info["num_instance_masks"]), len(mapping))
+            ids, parents = ids + list(stuff), parents + [-1] * len(stuff)
+        return ids, np.array(parents, np.int64)

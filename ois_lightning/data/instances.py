@@ -64,8 +64,7 @@ class InstanceMaps(SegDataset):
         """Registry entry: ``split`` picks the split list."""
         return cls(root, split, **kw)
 
-    @staticmethod
-    def read_ids(path: Path) -> np.ndarray:
+    def read_ids(self, path: Path) -> np.ndarray:
         """The instance-id map (H,W integer) stored in annotation file ``path``."""
         raise NotImplementedError
 

@@ -52,6 +52,8 @@ def read_split(cfg: DictConfig, name: str, split: str) -> SegDataset:
         kw = dict(length=int(layered[f"{split}_length"]), size=int(layered.size), cues=list(layered.cues))
     elif name == "cocolvis":
         kw = dict(stuff_prob=float(cfg.data.stuff_prob), allow_list=cfg.data.cocolvis_allow_list)
+    elif name == "pascalvoc":
+        kw = dict(decode=str(cfg.data.pascalvoc_decode))
     return build_dataset(name, dataset_root(cfg, name), split, **kw)
 
 

@@ -74,6 +74,8 @@ class OISDataModule(L.LightningDataModule):
                 max_neg=c.model.sparse.max_neg,
                 min_area=c.data.min_object_area,
                 merge_prob=c.data.merge_prob,
+                keep_background_prob=c.data.keep_background_prob,
+                skip_empty=c.data.skip_empty,
             )
 
     def _world(self) -> tuple[int, int]:

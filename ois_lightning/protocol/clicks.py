@@ -188,24 +188,28 @@ def sample_initial_clicks(gt: np.ndarray, rng: np.random.Generator, other_object
     k and j have P(i) proportional to 0.8**i. The band dilation is a 3x3 cross applied ceil(...) times
     (city-block radius). No pixel is drawn twice and ignore pixels never; fewer clicks are returned when
     the pools run out. Skipping small objects and merging objects are the dataset's job, not done here.
+
+    An empty target (no ``gt == 1`` pixel; isegm ``keep_background_prob``) gets no positive click and its j
+    negatives from the pixels of no object (background outside ``other_objects``) whatever the source, as
+    isegm's ``MultiPointSampler.sample_object`` sets every source to the background mask of an empty sample.
     """
     obj = gt == 1  # H,W
     area = int(np.count_nonzero(obj))
-    if area == 0:
-        raise ValueError("sample_initial_clicks needs a non-empty object (gt == 1)")
-    obj_u8 = obj.astype(np.uint8)
-    eroded = cv2.erode(obj_u8, np.ones((3, 3), np.uint8), iterations=EROSION_ITERS).astype(bool)
-    pos_pool = _Pool.of(eroded if np.count_nonzero(eroded) > MIN_ERODED_PX else obj)
-
     background = gt == 0  # ignore and object excluded
-    radius = math.ceil(BAND_RATIO * math.sqrt(area))
-    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
-    band = cv2.dilate(obj_u8, cross, iterations=radius).astype(bool) & background
     if other_objects is None:
         other_objects = np.zeros(gt.shape, dtype=bool)
     _check_shape(gt, other_objects, "other_objects")
     others = background & other_objects.astype(bool)
-    neg_pools = [_Pool.of(m) for m in (background, others, band)]
+    obj_u8 = obj.astype(np.uint8)
+    eroded = cv2.erode(obj_u8, np.ones((3, 3), np.uint8), iterations=EROSION_ITERS).astype(bool)
+    pos_pool = _Pool.of(eroded if np.count_nonzero(eroded) > MIN_ERODED_PX else obj)
+    if area == 0:
+        neg_pools = [_Pool.of(background & ~others)] * len(NEG_SOURCE_PROBS)
+    else:
+        radius = math.ceil(BAND_RATIO * math.sqrt(area))
+        cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+        band = cv2.dilate(obj_u8, cross, iterations=radius).astype(bool) & background
+        neg_pools = [_Pool.of(m) for m in (background, others, band)]
 
     width = gt.shape[1]
     taken: set[int] = set()

@@ -13,6 +13,8 @@ the previous round's bool (H,W) prediction to a (1,1,S,S) {0,1} mask (:meth:`mas
 * :class:`Crop` (``eval.zoom_in``): an inclusive box of the original image resized into the input, as the
   isegm ZoomIn (``SamsungLabs/ritm_interactive_segmentation`` and ``uncbiag/SimpleClick``,
   ``isegm/inference/transforms/zoom_in.py``: ``get_roi_image_nd``, ``_transform_clicks``, ``inv_transform``).
+* :class:`Squashed` (``eval.zoom_in``, the round after an empty prediction): the full image's mapping whose
+  probabilities ZoomIn's ``inv_transform`` resizes into the current crop's box.
 
 :func:`mirror` is the horizontal flip of the input frame (``isegm/inference/transforms/flip.py``).
 
@@ -43,6 +45,7 @@ class Mapping(Protocol):
 
     size: int  # S
     content: tuple[int, int]  # (h, w) of the image inside the input; padding beyond
+    original: tuple[int, int]  # (H, W) of the original image
 
     def to_input(self, y: float, x: float) -> tuple[float, float]: ...
 
@@ -219,12 +222,48 @@ class Crop:
         return _pad(resized, self.size)[None, None]  # 1,1,S,S
 
     def to_original(self, logits: Tensor) -> Tensor:
-        b, (ch, cw) = self.box, self.content
-        prob = torch.sigmoid(logits[..., :ch, :cw].float())  # 1,1,h',w'
-        prob = F.interpolate(prob, size=(b.height, b.width), mode="bilinear", align_corners=True)
-        full = prob.new_zeros((*prob.shape[:2], *self.original))  # 1,1,H,W
-        full[..., b.rmin:b.rmax + 1, b.cmin:b.cmax + 1] = prob
-        return full
+        ch, cw = self.content
+        return paste(torch.sigmoid(logits[..., :ch, :cw].float()), self.box, self.original)  # 1,1,H,W
+
+
+def paste(prob: Tensor, box: Box, original: tuple[int, int]) -> Tensor:
+    """(1,1,h,w) probabilities resized bilinearly (``align_corners=True``) to the inclusive ``box`` and pasted
+    into a zero (1,1,H,W) map of the ``original`` (H, W) frame (isegm ``ZoomIn.inv_transform``)."""
+    prob = F.interpolate(prob, size=(box.height, box.width), mode="bilinear", align_corners=True)
+    full = prob.new_zeros((*prob.shape[:2], *original))  # 1,1,H,W
+    full[..., box.rmin:box.rmax + 1, box.cmin:box.cmax + 1] = prob
+    return full
+
+
+@dataclass(frozen=True)
+class Squashed:
+    """The full image's ``frame`` (clicks, previous mask and logits as there) whose (H,W) probabilities are
+    resized into ``box`` and pasted into a zero map: isegm ZoomIn's round after an empty prediction, where
+    ``transform`` returns the full image but ``inv_transform`` still pastes into the current object ROI."""
+
+    frame: Mapping
+    box: Box
+
+    @property
+    def size(self) -> int:
+        return self.frame.size
+
+    @property
+    def content(self) -> tuple[int, int]:
+        return self.frame.content
+
+    @property
+    def original(self) -> tuple[int, int]:
+        return self.frame.original
+
+    def to_input(self, y: float, x: float) -> tuple[float, float]:
+        return self.frame.to_input(y, x)
+
+    def mask(self, prev: np.ndarray) -> Tensor:
+        return self.frame.mask(prev)
+
+    def to_original(self, logits: Tensor) -> Tensor:
+        return paste(self.frame.to_original(logits), self.box, self.original)  # 1,1,H,W
 
     def logits_to_original(self, logits: Tensor) -> Tensor:
         """The logit of :meth:`to_original` (the crop resizes probabilities): -inf outside the box."""

@@ -7,7 +7,8 @@ uses which). The API follows SAM's ``SamPredictor`` (``segment_anything/predicto
 :class:`Predictor` encodes the image once in ``set_image`` (paper Fig. 2) and runs one decoder pass per click
 round in ``predict``; the geometry is an :mod:`~ois_lightning.protocol.geometry` mapping. Zoom-in
 (:mod:`~ois_lightning.protocol.zoom_in`) gives the model a crop from the 2nd click on: the encoder runs again whenever
-the crop changes, as in the references, and the crop's probabilities are pasted into a zero full-image map.
+the crop changes, as in the references, and the crop's probabilities are pasted into a zero full-image map; after
+an empty prediction the full image runs and is squashed into the crop's box, as isegm does.
 Flip runs the input and its mirror as a batch of two (two encodings per image or crop) and averages the
 logits after un-mirroring, then the sigmoid, as the isegm predictor (``isegm/inference/predictors/base.py``:
 ``SigmoidForPred`` comes after ``AddHorizontalFlip`` in the inverse order, ``transforms/flip.py``).
@@ -27,7 +28,7 @@ from ..config.schema import THRESHOLD
 from .clicks import Click
 from ..model.inputs import uses_depth
 from ..data import Sample
-from .geometry import Crop, Letterbox, Mapping, Stretch, full_inputs, mirror
+from .geometry import Crop, Letterbox, Mapping, Squashed, Stretch, full_inputs, mirror
 from .feature_cache import FeatureCache
 from ..model import ImageEncoding, OISModel
 from ..model.prompts import NEG, PAD, POS
@@ -185,14 +186,17 @@ class Predictor(PredictorMaps):
 
     def _round_input(self, clicks: Sequence[Click]) -> tuple[Mapping, ImageEncoding]:
         """The mapping and encoding of this round: the full image, or with zoom-in the current crop (encoded
-        when it changes)."""
+        when it changes), or after an empty prediction the full image squashed into the crop's box."""
         assert self.frame is not None and self.enc is not None
         if self.zoom_in_size is None:
             return self.frame, self.enc
-        box = self._zoom.update(clicks, self._prev_prob)
+        view = self._zoom.update(clicks, self._prev_prob)
+        box = view.box
         if box is None:
             self._crop = None
             return self.frame, self.enc
+        if view.squashed:
+            return Squashed(self.frame, box), self.enc
         if self._crop is None or self._crop[0].box != box:
             crop = Crop.of(box, self.original_size, self.zoom_in_size, self.resize is Stretch)
             image, depth = self._full

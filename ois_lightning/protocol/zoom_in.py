@@ -10,7 +10,10 @@ Facts from ``SamsungLabs/ritm_interactive_segmentation`` / ``uncbiag/SimpleClick
 * the crop is recomputed only when there is none yet, a positive click lies outside it (half-open at the
   max side: ``rmin <= y < rmax``) or the new box's IoU with it is below 0.5 (IoU of boxes = product of the
   row- and column-interval IoUs);
-* the first click (``skip_clicks=1``, RITM's default) sees the full image.
+* the first click (``skip_clicks=1``, RITM's default) sees the full image;
+* after an empty prediction there is no new box: ``transform`` hands the model the full image and the clicks
+  unchanged, but a crop chosen earlier stays the object ROI, so ``inv_transform`` resizes the full image's
+  probabilities into that ROI's box and pastes them into a zero map (:class:`View` ``squashed``).
 
 The geometry of a crop in the model input is :class:`~ois_lightning.protocol.geometry.Crop`.
 """
@@ -93,24 +96,34 @@ def object_box(prob: np.ndarray, clicks: Sequence[Click]) -> Box | None:
     return clamp(expand(mask_box(mask), EXPANSION_RATIO, MIN_CROP_SIZE), *mask.shape)
 
 
+@dataclass(frozen=True)
+class View:
+    """What the model sees in one round: the full image (``box`` None), the crop ``box``, or (``squashed``) the
+    full image, its probabilities resized into ``box`` and pasted into a zero map (see the module notes)."""
+
+    box: Box | None = None
+    squashed: bool = False
+
+
 class ZoomIn:
     """The crop of one object's click rounds: :meth:`update` before each round; ``box`` None is the full image."""
 
     def __init__(self) -> None:
         self.box: Box | None = None
 
-    def update(self, clicks: Sequence[Click], prev_prob: np.ndarray | None) -> Box | None:
+    def update(self, clicks: Sequence[Click], prev_prob: np.ndarray | None) -> View:
         """Apply the rule for the round with ``clicks`` (all so far) after the (H,W) probabilities
-        ``prev_prob`` of the previous round (None in round 1) -> the crop of this round (None: full image).
+        ``prev_prob`` of the previous round (None in round 1) -> the :class:`View` of this round.
 
-        The first click resets to the full image. An empty previous prediction keeps the current crop (the
-        reference then runs the full image but pastes it into the old crop's box, which we do not copy).
+        The first click resets to the full image. After an empty previous prediction the model sees the full
+        image, squashed into the current crop's box if there is one, and that crop stays (as the reference).
         """
         if len(clicks) <= SKIP_CLICKS or prev_prob is None:
             self.box = None
-            return None
+            return View()
         new = object_box(prev_prob, clicks)
-        if new is not None and (self.box is None or not holds_positives(self.box, clicks)
-                                or box_iou(new, self.box) < RECOMPUTE_IOU):
+        if new is None:
+            return View(self.box, squashed=self.box is not None)
+        if self.box is None or not holds_positives(self.box, clicks) or box_iou(new, self.box) < RECOMPUTE_IOU:
             self.box = new
-        return self.box
+        return View(self.box)
