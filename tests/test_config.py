@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ois_lightning.config.schema import CHOICES, FREE_TEXT, RANGES, Config, ConfigError, to_dict
+from ois_lightning.config.allowed import CHOICES, FREE_TEXT, RANGES
+from ois_lightning.config.schema import Config, ConfigError, to_dict
 from ois_lightning.config.checks import check_checkpoint_config, config_mismatch
 from ois_lightning.config.load import load_config, load_config_with_sources, source_comments
 from ois_lightning.config.checks import REGISTRIES

@@ -10,7 +10,7 @@ import pytest
 from ois_lightning.checkpoint import config_from_checkpoint
 from ois_lightning.cli import main
 from ois_lightning.config.load import LOCAL_ENV
-from ois_lightning.config.schema import RANGES
+from ois_lightning.config.allowed import RANGES
 
 from .helpers import REPO, TINY, save_checkpoint
 

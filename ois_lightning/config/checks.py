@@ -10,7 +10,8 @@ from typing import Any, Callable, Collection, Iterator, Mapping, Optional
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..lit.strategies import COMMON as COMMON_STRATEGIES
-from .schema import CHOICES, NON_EMPTY, RANGES, Config, ConfigError, DepthSource, FusionKind, to_dict
+from .allowed import CHOICES, NON_EMPTY, RANGES
+from .schema import Config, ConfigError, DepthSource, FusionKind, to_dict
 
 Sources = Mapping[str, str]
 Where = Callable[..., str]
