@@ -167,7 +167,6 @@ def test_browser_threshold_status_line_info_and_layout(ckpt, browser, tmp_path):
         assert depth["bottom"] <= driver.execute_script("return window.innerHeight;")  # above the fold
         legends = driver.execute_script("return [...document.querySelectorAll('.legend')].map((l) => l.textContent);")
         assert len(legends) == 2 and all(any(ch.isdigit() for ch in text) for text in legends)  # depth, positive
-        screenshot(driver, "layout_1024")
 
         open_image(driver, long_name)
         assert driver.execute_script("return ois.state.threshold;") == default
