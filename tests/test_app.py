@@ -236,3 +236,21 @@ def test_a_loaded_mask_is_the_previous_mask_of_the_next_click(ckpt, tmp_path):
         assert np.array_equal(server.session.mask(), p.predict(np.array([[60, 100]]), np.array([1]), loaded)[0])
         call(server, "/api/undo", {})
         assert np.array_equal(server.session.mask(), loaded)
+
+
+def test_every_served_static_file_is_package_data():
+    """The page's scripts are served from ``static/`` and must ship in the wheel (pyproject package-data)."""
+    import fnmatch
+    import re
+    import tomllib
+    from importlib import resources
+
+    from ois_lightning.app.server import STATIC
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    files = {f"static/{name}" for name, _ in STATIC.values()}
+    assert all(any(fnmatch.fnmatch(f, p) for p in patterns["ois_lightning.app"]) for f in files), files
+    page = resources.files("ois_lightning.app").joinpath("static", "index.html").read_text()
+    assert {"/" + src for src in re.findall(r'<script src="/([^"]+)"', page)} <= set(STATIC)
+    assert all(resources.files("ois_lightning.app").joinpath(f).is_file() for f in files)

@@ -145,6 +145,7 @@ class Session:
         self.original: tuple[int, int] | None = None  # (H, W) of the file; the image may be downscaled
         self.history: list[Step] = []
         self.objects: list[np.ndarray] = []  # the finished objects' masks, in order (object k is label k + 1)
+        self.objects_view: str | None = None  # their overlay as the page shows it (None: to render, app.views)
         self.threshold = model.threshold
 
     def open_file(self, name: str) -> None:
@@ -156,7 +157,7 @@ class Session:
         """Encode a new image and forget the clicks; ``original``: the file's (H, W) when ``image`` is a
         downscaled copy (:func:`decode_image`)."""
         self.model.set_image(image)
-        self.image, self.name, self.history, self.objects = image, name, [], []
+        self.image, self.name, self.history, self.objects, self.objects_view = image, name, [], [], None
         self.original = tuple(original) if original is not None else image.shape[:2]
         self.threshold = self.model.threshold
 
@@ -200,6 +201,7 @@ class Session:
             if len(self.objects) >= MAX_OBJECTS:
                 raise ValueError(f"at most {MAX_OBJECTS} objects fit an 8-bit label image")
             self.objects.append(self.current.mask.copy())
+            self.objects_view = None
         self.history = []
 
     def load_mask(self, data: bytes) -> None:

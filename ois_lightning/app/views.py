@@ -81,10 +81,11 @@ def state_json(session: Session) -> dict:
                    "latency_ms": None, "overlay": None, "depth": None, "order": [],
                    "size": None if session.image is None else list(session.image.shape[:2]),
                    "original_size": None if session.original is None else list(session.original),
-                   "model": session.model.info(), "objects": len(session.objects), "objects_overlay": None,
+                   "model": session.model.info(), "objects": len(session.objects),
                    "legends": {cmap: colour_stops(cmap) for cmap in (DEPTH_CMAP, ORDER_CMAP)}}
-    if session.objects:
-        state["objects_overlay"] = data_url(objects_png(session.objects, session.objects[0].shape))
+    if session.objects and session.objects_view is None:
+        session.objects_view = data_url(objects_png(session.objects, session.objects[0].shape))
+    state["objects_overlay"] = session.objects_view if session.objects else None
     if step is not None:
         if step.views is None:
             depth, order = order_views(step.order)
