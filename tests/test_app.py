@@ -1,13 +1,11 @@
-"""`ois app`: the JSON API, its security defaults, and the page driven in headless Chromium through Selenium."""
+"""`ois app`: the JSON API and its security defaults, without a browser (the page: tests/test_app_browser.py)."""
 from __future__ import annotations
 
 import contextlib
 import http.client
 import io
 import json
-import os
 import threading
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -24,8 +22,6 @@ from ois_lightning.checkpoint import load_checkpoint
 from .helpers import randomize_, save_checkpoint
 
 
-CHROMIUM = os.environ.get("OIS_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("OIS_CHROMEDRIVER", "/usr/bin/chromedriver")
 CLICKS = [(0.5, 0.5, True), (0.3, 0.35, True), (0.85, 0.1, False)]  # (y, x) as image fractions, positive
 
 
@@ -66,9 +62,9 @@ class CountingAdapter(ModelAdapter):
 
 
 @contextlib.contextmanager
-def serving(ckpt: Path, images: Path | None) -> Iterator[AppServer]:
+def serving(ckpt: Path, images: Path | None, adapter: type[ModelAdapter] = CountingAdapter) -> Iterator[AppServer]:
     """The app on a free 127.0.0.1 port, served from a thread."""
-    server = AppServer(Session(CountingAdapter.from_checkpoint(ckpt, device="cpu"), images), port=0)
+    server = AppServer(Session(adapter.from_checkpoint(ckpt, device="cpu"), images), port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -152,7 +148,10 @@ def test_api_click_undo_threshold_reset_save(ckpt, tmp_path):
             masks.append(session.mask().copy())
         assert model.calls == 3 and [c["positive"] for c in states[-1]["clicks"]] == [True, True, False]
         assert 0 < masks[0].mean() < 0.9 and not np.array_equal(masks[1], masks[2])  # undo can be told apart
-        assert states[-1]["latency_ms"] >= 0 and states[-1]["depth"].startswith("data:image/png;base64,")
+        depth = states[-1]["depth"]
+        assert states[-1]["latency_ms"] >= 0 and depth["png"].startswith("data:image/png;base64,")
+        assert depth["cmap"] == "magma" and 0 <= depth["lo"] < depth["hi"] <= 1  # the legend's range
+        assert all(len(stops) == 9 for stops in states[-1]["legends"].values())
         assert [m["label"] for m in states[-1]["order"]] == ["positive", "negative 1"]
         want = reference_masks(ckpt, image, states[-1]["clicks"])
         assert all(np.array_equal(a, b) for a, b in zip(masks, want))
@@ -180,101 +179,78 @@ def test_upload_opens_an_image_without_images_folder(ckpt):
         assert np.array_equal(decode_image(call(server, "/api/image")[1])[0], scene(60, 80))
 
 
-# --- the page in headless Chromium ------------------------------------------------------------------------------
-@pytest.fixture
-def browser(tmp_path):
-    """Headless Chromium driven by the system chromedriver (Selenium Manager never downloads), saving to tmp."""
-    webdriver = pytest.importorskip("selenium.webdriver")
-    if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
-        pytest.skip(f"no {CHROMIUM} / {CHROMEDRIVER}: `make browser` (as root: apt-get install chromium "
-                    "chromium-driver), or set OIS_CHROMIUM / OIS_CHROMEDRIVER")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1500,900"):
-        options.add_argument(flag)
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-    try:
-        yield driver, downloads
-    finally:
-        driver.quit()
+def test_a_new_image_opens_at_the_checkpoints_threshold(ckpt, tmp_path):
+    save_png(tmp_path / "a.png", scene())
+    save_png(tmp_path / "b.png", scene(80, 100))
+    with serving(ckpt, tmp_path) as server:
+        default = server.session.model.threshold
+        call(server, "/api/open", {"name": "a.png"})
+        call(server, "/api/threshold", {"value": 0.8})
+        assert json.loads(call(server, "/api/click", {"y": 70, "x": 100})[1])["threshold"] == 0.8
+        state = json.loads(call(server, "/api/open", {"name": "b.png"})[1])
+        assert state["threshold"] == default == state["model"]["threshold"] != 0.8
+        assert state["model"]["checkpoint"] == "tiny.ckpt" and state["model"]["input_size"] > 0
+        assert set(state["model"]["protocol"]) >= {"resize", "zoom_in", "flip", "precision"}
 
 
-def wait_for(driver, condition: str, timeout: float = 60) -> None:
-    """Until the page is idle and the JS ``condition`` on ``ois`` (the page's state) holds."""
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    WebDriverWait(driver, timeout).until(lambda d: d.execute_script(f"return !ois.busy && ({condition});"))
-
-
-def mask_canvas(driver) -> tuple[str, int]:
-    """The overlay canvas as a PNG data URL and its count of drawn (non-transparent) pixels."""
-    return driver.execute_script(
-        "const c = document.getElementById('mask'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height);"
-        "let n = 0; for (let i = 3; i < d.data.length; i += 4) n += d.data[i] > 0;"
-        "return [c.toDataURL(), n];")
-
-
-def click_image(driver, y: float, x: float, positive: bool) -> None:
-    """A left (positive) or right (negative) click at image pixel fraction (y, x) of the displayed canvas."""
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
-
-    canvas = driver.find_element(By.ID, "clicks")
-    w, h = canvas.size["width"], canvas.size["height"]
-    chain = ActionChains(driver).move_to_element_with_offset(canvas, int((x - 0.5) * w), int((y - 0.5) * h))
-    (chain.click() if positive else chain.context_click()).perform()
+def test_finished_objects_are_saved_as_one_label_png(ckpt, tmp_path):
+    save_png(tmp_path / "a.png", scene())
+    with serving(ckpt, tmp_path) as server:
+        session = server.session
+        call(server, "/api/open", {"name": "a.png"})
+        call(server, "/api/click", {"y": 75, "x": 100})
+        first = session.mask().copy()
+        state = json.loads(call(server, "/api/finish", {})[1])
+        assert state["objects"] == 1 and state["clicks"] == [] and state["objects_overlay"].startswith("data:")
+        call(server, "/api/click", {"y": 20, "x": 20, "positive": True})
+        second = session.mask().copy()
+        status, png = call(server, "/api/save_all")
+        labels = np.asarray(Image.open(io.BytesIO(png)))
+        want = np.where(second, 2, np.where(first, 1, 0))  # the later object over the earlier one
+        assert status == 200 and labels.dtype == np.uint8 and np.array_equal(labels, want)
+        assert json.loads(call(server, "/api/open", {"name": "a.png"})[1])["objects"] == 0  # a new image
 
 
-@pytest.mark.parametrize("source", ["grabcut", "generated"])
-def test_browser_clicks_undo_and_save(source, ckpt, browser, tmp_path, request):
-    """Clicks in the page give masks on the overlay; undo restores the previous one; the saved PNG is the
-    Predictor's mask for the same clicks."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+def test_a_loaded_mask_is_the_previous_mask_of_the_next_click(ckpt, tmp_path):
+    from ois_lightning.protocol.predictor import Predictor
 
-    driver, downloads = browser
-    if source == "grabcut":
-        root = request.getfixturevalue("grabcut_root") / "data_GT"
-        name = sorted(p.name for p in root.glob("*.jpg"))[0]
-    else:
-        root, name = tmp_path / "images", "scene.png"
-        save_png(root / name, scene(300, 400))
-    image = decode_image((root / name).read_bytes())[0]
-    with serving(ckpt, root) as server:
-        driver.get(server.url)
-        wait_for(driver, "ois.renders >= 1")
-        Select(driver.find_element(By.ID, "images")).select_by_value(name)
-        wait_for(driver, f"ois.state.name === {json.dumps(name)}")
-        overlays = []
-        for k, (y, x, positive) in enumerate(CLICKS, 1):
-            click_image(driver, y, x, positive)
-            wait_for(driver, f"ois.state.clicks.length === {k}")
-            overlays.append(mask_canvas(driver))
-            assert overlays[-1][1] == driver.execute_script("return ois.state.mask_pixels;")
-        assert 0 < overlays[0][1] < 0.9 * image.shape[0] * image.shape[1]  # a mask after one click
-        assert overlays[1] != overlays[2]
-        clicks = driver.execute_script("return ois.state.clicks;")
-        h, w = image.shape[:2]
-        assert [c["positive"] for c in clicks] == [c[2] for c in CLICKS]
-        assert all(abs(c["y"] - y * h) <= 2 and abs(c["x"] - x * w) <= 2 for c, (y, x, _) in zip(clicks, CLICKS))
-        if os.environ.get("OIS_APP_SCREENSHOT") and source == "grabcut":
-            driver.save_screenshot(os.environ["OIS_APP_SCREENSHOT"])
+    image = scene()
+    save_png(tmp_path / "a.png", image)
+    loaded = np.zeros((150, 200), bool)
+    loaded[30:100, 40:160] = True
+    buf = io.BytesIO()
+    Image.fromarray(loaded.astype(np.uint8) * 255).save(buf, format="PNG")
+    with serving(ckpt, tmp_path) as server:
+        call(server, "/api/open", {"name": "a.png"})
+        status, body = call(server, "/api/mask", raw=b"nope", headers={"Content-Type": "image/png"})
+        assert status == 400 and body.count(b"\n") == 1
+        small = io.BytesIO()
+        Image.new("L", (20, 10)).save(small, format="PNG")
+        status, body = call(server, "/api/mask", raw=small.getvalue(), headers={"Content-Type": "image/png"})
+        assert status == 400 and b"10x20" in body and b"150x200" in body
+        state = json.loads(call(server, "/api/mask", raw=buf.getvalue(), headers={"Content-Type": "image/png"})[1])
+        assert state["clicks"] == [] and state["mask_pixels"] == loaded.sum() and state["overlay"]
+        call(server, "/api/click", {"y": 60, "x": 100})
+        p = Predictor.from_checkpoint(ckpt, device="cpu")
+        p.set_image(image)
+        assert np.array_equal(server.session.mask(), p.predict(np.array([[60, 100]]), np.array([1]), loaded)[0])
+        call(server, "/api/undo", {})
+        assert np.array_equal(server.session.mask(), loaded)
 
-        driver.find_element(By.ID, "save").click()
-        saved = downloads / f"{Path(name).stem}_mask.png"
-        deadline = time.monotonic() + 30
-        while not saved.is_file() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert np.array_equal(np.asarray(Image.open(saved)) > 127, reference_masks(ckpt, image, clicks)[-1])
 
-        driver.find_element(By.ID, "undo").click()
-        wait_for(driver, "ois.state.clicks.length === 2")
-        assert mask_canvas(driver) == overlays[1] and server.session.model.calls == 3
-        assert driver.execute_script("return ois.state.mask_pixels;") == overlays[1][1]
+def test_every_served_static_file_is_package_data():
+    """The page's scripts are served from ``static/`` and must ship in the wheel (pyproject package-data)."""
+    import fnmatch
+    import re
+    import tomllib
+    from importlib import resources
+
+    from ois_lightning.app.server import STATIC
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    files = {f"static/{name}" for name, _ in STATIC.values()}
+    assert all(any(fnmatch.fnmatch(f, p) for p in patterns["ois_lightning.app"]) for f in files), files
+    page = resources.files("ois_lightning.app").joinpath("static", "index.html").read_text()
+    assert {"/" + src for src in re.findall(r'<script src="/([^"]+)"', page)} <= set(STATIC)
+    assert all(resources.files("ois_lightning.app").joinpath(f).is_file() for f in files)

@@ -1,10 +1,12 @@
 """``ois app``: a standard-library HTTP server with a small JSON API and one static page (docs/app.md).
 
-GET  /                 the page              GET  /api/state     clicks, overlay, depth and order maps
+GET  /, /app.js, /view.js  the page        GET  /api/state     clicks, overlays, maps, model information
 GET  /api/images       names under --images  GET  /api/image     the open image (PNG)
-GET  /api/save         the mask as a PNG download
+GET  /api/save         the current mask as a PNG download
+GET  /api/save_all     every object as one label PNG (0 background, k the k-th object)
 POST /api/open {name}  POST /api/upload (image bytes)  POST /api/click {y, x, positive}
 POST /api/undo         POST /api/reset                  POST /api/threshold {value}
+POST /api/finish       (the next object)                POST /api/mask (mask image bytes: the previous mask)
 """
 from __future__ import annotations
 
@@ -28,8 +30,12 @@ BODY_TIMEOUT_S = 20.0
 LOCAL_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
 
-def _page() -> bytes:
-    return resources.files(__package__).joinpath("static", "index.html").read_bytes()
+STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript"),
+          "/view.js": ("view.js", "text/javascript")}  # URL -> (file of static/, type): the only files served
+
+
+def _static(url: str) -> bytes:
+    return resources.files(__package__).joinpath("static", STATIC[url][0]).read_bytes()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -112,12 +118,14 @@ class Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {e}")
 
     def do_GET(self) -> None:  # noqa: N802 - the base class's name
+        static = {url: (lambda s, url=url: self._send(200, _static(url), STATIC[url][1])) for url in STATIC}
         self._dispatch({
-            "/": lambda s: self._send(200, _page(), "text/html; charset=utf-8"),
+            **static,
             "/api/state": lambda s: self._json(state_json(s)),
             "/api/images": lambda s: self._json({"images": list_images(s.images)}),
             "/api/image": lambda s: self._send(200, png_bytes(_need_image(s)), "image/png"),
-            "/api/save": self._save,
+            "/api/save": lambda s: self._download(s, mask_png(s.full_mask()), "mask"),
+            "/api/save_all": lambda s: self._download(s, png_bytes(s.labels()), "objects"),
         })
 
     def do_POST(self) -> None:  # noqa: N802
@@ -127,10 +135,12 @@ class Handler(BaseHTTPRequestHandler):
             "/api/undo": lambda s, a: s.undo(),
             "/api/reset": lambda s, a: s.reset(),
             "/api/threshold": lambda s, a: s.set_threshold(float(a["value"])),
+            "/api/finish": lambda s, a: s.finish_object(),
         }
         routes = {path: self._json_action(action) for path, action in actions.items()}
         routes["/api/upload"] = lambda s: (s.open_array(*decode_image(self._body("image/")), "upload"),
                                            self._json(state_json(s)))
+        routes["/api/mask"] = lambda s: (s.load_mask(self._body("image/")), self._json(state_json(s)))
         self._dispatch(routes)
 
     def _json_action(self, action: Callable[[Session, dict], Any]) -> Callable[[Session], None]:
@@ -144,10 +154,9 @@ class Handler(BaseHTTPRequestHandler):
             self._json(state_json(session))
         return route
 
-    def _save(self, session: Session) -> None:
+    def _download(self, session: Session, png: bytes, suffix: str) -> None:
         stem = Path(session.name).stem or "image"
-        self._send(200, mask_png(session.full_mask()), "image/png",
-                   {"Content-Disposition": f'attachment; filename="{stem}_mask.png"'})
+        self._send(200, png, "image/png", {"Content-Disposition": f'attachment; filename="{stem}_{suffix}.png"'})
 
 
 def _need_image(session: Session) -> Any:

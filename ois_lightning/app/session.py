@@ -18,6 +18,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # MAX_FILE_PIXELS are refused before they are decoded.
 MAX_PIXELS = 4_000_000
 MAX_FILE_PIXELS = 100_000_000
+MAX_OBJECTS = 255  # objects of one image: the saved label PNG is 8-bit
 
 
 class Forbidden(PermissionError):
@@ -26,20 +27,26 @@ class Forbidden(PermissionError):
 
 class ModelAdapter:
     """The only place that calls the Predictor API (``from_checkpoint``, ``set_image``, ``predict``,
-    ``order_map``, ``threshold``)."""
+    ``order_map``, ``threshold``, ``input_size``, ``config``)."""
 
-    def __init__(self, predictor: Any) -> None:
-        self.predictor = predictor
+    def __init__(self, predictor: Any, name: str = "") -> None:
+        self.predictor, self.name = predictor, name
+        self.threshold = float(predictor.threshold)  # the checkpoint's: each new image starts from it
 
     @classmethod
     def from_checkpoint(cls, ckpt: str | Path, device: str | None = None) -> ModelAdapter:
         from ..protocol.predictor import Predictor
 
-        return cls(Predictor.from_checkpoint(ckpt, device=device))
+        return cls(Predictor.from_checkpoint(ckpt, device=device), Path(ckpt).name)
 
-    @property
-    def threshold(self) -> float:
-        return float(self.predictor.threshold)
+    def info(self) -> dict:
+        """What the page shows about the model: checkpoint file, input side, protocol, default threshold."""
+        from ..protocol.predictor import protocol
+
+        config = getattr(self.predictor, "config", None)
+        proto = {} if config is None else {**protocol(config), "precision": str(config.eval.precision)}
+        return {"checkpoint": self.name, "input_size": int(self.predictor.input_size), "protocol": proto,
+                "threshold": self.threshold}
 
     def set_image(self, image: np.ndarray) -> None:
         self.predictor.set_image(image)  # depth None: the model's own depth head
@@ -137,6 +144,8 @@ class Session:
         self.image: np.ndarray | None = None
         self.original: tuple[int, int] | None = None  # (H, W) of the file; the image may be downscaled
         self.history: list[Step] = []
+        self.objects: list[np.ndarray] = []  # the finished objects' masks, in order (object k is label k + 1)
+        self.objects_view: str | None = None  # their overlay as the page shows it (None: to render, app.views)
         self.threshold = model.threshold
 
     def open_file(self, name: str) -> None:
@@ -148,7 +157,7 @@ class Session:
         """Encode a new image and forget the clicks; ``original``: the file's (H, W) when ``image`` is a
         downscaled copy (:func:`decode_image`)."""
         self.model.set_image(image)
-        self.image, self.name, self.history = image, name, []
+        self.image, self.name, self.history, self.objects, self.objects_view = image, name, [], [], None
         self.original = tuple(original) if original is not None else image.shape[:2]
         self.threshold = self.model.threshold
 
@@ -185,6 +194,34 @@ class Session:
     def reset(self) -> None:
         self.history = []
 
+    def finish_object(self) -> None:
+        """Keep the current mask as a finished object and start the next one (no clicks, no previous mask), as
+        isegm's demo controller ``finish_object``; nothing to keep before the first click."""
+        if self.current is not None and self.current.mask.any():
+            if len(self.objects) >= MAX_OBJECTS:
+                raise ValueError(f"at most {MAX_OBJECTS} objects fit an 8-bit label image")
+            self.objects.append(self.current.mask.copy())
+            self.objects_view = None
+        self.history = []
+
+    def load_mask(self, data: bytes) -> None:
+        """A mask file (non-zero = object) as the previous mask of the next click, as isegm's demo "Load mask":
+        a step without clicks that undo removes. It is scaled (nearest) to the working size when it has the
+        file's size; ValueError for another size or unreadable bytes."""
+        if self.image is None:
+            raise ValueError("open an image first")
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                grey = im.convert("L")
+        except (OSError, Image.DecompressionBombError) as e:
+            raise ValueError(f"mask: not a readable image: {e}") from None
+        h, w = self.image.shape[:2]
+        if (grey.height, grey.width) not in ((h, w), tuple(self.original or (h, w))):
+            raise ValueError(f"mask is {grey.height}x{grey.width}: expected the image's "
+                             f"{self.original[0]}x{self.original[1]}")
+        mask = np.asarray(grey.resize((w, h), Image.Resampling.NEAREST)) > 0
+        self.history = [Step([], [], mask.astype(np.float32), mask, self.threshold, 0.0)]
+
     def set_threshold(self, value: float) -> None:
         """Re-threshold the last probabilities (no model call)."""
         if not 0.0 <= value <= 1.0:
@@ -196,11 +233,22 @@ class Session:
 
     def full_mask(self) -> np.ndarray:
         """:meth:`mask` at the file's size (nearest neighbour when the image was downscaled): what Save gives."""
-        mask = self.mask()
-        if self.original is None or mask.shape == tuple(self.original):
-            return mask
+        return self._full_size(self.mask())
+
+    def labels(self) -> np.ndarray:
+        """uint8 label image at the file's size: 0 background, k + 1 object k (the finished ones, then the
+        current one if it has a mask); a later object covers an earlier one where they overlap."""
+        out = np.zeros(self.mask().shape, np.uint8)
+        masks = [*self.objects, *([self.current.mask] if self.current is not None else [])]
+        for k, mask in enumerate(masks[:MAX_OBJECTS]):
+            out[mask] = k + 1
+        return self._full_size(out)
+
+    def _full_size(self, array: np.ndarray) -> np.ndarray:
+        if self.original is None or array.shape == tuple(self.original):
+            return array
         h, w = self.original
-        return np.asarray(Image.fromarray(mask).resize((w, h), Image.Resampling.NEAREST))
+        return np.asarray(Image.fromarray(array).resize((w, h), Image.Resampling.NEAREST))
 
     def mask(self) -> np.ndarray:
         """The mask shown now (all background before the first click)."""
