@@ -6,13 +6,34 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
 
 from ois_lightning.config.load import load_config
 from ois_lightning.config.schema import to_dict
+from ois_lightning.data.base import Sample, SegDataset
 from ois_lightning.model import build_model
+
+MASKED_SIZE = (40, 60)  # MaskedImages' height and width
+
+class MaskedImages(SegDataset):
+    """Grey 40x60 images, image ``i`` filled with ``10 * (i + 1)``, each holding the given masks (a list of
+    (40,60) bool arrays, possibly empty)."""
+
+    name = "masked"
+
+    def __init__(self, *images: list[np.ndarray]):
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Sample:
+        h, w = MASKED_SIZE
+        masks = np.stack(self.images[i]).astype(np.int8) if self.images[i] else np.zeros((0, h, w), np.int8)
+        return Sample(np.full((h, w, 3), 10 * (i + 1), np.uint8), masks, None, f"masked/{i}")
 
 IMAGE_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGE_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)

@@ -21,8 +21,6 @@ from ois_lightning.data import (
     DepthFolder,
     InstanceUnion,
     LVISInstances,
-    Sample,
-    SegDataset,
     build_dataset,
     build_eval_transform,
     write_depth,
@@ -30,10 +28,10 @@ from ois_lightning.data import (
 from ois_lightning.data.splits import FOLDERS, build_split, train_datasets
 from ois_lightning.data.training import TrainingSamples
 
-from .helpers import REPO, TINY
+from .helpers import MASKED_SIZE, MaskedImages, REPO, TINY
 
 
-H, W = 40, 60
+H, W = MASKED_SIZE
 
 
 def box(rows: slice, cols: slice, h: int = H, w: int = W) -> np.ndarray:
@@ -153,20 +151,6 @@ def test_cocolvis_registry_folder_and_config_keys(tmp_path: Path) -> None:
     assert cfg_with().data.stuff_prob == 0.3 and cfg_with().data.cocolvis_allow_list is None
 
 
-class Boxes(SegDataset):
-    """One 40x60 image per list of (rows, cols) boxes: one object each."""
-
-    name = "boxes"
-
-    def __init__(self, *images: list[np.ndarray]):
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> Sample:
-        masks = np.stack(self.images[i]).astype(np.int8) if self.images[i] else np.zeros((0, H, W), np.int8)
-        return Sample(np.full((H, W, 3), 90, np.uint8), masks, None, f"boxes/{i}")
 
 
 SMALL = box(slice(0, 20), slice(0, 25))  # 500 px
@@ -178,14 +162,14 @@ def targets(ds: TrainingSamples, epochs: int = 12) -> list[torch.Tensor]:
 
 
 def test_min_area_is_counted_after_augmentation() -> None:
-    up = TrainingSamples([Boxes([SMALL])], build_eval_transform(120), seed=0, with_depth=False, min_area=1000)
+    up = TrainingSamples([MaskedImages([SMALL])], build_eval_transform(120), seed=0, with_depth=False, min_area=1000)
     item = up[0]  # 500 px in the file, 2000 px at twice the size: a target
     assert item["skipped"] == 0 and int((item["gt"] == 1).sum()) == 2000
-    down = TrainingSamples([Boxes([BIG], [SMALL])], build_eval_transform(30), seed=0, with_depth=False,
+    down = TrainingSamples([MaskedImages([BIG], [SMALL])], build_eval_transform(30), seed=0, with_depth=False,
                            min_area=1000, skip_empty=True)
     with pytest.raises(RuntimeError, match="after augmentation"):
         down[0]  # 1200 px in the file, 300 px at half the size: no target anywhere
-    mixed = TrainingSamples([Boxes([BIG, SMALL])], build_eval_transform(60), seed=0, with_depth=False,
+    mixed = TrainingSamples([MaskedImages([BIG, SMALL])], build_eval_transform(60), seed=0, with_depth=False,
                             min_area=1000, merge_prob=1.0)
     for gt in targets(mixed):  # the small object is never a target, nor merged into one
         assert torch.equal(gt[:H] == 1, torch.from_numpy(BIG))
@@ -193,7 +177,7 @@ def test_min_area_is_counted_after_augmentation() -> None:
 
 def test_merged_target_is_the_union_of_two_objects() -> None:
     other = box(slice(0, 10), slice(0, 60))  # 600 px
-    ds = TrainingSamples([Boxes([BIG, other, box(slice(12, 40), slice(0, 18))])], build_eval_transform(60), seed=0,
+    ds = TrainingSamples([MaskedImages([BIG, other, box(slice(12, 40), slice(0, 18))])], build_eval_transform(60), seed=0,
                          with_depth=False, min_area=100, merge_prob=1.0)
     for gt in targets(ds):
         assert int((gt == 1).sum()) in (1200 + 600, 1200 + 504, 600 + 504)
@@ -209,7 +193,7 @@ def test_training_reads_the_datasets_own_draw_with_the_item_rng(tmp_path: Path) 
                              min_area=100)
     item = always[2]
     assert item["skipped"] == 0 and torch.equal(item["gt"][0, :H] == 1, stuff_only)
-    half = TrainingSamples([Boxes([BIG]), CocoLvis(root, stuff_prob=0.5)], build_eval_transform(60), seed=3,
+    half = TrainingSamples([MaskedImages([BIG]), CocoLvis(root, stuff_prob=0.5)], build_eval_transform(60), seed=3,
                            with_depth=False, min_area=100, skip_empty=True)
     skips = [half[e * len(half) + 3]["skipped"] for e in range(40)]  # item 3 = image 000003 of the second dataset
     assert 0 < sum(s == 0 for s in skips) < 40  # stuff drawn in some epochs only ...

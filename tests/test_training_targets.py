@@ -17,25 +17,11 @@ from ois_lightning.data.training import TrainingSamples, targets
 from ois_lightning.lit.datamodule import OISDataModule
 from ois_lightning.lit.module import OISLitModule
 
-from .helpers import QUICK, TINY, TINY_YAML
+from .helpers import MASKED_SIZE, MaskedImages, QUICK, TINY, TINY_YAML
 
-H, W = 40, 60
+H, W = MASKED_SIZE
 
 
-class Painted(SegDataset):
-    """Image ``i`` filled with grey ``10 * (i + 1)``, holding the given masks (K,H,W bool, K may be 0)."""
-
-    name = "painted"
-
-    def __init__(self, *images: list[np.ndarray]):
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> Sample:
-        masks = np.stack(self.images[i]).astype(np.int8) if self.images[i] else np.zeros((0, H, W), np.int8)
-        return Sample(np.full((H, W, 3), 10 * (i + 1), np.uint8), masks, None, f"painted/{i}")
 
 
 def box(rows: slice, cols: slice) -> np.ndarray:
@@ -72,7 +58,7 @@ def is_empty(item: dict) -> bool:
 
 
 def train_set(keep: float, skip: bool = False, **kw) -> TrainingSamples:
-    return TrainingSamples([Painted([CORNER], [BIG])], build_train_transform(60), seed=5, with_depth=False,
+    return TrainingSamples([MaskedImages([CORNER], [BIG])], build_train_transform(60), seed=5, with_depth=False,
                            min_area=1, keep_background_prob=keep, skip_empty=skip, **kw)
 
 
@@ -112,12 +98,12 @@ def test_objects_under_min_area_leave_an_empty_target_with_negatives_off_every_o
 
 
 def test_an_image_without_objects_is_kept_empty_or_refused_without_keep_probability() -> None:
-    ds = TrainingSamples([Painted([])], build_eval_transform(60), seed=0, with_depth=False, min_area=1,
+    ds = TrainingSamples([MaskedImages([])], build_eval_transform(60), seed=0, with_depth=False, min_area=1,
                          keep_background_prob=0.05)
     assert is_empty(ds[0]) and ds[0]["skipped"] == 0
-    never = TrainingSamples([Painted([])], build_eval_transform(60), seed=0, with_depth=False, min_area=1,
+    never = TrainingSamples([MaskedImages([])], build_eval_transform(60), seed=0, with_depth=False, min_area=1,
                             keep_background_prob=0.0)
-    with pytest.raises(DataError, match=r"painted/0: no object pixel.*keep_background_prob=0"):
+    with pytest.raises(DataError, match=r"masked/0: no object pixel.*keep_background_prob=0"):
         never[0]
 
 
@@ -155,7 +141,7 @@ def test_config_keys_reach_the_training_set_and_the_voc_reader(tmp_path: Path) -
 def test_an_empty_target_goes_through_a_training_step() -> None:
     """Iterative training on a batch with an empty target (no positive click, gt 0): a finite loss, gradients."""
     cfg = load_config(TINY_YAML, QUICK + ["data.depth.source=model", "clicks.max_extra=3", "seed=1"])
-    ds = TrainingSamples([Painted([], [BIG])], build_eval_transform(cfg.model.input_size), seed=1, with_depth=False,
+    ds = TrainingSamples([MaskedImages([], [BIG])], build_eval_transform(cfg.model.input_size), seed=1, with_depth=False,
                          min_area=1)
     batch = default_collate([ds[0], ds[1]])
     assert not (batch["gt"][0] == 1).any() and (batch["gt"][1] == 1).any()
