@@ -225,6 +225,10 @@ class Crop:
         ch, cw = self.content
         return paste(torch.sigmoid(logits[..., :ch, :cw].float()), self.box, self.original)  # 1,1,H,W
 
+    def logits_to_original(self, logits: Tensor) -> Tensor:
+        """The logit of :meth:`to_original` (the crop resizes probabilities): -inf outside the box."""
+        return torch.logit(self.to_original(logits))
+
 
 def paste(prob: Tensor, box: Box, original: tuple[int, int]) -> Tensor:
     """(1,1,h,w) probabilities resized bilinearly (``align_corners=True``) to the inclusive ``box`` and pasted
