@@ -216,7 +216,7 @@ def _add_export_command(sub: argparse._SubParsersAction) -> None:
 def _app(args: argparse.Namespace) -> int:
     from .app import run_app
 
-    return run_app(args.ckpt, args.images, args.host, args.port, args.device)
+    return run_app(args.ckpt, args.images, args.host, args.port, args.device, args.overrides)
 
 
 def _add_app_command(sub: argparse._SubParsersAction) -> None:
@@ -229,6 +229,8 @@ def _add_app_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST}: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     p.add_argument("--device", default=None, help="torch device (default: the Predictor's choice)")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides of the checkpoint's config, e.g. "
+                                                "data.depth.source=model for a model trained on depth files")
     p.set_defaults(func=_app)
 
 

@@ -17,6 +17,7 @@ from PIL import Image
 from ois_lightning.app import AppServer, ModelAdapter, Session
 from ois_lightning.app.session import decode_image, list_images
 from ois_lightning.cli import build_parser
+from ois_lightning.config.schema import ConfigError
 from ois_lightning.checkpoint import load_checkpoint
 
 from .helpers import randomize_, save_checkpoint
@@ -254,3 +255,18 @@ def test_every_served_static_file_is_package_data():
     page = resources.files("ois_lightning.app").joinpath("static", "index.html").read_text()
     assert {"/" + src for src in re.findall(r'<script src="/([^"]+)"', page)} <= set(STATIC)
     assert all(resources.files("ois_lightning.app").joinpath(f).is_file() for f in files)
+
+
+def test_a_model_reading_depth_files_is_refused_at_start_or_runs_its_depth_head(tmp_path):
+    """The app has images only: a checkpoint trained on depth files (data.depth.source=gt) stops `ois app` in one
+    line before serving (it failed on every image); with data.depth.source=model its depth head stands in."""
+    gt = save_checkpoint(tmp_path / "gt.ckpt", "data.depth.source=gt")
+    argv = ["app", "--ckpt", str(gt), "--port", "0"]
+    with pytest.raises(ConfigError, match=r"^ckpt=.*gt.ckpt reads depth from data \(data.depth.source=gt\) and the "
+                                          r"app has images only: add data.depth.source=model") as e:
+        build_parser().parse_args(argv).func(build_parser().parse_args(argv))
+    assert "\n" not in str(e.value)
+    adapter = ModelAdapter.from_checkpoint(gt, "cpu", ["data.depth.source=model"])
+    adapter.set_image(scene())
+    mask, prob = adapter.predict(np.array([[75, 100]]), np.array([1]), None, adapter.threshold)
+    assert mask.shape == prob.shape == (150, 200) and np.isfinite(prob).all()

@@ -17,7 +17,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
 from ..config.schema import ConfigError
@@ -183,12 +183,12 @@ class AppServer(ThreadingHTTPServer):
 
 
 def run_app(ckpt: str, images: str | None = None, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-            device: str | None = None) -> int:
-    """Load the checkpoint, then serve until Ctrl-C."""
+            device: str | None = None, overrides: Sequence[str] = ()) -> int:
+    """Load the checkpoint (``overrides`` on its config), then serve until Ctrl-C."""
     root = Path(images) if images is not None else None
     if root is not None and not root.is_dir():
         raise ConfigError(f"--images {images}: not a folder")
-    session = Session(ModelAdapter.from_checkpoint(ckpt, device), root)
+    session = Session(ModelAdapter.from_checkpoint(ckpt, device, overrides), root)
     try:
         server = AppServer(session, host, port, verbose=True)
     except OSError as e:

@@ -7,10 +7,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
+
+from ..config.schema import ConfigError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # The app works on at most MAX_PIXELS pixels (its memory grows ~90 bytes per pixel over a session of clicks);
@@ -34,10 +36,26 @@ class ModelAdapter:
         self.threshold = float(predictor.threshold)  # the checkpoint's: each new image starts from it
 
     @classmethod
-    def from_checkpoint(cls, ckpt: str | Path, device: str | None = None) -> ModelAdapter:
+    def from_checkpoint(cls, ckpt: str | Path, device: str | None = None, overrides: Sequence[str] = ()
+                        ) -> ModelAdapter:
+        """The checkpoint's Predictor (``overrides`` on its config). The app has images only: a model that reads
+        depth from data (``data.depth.source`` file or gt) is refused in one line saying how to run it."""
+        import warnings
+
         from ..protocol.predictor import Predictor
 
-        return cls(Predictor.from_checkpoint(ckpt, device=device), Path(ckpt).name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the depth advice: raised below in the app's terms
+            predictor = Predictor.from_checkpoint(ckpt, device=device, overrides=list(overrides))
+        if predictor.depth_from_sample:
+            source = predictor.config.data.depth.source.value
+            head = predictor.model.depth_head is not None or predictor.model.depth_model is not None
+            how = ("add data.depth.source=model to let its depth head predict depth (not the depth it was trained "
+                   "with)" if head else "it has no depth head or depth model to predict it; use the Predictor with "
+                   "depth maps (docs/app.md)")
+            raise ConfigError(f"ckpt={ckpt} reads depth from data (data.depth.source={source}) and the app has "
+                              f"images only: {how}")
+        return cls(predictor, Path(ckpt).name)
 
     def info(self) -> dict:
         """What the page shows about the model: checkpoint file, input side, protocol, default threshold."""
