@@ -208,13 +208,19 @@ def test_flip_averages_unmirrored_logits():
     assert model.prev[0, 0, :, 0].all() and model.prev[1, 0, :, 3].all() and model.prev[1, 0, :, :3].sum() == 0
 
 
-def test_zoom_in_reencodes_the_crop_and_pastes_into_the_full_map():
-    rng = np.random.default_rng(2)
+def _zoom_in_predictor(seed: int) -> tuple[RampModel, Predictor]:
+    """A RampModel behind a stretch Predictor (28 px, zoom-in at 14 px) set to a random 300 x 400 image."""
+    rng = np.random.default_rng(seed)
     sample = Sample(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8), np.zeros((0, 300, 400), np.int8), None,
-                    "z/0")
+                    f"z/{seed}")
     model = RampModel()
     predictor = Predictor(model, 28, zoom_in_size=14, resize="stretch")
     predictor.set_image(sample)
+    return model, predictor
+
+
+def test_zoom_in_reencodes_the_crop_and_pastes_into_the_full_map():
+    model, predictor = _zoom_in_predictor(2)
     prob = predictor.predict([Click(150, 10, True)])  # full image: logits I + x', all > 0.5
     assert len(model.encoded) == 1 and (prob > 0.5).all()
     prob = np.zeros_like(prob)
@@ -230,12 +236,7 @@ def test_zoom_in_reencodes_the_crop_and_pastes_into_the_full_map():
 def test_zoom_in_after_an_empty_prediction_runs_the_full_image_squashed_into_the_crop():
     """isegm ZoomIn: with a crop chosen, an empty previous prediction gives the model the full image and the
     clicks as they are; its probabilities are resized (aligned corners) into the crop's box, zero elsewhere."""
-    rng = np.random.default_rng(4)
-    sample = Sample(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8), np.zeros((0, 300, 400), np.int8), None,
-                    "z/1")
-    model = RampModel()
-    predictor = Predictor(model, 28, zoom_in_size=14, resize="stretch")
-    predictor.set_image(sample)
+    model, predictor = _zoom_in_predictor(4)
     clicks = [Click(150, 10, True), Click(110, 120, True)]
     full = predictor.predict(clicks[:1])  # the full image's probabilities (logits I + x' of the first click)
     prob = np.zeros_like(full)

@@ -49,9 +49,8 @@ class ModelAdapter:
             predictor = Predictor.from_checkpoint(ckpt, device=device, overrides=list(overrides))
         if predictor.depth_from_sample:
             source = predictor.config.data.depth.source.value
-            head = predictor.model.depth_head is not None or predictor.model.depth_model is not None
             how = ("add data.depth.source=model to let its depth head predict depth (not the depth it was trained "
-                   "with)" if head else "it has no depth head or depth model to predict it; use the Predictor with "
+                   "with)" if predictor.can_predict_depth else "it has no depth head or depth model to predict it; use the Predictor with "
                    "depth maps (docs/app.md)")
             raise ConfigError(f"ckpt={ckpt} reads depth from data (data.depth.source={source}) and the app has "
                               f"images only: {how}")

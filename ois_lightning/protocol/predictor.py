@@ -108,7 +108,12 @@ class Predictor(PredictorMaps):
     @property
     def depth_advice(self) -> str:
         """How to give depth to this model when it reads depth from data (:func:`depth_advice`)."""
-        return depth_advice(self.depth_kind, self.model.depth_head is not None or self.model.depth_model is not None)
+        return depth_advice(self.depth_kind, self.can_predict_depth)
+
+    @property
+    def can_predict_depth(self) -> bool:
+        """The model has a depth head or a separate depth model that can stand in for depth files."""
+        return self.model.depth_head is not None or self.model.depth_model is not None
 
     @property
     def device(self) -> torch.device:
