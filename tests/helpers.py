@@ -1,9 +1,11 @@
 """Helpers shared by several test modules: paths, tiny configs, checkpoints, sweep and results files, random
-weights (shared fixtures are in conftest.py)."""
+weights, commands started warm (shared fixtures are in conftest.py)."""
 from __future__ import annotations
 
 import json
 import math
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from ois_lightning.config.load import load_config
 from ois_lightning.config.schema import to_dict
 from ois_lightning.data.base import Sample, SegDataset
 from ois_lightning.model import build_model
+from ois_lightning.utils import warm_start
 
 MASKED_SIZE = (40, 60)  # MaskedImages' height and width
 
@@ -312,3 +315,24 @@ def wandb_records(path: Path) -> list:
 def wandb_steps(path: Path) -> list[int]:
     """W&B's step of every history row of an offline run file."""
     return [r.history.step.num for r in wandb_records(path) if r.WhichOneof("record_type") == "history"]
+
+
+def run_warm(argv: list[str], env: dict[str, str] | None = None, cwd: Path = REPO, timeout: float = 600,
+             check: bool = False) -> subprocess.CompletedProcess:
+    """``subprocess.run(argv, capture_output=True, text=True)`` of a ``python`` command, started warm
+    (:mod:`ois_lightning.utils.warm_start`: the same process without the 15 s of imports) where it can be."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = Path(tmp) / "out", Path(tmp) / "err"
+        proc = warm_start.start(argv, env, cwd, stdout=out, stderr=err)
+        if proc is None:
+            done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        else:
+            try:
+                code = proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise
+            done = subprocess.CompletedProcess(argv, code, out.read_text(), err.read_text())
+    if check:
+        done.check_returncode()
+    return done

@@ -2,7 +2,6 @@
 checkpoint) shown as one line with the traceback behind --debug."""
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from ois_lightning.data.splits import build_split
 from ois_lightning.data.truncation import is_truncated
 from ois_lightning.model import build_model
 
-from .helpers import REPO, TINY
+from .helpers import REPO, TINY, run_warm
 
 
 TINY_YAML = str(REPO / "experiments" / "tiny.yaml")
@@ -203,8 +202,8 @@ def test_debug_shows_the_traceback(tmp_path):
     ckpt = tmp_path / "empty.ckpt"
     ckpt.write_bytes(b"")
     argv = [sys.executable, "-m", "ois_lightning", "eval", TINY_YAML, *SMALL, f"ckpt={ckpt}"]
-    plain = subprocess.run(argv, capture_output=True, text=True)
-    debug = subprocess.run(argv + ["--debug"], capture_output=True, text=True)
+    plain = run_warm(argv)
+    debug = run_warm(argv + ["--debug"])
     assert plain.returncode == 2 and "Traceback" not in plain.stderr
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "CheckpointError" in debug.stderr
 

@@ -3,7 +3,6 @@ config against the evaluated one, and one clear error line per mistake."""
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 import sys
 import typing
 from pathlib import Path
@@ -17,7 +16,7 @@ from ois_lightning.config.load import load_config, load_config_with_sources, sou
 from ois_lightning.config.checks import REGISTRIES
 from ois_lightning.config.load import LOCAL_ENV
 
-from .helpers import REPO
+from .helpers import REPO, run_warm
 
 
 TINY_YAML = REPO / "experiments/tiny.yaml"
@@ -274,20 +273,15 @@ def test_every_string_field_has_choices_a_registry_or_is_free_text():
 
 
 def test_cli_error_is_one_line(tmp_path: Path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "ois_lightning", "print-config", str(TINY_YAML), "seed=x"],
-        capture_output=True, text=True,
-    )
+    proc = run_warm([sys.executable, "-m", "ois_lightning", "print-config", str(TINY_YAML), "seed=x"])
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "seed" in lines[0] and "'x'" in lines[0]
 
 
 def test_print_config_params_vitb_near_paper():
-    proc = subprocess.run(
-        [sys.executable, "-m", "ois_lightning", "print-config", str(REPO / "experiments/table4/full.yaml"),
-         *RANDOM, "--params"], capture_output=True, text=True, check=True,
-    )
+    proc = run_warm([sys.executable, "-m", "ois_lightning", "print-config", str(REPO / "experiments/table4/full.yaml"),
+                     *RANDOM, "--params"], check=True)
     assert "name: table4-full" in proc.stdout
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("parameters total"))
     total = float(line.split()[2].rstrip("M"))

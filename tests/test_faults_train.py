@@ -23,8 +23,9 @@ from ois_lightning.config.load import load_config
 from ois_lightning.lit.datamodule import OISDataModule
 from ois_lightning.lit.guards import TrainingError
 from ois_lightning.lit.train import train
+from ois_lightning.utils.warm_start import popen
 
-from .helpers import QUICK, REPO, SELF_TERMINATED, STALLED_TRAIN, TINY_YAML, global_step
+from .helpers import QUICK, REPO, SELF_TERMINATED, STALLED_TRAIN, TINY_YAML, global_step, run_warm
 
 
 # 16 scenes of batch 2: 8 steps per epoch; 4 steps with a checkpoint (and validation) every 2: mid-epoch throughout.
@@ -39,9 +40,9 @@ def kill_after_checkpoint(out: Path, step: int, *extra: str) -> None:
     """Run `ois train` in a subprocess, wait until last.ckpt holds global step ``step``, then SIGKILL it."""
     log = out.parent / f"{out.name}.log"
     out.mkdir(parents=True)
-    with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-c", STALLED_TRAIN, str(step), "train", TINY_YAML, *RUN,
-                                 f"output_dir={out}", *extra], cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
+    log.write_text("")
+    proc = popen([sys.executable, "-c", STALLED_TRAIN, str(step), "train", TINY_YAML, *RUN, f"output_dir={out}",
+                  *extra], log=log, cwd=REPO)
     last, deadline = out / "checkpoints" / "last.ckpt", time.monotonic() + 120
     try:
         while not (last.is_file() and global_step(last) == step):
@@ -95,9 +96,8 @@ def test_sigterm_checkpoints_exits_143_and_resumes_exactly(tmp_path):
     results.json; ckpt_path=last then gives the weights of an uninterrupted run."""
     whole, stopped = tmp_path / "whole", tmp_path / "stopped"
     assert ois_train(whole, "train.val_every_n_steps=3") == 0
-    proc = subprocess.run([sys.executable, "-c", SELF_TERMINATED, "1", "train", TINY_YAML, *RUN,
-                           "train.val_every_n_steps=3", f"output_dir={stopped}"], cwd=REPO, capture_output=True,
-                          text=True, timeout=600)
+    proc = run_warm([sys.executable, "-c", SELF_TERMINATED, "1", "train", TINY_YAML, *RUN,
+                     "train.val_every_n_steps=3", f"output_dir={stopped}"])
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr[-3000:]
     assert "ois: preempted: stopped by SIGTERM at step 2;" in proc.stderr and "ckpt_path=last" in proc.stderr
     assert global_step(stopped / "checkpoints" / "last.ckpt") == 2 and not (stopped / "results.json").exists()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from ois_lightning.grids.sweep_file import load_sweep, normalize_argv, point_ove
 from ois_lightning.grids.table_spec import load_table_spec
 from ois_lightning.tracking.identity import run_identity
 
-from .helpers import REPO, TINY_RUN
+from .helpers import REPO, TINY_RUN, run_warm
 
 
 pytestmark = pytest.mark.usefixtures("random_weights")  # the rows name published networks; no files here
@@ -172,8 +171,8 @@ def test_every_experiment_config_trains_one_fast_dev_run_step(tmp_path: Path):
     configs = [str(p.relative_to(REPO)) for p in ROW_CONFIGS]
     overrides = TINY_RUN + ["train.fast_dev_run=true", "train.val_objects=0", "clicks.max_eval=5"]
     env = dict(os.environ, WANDB_MODE="offline")
-    proc = subprocess.run([sys.executable, "-c", RUN_ALL, json.dumps(configs), json.dumps(overrides), str(tmp_path)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    proc = run_warm([sys.executable, "-c", RUN_ALL, json.dumps(configs), json.dumps(overrides), str(tmp_path)], env,
+                    timeout=1500)
     results = dict(line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("RESULT "))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert results == {c: "0" for c in configs}, proc.stderr[-3000:]

@@ -20,7 +20,7 @@ from ois_lightning.data.splits import build_split
 from ois_lightning.model.checkpoints import CheckpointError
 from ois_lightning.protocol.predictor import click_arrays
 
-from .helpers import REPO, TINY, save_checkpoint
+from .helpers import REPO, TINY, run_warm, save_checkpoint
 
 
 ROW_CONFIGS = sorted(p for p in (REPO / "experiments").glob("table*/*.yaml") if p.name != "table.yaml")
@@ -177,8 +177,7 @@ def test_ois_eval_needs_a_config_or_a_checkpoint(capsys):
 
 
 def _run_example(*args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(EXAMPLE), *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    proc = run_warm([sys.executable, str(EXAMPLE), *args])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 

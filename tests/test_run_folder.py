@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from ois_lightning.config.load import load_config
 from ois_lightning.protocol.results import collect
 from ois_lightning.protocol.run_folder import ASIDE_DIR, SETTINGS_FILE, eval_dir
 
-from .helpers import QUICK, REPO, SELF_TERMINATED, TINY_YAML, wandb_records, wandb_steps
+from .helpers import QUICK, SELF_TERMINATED, TINY_YAML, run_warm, wandb_records, wandb_steps
 
 RUN = (*QUICK, "data.layered.train_length=8", "train.max_steps=4", "train.val_every_n_steps=3", "seed=4",
        "logger.kind=csv", "train.threads=1")
@@ -82,12 +81,11 @@ def test_a_preempted_offline_wandb_run_resumes_with_its_id_and_steps(tmp_path):
     out, wandb = tmp_path / "run", ["logger.kind=wandb", "train.log_every_n_steps=1"]
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # as from a shell: no shared service
     env["WANDB_MODE"] = "offline"
-    proc = subprocess.run([sys.executable, "-c", SELF_TERMINATED, "1", "train", TINY_YAML, *RUN, *wandb,
-                           f"output_dir={out}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_warm([sys.executable, "-c", SELF_TERMINATED, "1", "train", TINY_YAML, *RUN, *wandb,
+                     f"output_dir={out}"], env)
     assert proc.returncode == 143, proc.stderr[-3000:]
-    resumed = subprocess.run([sys.executable, "-m", "ois_lightning", "train", TINY_YAML, *RUN, *wandb,
-                              f"output_dir={out}", "ckpt_path=last"], cwd=REPO, env=env, capture_output=True,
-                             text=True, timeout=600)
+    resumed = run_warm([sys.executable, "-m", "ois_lightning", "train", TINY_YAML, *RUN, *wandb,
+                        f"output_dir={out}", "ckpt_path=last"], env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     run_id = (out / "wandb_run_id").read_text()
     folders = sorted((out / "wandb").glob("offline-run-*"))

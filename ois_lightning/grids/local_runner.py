@@ -35,7 +35,8 @@ from ..protocol.metrics import format_metric
 from ..protocol.results import (LAST, ResultsError, checkpoint_dir, describe_changes, read_results, result_settings,
                                 results_paths)
 from ..protocol.run_folder import RunFolderError, holds_run, move_aside, stored_settings
-from .supervise import GRACE_S, die_with_parent
+from .supervise import GRACE_S
+from ..utils.warm_start import Process, popen
 
 TERMINATE_GRACE_S = GRACE_S + 10.0  # the supervisor's grace for the point, then its own exit
 FAILED_MARK = "sweep_failed"  # in output_dir: the exit code of the point's last run, when that run failed
@@ -163,7 +164,7 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise _Terminated(signal.Signals(signum).name)
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
+def _stop(procs: list[Process]) -> None:
     for p in procs:
         if p.poll() is None:
             p.terminate()  # the supervisor ends the point's process group
@@ -176,8 +177,9 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
-def _start(job: Job, env: dict[str, str], gpus: str) -> tuple[subprocess.Popen, str]:
-    """Launch ``job`` under the supervisor (dies with this process), logging to ``<output_dir>/train.log``."""
+def _start(job: Job, env: dict[str, str], gpus: str) -> tuple[Process, str]:
+    """Launch ``job`` under the supervisor (dies with this process), logging to ``<output_dir>/train.log``;
+    warm (:mod:`ois_lightning.utils.warm_start`: no imports to repeat) where that gives the same process."""
     argv = list(job.argv)
     resumed = ""
     if holds_run(job.output_dir):
@@ -195,12 +197,11 @@ def _start(job: Job, env: dict[str, str], gpus: str) -> tuple[subprocess.Popen, 
         resumed += f" on CUDA_VISIBLE_DEVICES={gpus}"
     job.output_dir.mkdir(parents=True, exist_ok=True)
     (job.output_dir / FAILED_MARK).unlink(missing_ok=True)
-    with open(job.output_dir / "train.log", "a") as log:
+    log_path = job.output_dir / "train.log"
+    with open(log_path, "a") as log:
         log.write(f"\n$ {' '.join(argv)}\n")
-        log.flush()
-        proc = subprocess.Popen([sys.executable, "-m", "ois_lightning.grids.supervise", *argv], stdout=log,
-                                stderr=subprocess.STDOUT, env=env, preexec_fn=die_with_parent(os.getpid()))
-    return proc, resumed
+    supervised = [sys.executable, "-m", "ois_lightning.grids.supervise", *argv]
+    return popen(supervised, env, log_path, die_with_caller=True), resumed
 
 
 def run_local(sweep_path: str | Path, extra: Optional[list[str]] = None, parallel: int = 1,
@@ -241,7 +242,7 @@ def run_local(sweep_path: str | Path, extra: Optional[list[str]] = None, paralle
     # N runs share the machine's cores: without this every run starts one torch thread per core and the
     # oversubscribed cores spin (tens of times slower on 2 cores).
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
-    running: dict[subprocess.Popen, tuple[Job, float, str]] = {}
+    running: dict[Process, tuple[Job, float, str]] = {}
     failed: list[Job] = []
     busy: list[Job] = []  # held by a live run elsewhere (another runner, an agent): left to it
     previous = signal.signal(signal.SIGTERM, _raise_terminated)

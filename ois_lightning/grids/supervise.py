@@ -5,35 +5,23 @@ signalled at once. This supervisor dies with the sweep runner however the runner
 runner starts it with :func:`die_with_parent` (Linux ``prctl(PR_SET_PDEATHSIG, SIGTERM)``). On SIGTERM,
 SIGINT or SIGHUP it sends SIGTERM to the point's group, waits up to :data:`GRACE_S` for the point to exit,
 then SIGKILLs the group; leftovers of a point that exited by itself are SIGKILLed too. The exit status is the
-point's (128 + N for signal N).
+point's (128 + N for signal N). A supervisor started warm (:mod:`ois_lightning.utils.warm_start`) forks the point
+(a ``python`` command) from itself instead of starting a new interpreter, so the point skips the imports too.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Optional
+
+from ..utils import warm_start
+from ..utils.warm_start import die_with_parent
 
 GRACE_S = 30.0
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
-def die_with_parent(parent: int) -> Callable[[], None]:
-    """A ``preexec_fn`` for a child of process ``parent`` (the caller): the kernel sends the child SIGTERM when
-    ``parent`` dies (Linux); a child whose parent died before that was set up exits at once."""
-    libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-    def preexec() -> None:
-        if libc is not None:
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
 
 
 class _Stop(Exception):
@@ -51,11 +39,45 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
+class _Forked:
+    """A forked child running a ``python`` argv in this process's image, with Popen's ``pid`` / ``wait`` /
+    ``poll``; its own session and default signal handlers, as after an exec."""
+
+    def __init__(self, argv: list[str]) -> None:
+        parent = os.getpid()
+        self.returncode: Optional[int] = None
+        self.pid = os.fork()
+        if self.pid == 0:  # the point
+            code = 1
+            try:
+                os.setsid()
+                die_with_parent(parent)()
+                warm_start.reset_signals()
+                code = warm_start.run_python(argv[1:])
+            finally:  # never return into the supervisor's code
+                warm_start.finish(code)
+
+    def poll(self) -> Optional[int]:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        return self.returncode
+
+
 def supervise(argv: list[str], grace_s: float = GRACE_S) -> int:
     """Run ``argv`` as the leader of a new session and return its exit status (see the module docstring)."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, _raise_stop)
-    child = subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_parent(os.getpid()))
+    if warm_start.in_warm_child() and argv[:1] == [sys.executable]:
+        child: Any = _Forked(argv)
+    else:
+        child = subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_parent(os.getpid()))
     try:
         code = child.wait()
     except _Stop:

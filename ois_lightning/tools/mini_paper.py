@@ -11,7 +11,6 @@ figures. Budgets are fixed in the configs and :mod:`ois_lightning.pretrain.budge
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from ..config.schema import ConfigError
 from ..pretrain.budgets import DepthBudget
 from ..protocol.results import LAST, checkpoint_dir
 from ..utils.atomic import atomic_write
+from ..utils.warm_start import Process, popen
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "experiments" / "demo"
@@ -50,8 +50,9 @@ class Pretrained:
 
 
 def pretrain(out: Path, which: Sequence[str], fast: bool, parallel: int) -> Pretrained:
-    """``ois pretrain`` for each of ``which`` (depth / tenth / mae) in up to ``parallel`` processes, one torch
-    thread each (log beside each file); a finished file with the same budget is reused by the command itself."""
+    """``ois pretrain`` for each of ``which`` (depth / tenth / mae) in up to ``parallel`` processes (started warm,
+    :mod:`ois_lightning.utils.warm_start`), one torch thread each (log beside each file); a finished file with the
+    same budget is reused by the command itself."""
     folder = out / ("pretrain_fast" if fast else "pretrain")
     files = Pretrained(folder / "depth_tiny.pth", folder / "depth_tiny_tenth.pth", folder / "mae_tiny.pth")
     tenth = ["--steps", str(max(1, DepthBudget().steps // 10))]
@@ -59,7 +60,7 @@ def pretrain(out: Path, which: Sequence[str], fast: bool, parallel: int) -> Pret
             "mae": ("mae", files.mae, [])}
     folder.mkdir(parents=True, exist_ok=True)
     pending = list(which)
-    running: list[tuple[str, subprocess.Popen, Path]] = []
+    running: list[tuple[str, Process, Path]] = []
     failed = []
     while pending or running:
         while pending and len(running) < max(1, parallel):
@@ -68,8 +69,8 @@ def pretrain(out: Path, which: Sequence[str], fast: bool, parallel: int) -> Pret
             argv = [sys.executable, "-m", "ois_lightning", "pretrain", kind, "--out", str(path),
                     *(FAST_PRETRAIN[name] if fast else budget), "--threads", "1"]
             log = path.with_suffix(".log")
-            with log.open("w") as f:
-                running.append((name, subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT), log))
+            log.write_text("")
+            running.append((name, popen(argv, log=log), log))
         name, proc, log = running.pop(0)
         if proc.wait() != 0:
             failed.append(f"{name} (exit code {proc.returncode}, log {log})")
@@ -79,8 +80,9 @@ def pretrain(out: Path, which: Sequence[str], fast: bool, parallel: int) -> Pret
 
 
 def evaluate_high_res(runs: Path, hr_runs: Path, extra: Sequence[str], seeds: Sequence[int]) -> None:
-    """Table 8 in miniature: each Table 4 row's checkpoints evaluated (``ois eval``) on scenes generated at
-    :data:`HIGH_RES` px, which the protocol resizes to the input size and the prediction back (stretch)."""
+    """Table 8 in miniature: each Table 4 row's checkpoints evaluated (``ois eval``, started warm, log
+    ``<output_dir>/eval.log``) on scenes generated at :data:`HIGH_RES` px, which the protocol resizes to the input
+    size and the prediction back (stretch)."""
     for row in TABLE8_ROWS:
         for seed in seeds:
             out = hr_runs / "demo" / row / f"seed{seed}"
@@ -89,10 +91,13 @@ def evaluate_high_res(runs: Path, hr_runs: Path, extra: Sequence[str], seeds: Se
             ckpt = checkpoint_dir(runs / "demo" / row / f"seed{seed}") / LAST
             argv = [sys.executable, "-m", "ois_lightning", "eval", str(DEMO / f"{row}.yaml"), f"ckpt={ckpt}",
                     f"seed={seed}", *extra, f"data.layered.size={HIGH_RES}", f"output_dir={out}"]
-            proc = subprocess.run(argv, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise ConfigError(f"Table 8 evaluation of {row} seed{seed} failed (exit code {proc.returncode}): "
-                                  + (proc.stderr.strip().splitlines() or ["no output"])[-1])
+            out.mkdir(parents=True, exist_ok=True)
+            log = out / "eval.log"
+            log.write_text("")
+            code = popen(argv, log=log).wait()
+            if code != 0:
+                raise ConfigError(f"Table 8 evaluation of {row} seed{seed} failed (exit code {code}): "
+                                  + (log.read_text().strip().splitlines() or ["no output"])[-1] + f" (log {log})")
 
 
 def run_tables(out: Path, runs: Path, hr_runs: Path, demo_table: object) -> list[tuple[str, object]]:
