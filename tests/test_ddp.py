@@ -14,7 +14,7 @@ import pytest
 
 from ois_lightning.cli import main
 
-from .helpers import REPO, TINY_RUN
+from .helpers import REPO, TINY_RUN, run_warm
 
 
 CONFIG = "experiments/table4/wo_object.yaml"
@@ -69,13 +69,18 @@ def test_ddp_spawn_in_process(tmp_path: Path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_ddp_subprocess_argv_path(tmp_path: Path):
-    """`python -m ois_lightning train seed=0 config=...` (W&B's argv order): rank 1 is Lightning's re-run of it."""
+@pytest.mark.parametrize("start", ["cold", "warm"])
+def test_ddp_subprocess_argv_path(tmp_path: Path, start: str):
+    """`python -m ois_lightning train seed=0 config=...` (W&B's argv order): rank 1 is Lightning's re-run of it;
+    also with rank 0 started warm, as `ois sweep --local` starts a CPU point (utils/warm_start.py)."""
     out = tmp_path / "ddp"
     env = dict(os.environ, WANDB_MODE="offline")
     argv = [sys.executable, "-m", "ois_lightning", "train", "seed=0", f"config={CONFIG}", *DDP_RUN,
             "train.strategy=ddp", f"output_dir={out}"]
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    if start == "warm":
+        proc = run_warm(argv, env, timeout=1200)
+    else:
+        proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stdout + proc.stderr
     check_single_offline_run_with_config(out)
