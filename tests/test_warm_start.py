@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from ois_lightning.utils import warm_start
 
@@ -100,6 +101,8 @@ def test_what_must_start_cold_does(tmp_path: Path):
     assert warm_start.can_start([sys.executable, "-c", "pass"], env)
     assert not warm_start.can_start(["/usr/bin/env", "python3", "-c", "pass"], env)  # another interpreter
     assert not warm_start.can_start([sys.executable, "-c", "pass"], dict(env, CUDA_VISIBLE_DEVICES="0"))
+    unset = {k: v for k, v in env.items() if k != "CUDA_VISIBLE_DEVICES"}  # any GPU torch sees: cold
+    assert warm_start.can_start([sys.executable, "-c", "pass"], unset) == (torch.cuda.device_count() == 0)
     warm_start.start([sys.executable, "-c", "pass"], env).wait(timeout=120)  # the server runs now
     other = {k: "7" for k in warm_start.THREAD_VARS}
     assert not warm_start.can_start([sys.executable, "-c", "pass"], dict(env, **other))

@@ -11,9 +11,9 @@ of the same argv gives: :class:`WarmProcess` has Popen's ``pid``, ``poll``, ``wa
 ``returncode``.
 
 Where that would not be the same process, :func:`start` returns None and the caller starts it cold: another
-interpreter (a launcher such as ``sweeps/slurm/bin/python``), GPUs to hand out (the fork server's imports must
-not be a CUDA process's parent), thread settings other than the fork server's (OpenMP and BLAS read theirs when
-loaded), or no ``forkserver`` on the platform.
+interpreter (a launcher such as ``sweeps/slurm/bin/python``), a GPU the command could use (a CUDA process must
+not be a fork of the server's imports), thread settings other than the fork server's (OpenMP and BLAS read
+theirs when loaded), or no ``forkserver`` on the platform.
 """
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ import logging
 import multiprocessing as mp
 import os
 import runpy
-from multiprocessing import forkserver
-from multiprocessing import util as mp_util
 import signal
 import subprocess
 import sys
+from multiprocessing import forkserver
+from multiprocessing import util as mp_util
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
@@ -61,11 +61,21 @@ def _threads(env: Mapping[str, str]) -> tuple[Optional[str], ...]:
     return tuple(env.get(k) for k in THREAD_VARS)
 
 
+def _may_use_cuda(env: Mapping[str, str]) -> bool:
+    """The command could reach a GPU: ``CUDA_VISIBLE_DEVICES`` names devices, or is unset where torch sees one."""
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return visible.strip() not in ("", "-1")
+    import torch
+
+    return torch.cuda.device_count() > 0
+
+
 def can_start(argv: list[str], env: Mapping[str, str]) -> bool:
     """Whether :func:`start` runs ``argv`` warm under ``env`` (see the module docstring)."""
     if len(argv) < 2 or argv[0] != sys.executable or "forkserver" not in mp.get_all_start_methods():
         return False
-    if env.get("CUDA_VISIBLE_DEVICES", "") not in ("", "-1"):
+    if _may_use_cuda(env):
         return False
     return "context" not in _server or _server["threads"] == _threads(env)
 
