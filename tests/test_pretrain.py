@@ -13,7 +13,7 @@ from ois_lightning.config.load import load_config
 from ois_lightning.model import build_model
 from ois_lightning.model.backbones import build
 from ois_lightning.model.checkpoints import CheckpointError
-from ois_lightning.model.depth_models import depth_model_names
+from ois_lightning.model.specs import depth_model_names
 from ois_lightning.pretrain.budgets import DepthBudget, MAEBudget
 from ois_lightning.pretrain.common import HELDOUT_SCENE_SEED, TRAIN_SCENE_SEED, report_path, scene_batch
 from ois_lightning.pretrain.depth import pretrain_depth

@@ -17,7 +17,7 @@ from ois_lightning.config.load import load_config
 from ois_lightning.grids.sweep_file import load_sweep
 from ois_lightning.grids.local_runner import plan, run_local
 
-from .helpers import REPO, TINY_RUN, write_sweep
+from .helpers import REPO, TINY_RUN, run_warm, write_sweep
 
 pytestmark = pytest.mark.usefixtures("random_weights")  # Table 4's rows name a published backbone
 
@@ -90,11 +90,21 @@ def test_sweep_command_errors(tmp_path: Path, capsys):
     assert "${python} is not supported" in capsys.readouterr().err
 
 
-def _ois(*args: str, **kw) -> subprocess.Popen:
+def _shell_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # as from a shell: no shared service
     env["WANDB_MODE"] = "offline"
-    return subprocess.Popen([sys.executable, "-m", "ois_lightning", *args], cwd=REPO, env=env, text=True,
+    return env
+
+
+def _ois(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ois_lightning", *args], cwd=REPO, env=_shell_env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+
+
+def _ois_warm(*args: str) -> tuple[int, str]:
+    """Exit status and output (stdout, then stderr) of ``python -m ois_lightning ARGS``, started warm."""
+    proc = run_warm([sys.executable, "-m", "ois_lightning", *args], _shell_env(), timeout=600)
+    return proc.returncode, proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
@@ -131,18 +141,15 @@ def test_local_sweep_killed_and_resumed_then_table(tmp_path: Path):
     # an evaluation of a finished point writes beside it (<run>/eval/...) and the next rerun still skips every point
     run = runs / "tiny4/full/seed0"
     files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    evaluation = _ois("eval", "--ckpt", str(run / "checkpoints/last.ckpt"), "logger.kind=none")
-    log = evaluation.communicate(timeout=600)[0]
-    assert evaluation.returncode == 0, log[-3000:]
+    code, log = _ois_warm("eval", "--ckpt", str(run / "checkpoints/last.ckpt"), "logger.kind=none")
+    assert code == 0, log[-3000:]
     assert all(p.read_bytes() == data for p, data in files.items()) and list((run / "eval").glob("*/results.json"))
-    third = _ois("sweep", str(sweep), "--local", "--runs-dir", str(runs), *overrides)
-    out3 = third.communicate(timeout=600)[0]
-    assert third.returncode == 0 and out3.count("finished, skipping") == 4, out3[-3000:]
+    code, out3 = _ois_warm("sweep", str(sweep), "--local", "--runs-dir", str(runs), *overrides)
+    assert code == 0 and out3.count("finished, skipping") == 4, out3[-3000:]
 
-    table = _ois("table", str(runs / "tiny4"), "--table", "experiments/table4/table.yaml", "--paper",
-                 "--allow-partial")  # two of the five rows
-    out4 = table.communicate(timeout=300)[0]
-    assert table.returncode == 0, out4
+    code, out4 = _ois_warm("table", str(runs / "tiny4"), "--table", "experiments/table4/table.yaml", "--paper",
+                           "--allow-partial")  # two of the five rows
+    assert code == 0, out4
     md = (runs / "tiny4/table.md").read_text()
     assert md in out4
     wo_order = next(ln for ln in md.splitlines() if ln.startswith("| w/o order"))

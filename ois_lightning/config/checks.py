@@ -24,7 +24,7 @@ def _backbones() -> Collection[str]:
 
 
 def _depth_models() -> Collection[str]:
-    from ..model.depth_models import depth_model_names
+    from ..model.specs import depth_model_names
 
     return depth_model_names()
 
@@ -185,7 +185,7 @@ def _validate_depth(cfg: DictConfig, where: Where) -> None:
         raise _fail(where, ("model.depth_encoder.dim", "model.depth_encoder.num_heads"), f"model.depth_encoder.dim="
                     f"{enc.dim} not divisible by num_heads={enc.num_heads}")
     if d.model is not None:
-        from ..model.depth_models import depth_model_kind
+        from ..model.specs import depth_model_kind
 
         if not uses_depth(m):
             raise _fail(where, ("data.depth.model", "model"), f"data.depth.model={d.model} is unused: no part of "

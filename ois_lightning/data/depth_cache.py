@@ -49,7 +49,8 @@ def _datasets(cfg: DictConfig, split: str) -> list[SegDataset]:
 
 def cache_depth(cfg: DictConfig, split: str = "test", device: str | None = None) -> dict[str, int]:
     """Write the depth maps of ``data.<split>``; returns {"written": n, "skipped": m}."""
-    from ..model.depth_models import PREPROCESS, build_depth_model, depth_model_kind
+    from ..model.depth_models import PREPROCESS, build_depth_model
+    from ..model.specs import depth_model_kind
 
     if cfg.data.depth.folder is None:
         raise ConfigError("ois depth-cache writes to data.depth.folder: set it (e.g. data.depth.folder=depth/zoedepth)")

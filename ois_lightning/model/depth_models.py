@@ -25,32 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .specs import SPECS
+from .specs import ZOEDEPTH, depth_model_kind
 from .backbones import build
 from .checkpoints import CheckpointError, misshaped_entry, raise_on_mismatch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-ZOEDEPTH = "zoedepth"
 ZOEDEPTH_MULTIPLE = 32  # ensure_multiple_of of ZoeDepth's image processor
 PREPROCESS = ("official", "input")
 DA_INPUT_SIZE = 518  # input_size of Depth Anything's infer_image
-
-
-def depth_model_names() -> list[str]:
-    """Valid ``data.depth.model`` values: Depth Anything backbones with a depth head (including "tiny", the CPU
-    miniature's, e.g. a file from ``ois pretrain depth``; docs/mini_paper.md), and ZoeDepth."""
-    return [name for name, spec in SPECS.items() if spec.has_depth_head] + [ZOEDEPTH]
-
-
-def depth_model_kind(name: str) -> str:
-    """The convention of ``name``'s output: "depth" (metric, ZoeDepth) or "disparity" (any backbone of SPECS
-    with a Depth Anything head)."""
-    if name == ZOEDEPTH:
-        return "depth"
-    if name in SPECS and SPECS[name].has_depth_head:
-        return "disparity"
-    raise ValueError(f"unknown depth model {name!r}; known: {', '.join(depth_model_names())}")
 
 
 def resize_for(height: int, width: int, side: int, multiple: int) -> tuple[int, int]:

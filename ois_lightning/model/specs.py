@@ -45,6 +45,25 @@ SPECS: dict[str, BackboneSpec] = {
 }
 
 
+ZOEDEPTH = "zoedepth"  # the one depth model of Table 6 that is not a backbone of SPECS
+
+
+def depth_model_names() -> list[str]:
+    """Valid ``data.depth.model`` values: Depth Anything backbones with a depth head (including "tiny", the CPU
+    miniature's, e.g. a file from ``ois pretrain depth``; docs/mini_paper.md), and ZoeDepth."""
+    return [name for name, spec in SPECS.items() if spec.has_depth_head] + [ZOEDEPTH]
+
+
+def depth_model_kind(name: str) -> str:
+    """The convention of ``name``'s output: "depth" (metric, ZoeDepth) or "disparity" (any backbone of SPECS
+    with a Depth Anything head)."""
+    if name == ZOEDEPTH:
+        return "depth"
+    if name in SPECS and SPECS[name].has_depth_head:
+        return "disparity"
+    raise ValueError(f"unknown depth model {name!r}; known: {', '.join(depth_model_names())}")
+
+
 def get_spec(name: str) -> BackboneSpec:
     if name not in SPECS:
         raise KeyError(f"unknown backbone '{name}'; known: {', '.join(SPECS)}")

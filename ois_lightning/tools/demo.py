@@ -27,8 +27,8 @@ import numpy as np
 from ..protocol.results import LAST, checkpoint_dir
 from .mini_paper import DEMO
 
-FAST_OVERRIDES = ["train.max_steps=3", "data.layered.test_length=3", "eval.max_objects=3", "train.val_objects=1",
-                  "data.layered.val_length=1", "logger.log_images=0"]
+FAST_OVERRIDES = ["train.max_steps=3", "data.layered.test_length=3", "eval.max_objects=3", "clicks.max_eval=5",
+                  "train.val_objects=1", "data.layered.val_length=1", "logger.log_images=0"]
 
 
 @dataclass(frozen=True)

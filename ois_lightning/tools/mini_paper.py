@@ -10,6 +10,7 @@ figures. Budgets are fixed in the configs and :mod:`ois_lightning.pretrain.budge
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -49,40 +50,57 @@ class Pretrained:
         return [f"weights.tiny={self.depth}"] + ([f"weights.mae-tiny={self.mae}"] if mae else [])
 
 
-def pretrain(out: Path, which: Sequence[str], fast: bool, parallel: int) -> Pretrained:
-    """``ois pretrain`` for each of ``which`` (depth / tenth / mae) in up to ``parallel`` processes (started warm,
-    :mod:`ois_lightning.utils.warm_start`), one torch thread each (log beside each file); a finished file with the
-    same budget is reused by the command itself."""
-    folder = out / ("pretrain_fast" if fast else "pretrain")
-    files = Pretrained(folder / "depth_tiny.pth", folder / "depth_tiny_tenth.pth", folder / "mae_tiny.pth")
-    tenth = ["--steps", str(max(1, DepthBudget().steps // 10))]
-    jobs = {"depth": ("depth", files.depth, []), "tenth": ("depth", files.tenth, tenth),
-            "mae": ("mae", files.mae, [])}
-    folder.mkdir(parents=True, exist_ok=True)
-    pending = list(which)
+def run_jobs(jobs: Sequence[tuple[str, list[str], Path]], parallel: int) -> list[str]:
+    """Run each ``(name, argv, log)`` (started warm, :mod:`ois_lightning.utils.warm_start`; stdout and stderr
+    into ``log``, emptied first) up to ``parallel`` at a time, each with its share of the cores
+    (``OMP_NUM_THREADS``, as ``ois sweep --parallel`` gives its points); returns ``"name (exit code N, log L)"``
+    of each that failed, with the last line of its log."""
+    from ..utils.parallel import available_cores
+
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, available_cores() // max(1, parallel))))
+    pending = list(jobs)
     running: list[tuple[str, Process, Path]] = []
     failed = []
     while pending or running:
         while pending and len(running) < max(1, parallel):
-            name = pending.pop(0)
-            kind, path, budget = jobs[name]
-            argv = [sys.executable, "-m", "ois_lightning", "pretrain", kind, "--out", str(path),
-                    *(FAST_PRETRAIN[name] if fast else budget), "--threads", "1"]
-            log = path.with_suffix(".log")
+            name, argv, log = pending.pop(0)
+            log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text("")
-            running.append((name, popen(argv, log=log), log))
+            running.append((name, popen(argv, env=env, log=log), log))
         name, proc, log = running.pop(0)
         if proc.wait() != 0:
-            failed.append(f"{name} (exit code {proc.returncode}, log {log})")
+            last = (log.read_text().strip().splitlines() or ["no output"])[-1]
+            failed.append(f"{name} (exit code {proc.returncode}: {last}; log {log})")
+    return failed
+
+
+def pretrain(out: Path, which: Sequence[str], fast: bool, parallel: int) -> Pretrained:
+    """``ois pretrain`` for each of ``which`` (depth / tenth / mae) in up to ``parallel`` processes, one torch
+    thread each (log beside each file); a finished file with the same budget is reused by the command itself."""
+    folder = out / ("pretrain_fast" if fast else "pretrain")
+    files = Pretrained(folder / "depth_tiny.pth", folder / "depth_tiny_tenth.pth", folder / "mae_tiny.pth")
+    tenth = ["--steps", str(max(1, DepthBudget().steps // 10))]
+    budgets = {"depth": ("depth", files.depth, []), "tenth": ("depth", files.tenth, tenth),
+               "mae": ("mae", files.mae, [])}
+    folder.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for name in which:
+        kind, path, budget = budgets[name]
+        argv = [sys.executable, "-m", "ois_lightning", "pretrain", kind, "--out", str(path),
+                *(FAST_PRETRAIN[name] if fast else budget), "--threads", "1"]
+        jobs.append((name, argv, path.with_suffix(".log")))
+    failed = run_jobs(jobs, parallel)
     if failed:
         raise ConfigError("pretraining failed: " + "; ".join(failed))
     return files
 
 
-def evaluate_high_res(runs: Path, hr_runs: Path, extra: Sequence[str], seeds: Sequence[int]) -> None:
-    """Table 8 in miniature: each Table 4 row's checkpoints evaluated (``ois eval``, started warm, log
-    ``<output_dir>/eval.log``) on scenes generated at :data:`HIGH_RES` px, which the protocol resizes to the input
-    size and the prediction back (stretch)."""
+def evaluate_high_res(runs: Path, hr_runs: Path, extra: Sequence[str], seeds: Sequence[int], parallel: int) -> None:
+    """Table 8 in miniature: each Table 4 row's checkpoints evaluated (``ois eval``, up to ``parallel`` at a time,
+    log ``<output_dir>/eval.log``) on scenes generated at :data:`HIGH_RES` px, which the protocol resizes to the
+    input size and the prediction back (stretch)."""
+    jobs = []
     for row in TABLE8_ROWS:
         for seed in seeds:
             out = hr_runs / "demo" / row / f"seed{seed}"
@@ -91,13 +109,10 @@ def evaluate_high_res(runs: Path, hr_runs: Path, extra: Sequence[str], seeds: Se
             ckpt = checkpoint_dir(runs / "demo" / row / f"seed{seed}") / LAST
             argv = [sys.executable, "-m", "ois_lightning", "eval", str(DEMO / f"{row}.yaml"), f"ckpt={ckpt}",
                     f"seed={seed}", *extra, f"data.layered.size={HIGH_RES}", f"output_dir={out}"]
-            out.mkdir(parents=True, exist_ok=True)
-            log = out / "eval.log"
-            log.write_text("")
-            code = popen(argv, log=log).wait()
-            if code != 0:
-                raise ConfigError(f"Table 8 evaluation of {row} seed{seed} failed (exit code {code}): "
-                                  + (log.read_text().strip().splitlines() or ["no output"])[-1] + f" (log {log})")
+            jobs.append((f"{row} seed{seed}", argv, out / "eval.log"))
+    failed = run_jobs(jobs, parallel)
+    if failed:
+        raise ConfigError("Table 8 evaluation failed: " + "; ".join(failed))
 
 
 def run_tables(out: Path, runs: Path, hr_runs: Path, demo_table: object) -> list[tuple[str, object]]:
@@ -144,7 +159,7 @@ def run_mini_paper(out: Path, runs: Path, files: Pretrained, extra: Sequence[str
             return rc
     print(f"[paper 2/4] Table 8: Table 4's checkpoints on {HIGH_RES} px scenes")
     hr_runs = out / "runs_high_res"
-    evaluate_high_res(runs, hr_runs, [*extra, *weights], seeds or (0, 1))
+    evaluate_high_res(runs, hr_runs, [*extra, *weights], seeds or (0, 1), parallel)
     print("[paper 3/4] Tables 5-11 and the scorecard")
     run_tables(out, runs, hr_runs, demo_table)
     print("[paper 4/4] Figs. 3 and 6 (and the qualitative strip) on held-out scenes")
