@@ -162,11 +162,13 @@ def test_depth_cache_of_the_backbone_head_defaults_to_disparity(tmp_path):
 @pytest.mark.parametrize("row,cls", [("dav1", DepthAnythingDepth), ("zoedepth", ZoeDepthDepth)])
 def test_table6_rows_order_clicks_with_their_own_depth_model(row, cls, tmp_path, zoe_dir, monkeypatch):
     """`ois eval` of a Table 6 row (tiny widths, depth from the model): the row's separate depth model (DAv1
-    random init, or the tiny ZoeDepth directory) predicts the depth of every image it evaluates."""
+    random init, or the tiny ZoeDepth directory) predicts the depth of every image it evaluates. DAv1 runs at the
+    input size (`data.depth.preprocess=input`): its official 518 px preprocessing, a ViT-B at 518 px on one thread
+    for each image, is tested in test_backbone_fidelity.py."""
     calls = []
     raw = cls.raw
     monkeypatch.setattr(cls, "raw", lambda self, image: calls.append(image.shape) or raw(self, image))
-    checkpoint = [f"data.depth.checkpoint={zoe_dir}"] if row == "zoedepth" else []
+    checkpoint = [f"data.depth.checkpoint={zoe_dir}"] if row == "zoedepth" else ["data.depth.preprocess=input"]
     argv = ["eval", str(REPO / "experiments" / "table6" / f"{row}.yaml"), *TINY, "data.test=[layered]",
             "data.layered.test_length=2", "data.layered.size=64", "data.depth.source=model", *checkpoint,
             "model.backbone.random_init=true",

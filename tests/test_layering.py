@@ -132,22 +132,20 @@ def run_python(code: str) -> None:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
 
 
-def test_ois_eval_logging_to_wandb_loads_no_lightning(tmp_path: Path):
+def test_tracking_and_ois_eval_logging_to_wandb_load_no_lightning(tmp_path: Path):
+    """In one fresh interpreter: importing the W&B layer, then ``ois eval`` logging to W&B."""
     out = tmp_path / "eval"
     argv = ["eval", "experiments/tiny.yaml", *TINY, "model.backbone.random_init=true", "data.layered.size=112",
             "data.layered.test_length=2", "clicks.max_eval=5", "logger.kind=wandb", "logger.log_images=1",
             "train.strategy=ddp", f"output_dir={out}"]  # ddp: what sweeps/torchrun.sh passes
-    run_python(f"import sys\nfrom ois_lightning.cli import main\nassert main({argv!r}) == 0\n"
-               f"assert not {LOADED}, {LOADED}\n")
+    run_python(f"import sys\nimport ois_lightning.tracking.wandb_run\nassert not {LOADED}, ('tracking', {LOADED})\n"
+               f"from ois_lightning.cli import main\nassert main({argv!r}) == 0\n"
+               f"assert not {LOADED}, ('ois eval', {LOADED})\n")
     assert (out / "results.json").is_file() and list((out / "wandb").glob("offline-run-*"))
 
 
 def test_training_does_not_import_the_table_collation():
     run_python("import sys\nimport ois_lightning.lit.train\nassert 'ois_lightning.grids.table' not in sys.modules\n")
-
-
-def test_tracking_imports_no_lightning():
-    run_python(f"import sys\nimport ois_lightning.tracking.wandb_run\nassert not {LOADED}, {LOADED}\n")
 
 
 def test_the_strategies_known_without_lightning_are_lightnings():
