@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from ois_lightning.grids.scorecard import (AGREES, DISAGREES, INCONCLUSIVE, NOT_
 from ois_lightning.config.load import load_config
 from ois_lightning.protocol.results import read_results
 
-from .helpers import REPO
+from .helpers import REPO, run_warm
 
 
 TABLE4_ROWS = ("full", "wo_order", "wo_object", "wo_sparse", "wo_dense", "full_exact_depth")
@@ -37,7 +36,7 @@ def test_paper_mini_fast_end_to_end(tmp_path: Path):
     out = tmp_path / "demo_out"
     env = dict(os.environ, DEMO_FAST="1", WANDB_MODE="offline")
     argv = [sys.executable, "-m", "ois_lightning", "demo", "--tables", "all", "--out", str(out)]
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    proc = run_warm(argv, env, timeout=1200)  # its own sweeps then start a fork server of their own, as from a shell
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "demo finished in" in proc.stdout and f"Outputs in {out}/" in proc.stdout
     for name in ("depth_tiny.pth", "depth_tiny_tenth.pth", "mae_tiny.pth"):  # each with its report
@@ -75,7 +74,7 @@ def test_paper_mini_fast_end_to_end(tmp_path: Path):
     assert verdicts - {"control passed", "control FAILED"} <= {AGREES, DISAGREES, INCONCLUSIVE, NOT_IN_PAPER}
     for png in ("miou_vs_clicks.png", "qualitative.png", "figures/order_maps.png", "figures/attention.png"):
         _image(out / png)
-    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_warm(argv, env, timeout=600)
     assert proc.returncode == 0 and "6 finished, 0 to run" in proc.stdout and "7 finished, 0 to run" in proc.stdout
     assert "2 finished, 0 to run" in proc.stdout  # the positive control; the placebo and the tenth: 1 each
     for name in ("depth_tiny", "depth_tiny_tenth", "mae_tiny"):  # the pretraining logs of the rerun
