@@ -9,12 +9,14 @@ TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 .PHONY: install setup lint test browser demo paper-mini bench gpu-check clean
 
 # pip --no-compile, then compileall on every core (pip byte-compiles one file at a time, about twice as long on 2
-# cores); a file for a newer Python (torch ships one for 3.12) does not compile and stays source, as pip leaves it.
+# cores); torch's files are compiled while pip installs the rest (it leaves torch as it is). A file for a newer
+# Python (torch ships one for 3.12) does not compile and stays source, as pip leaves it.
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet --no-compile $(TORCH_PIN)
-	$(PY) -m pip install --quiet --no-compile -e '.[dev,hf,export]' $(TORCH_PIN)
+	$(PY) -m compileall -q -j 0 $(VENV)/lib/python3*/site-packages/torch >/dev/null & \
+	  $(PY) -m pip install --quiet --no-compile -e '.[dev,hf,export]' $(TORCH_PIN); status=$$?; wait; exit $$status
 	$(PY) -m compileall -q -j 0 $(VENV)/lib >/dev/null || true
 	touch $(STAMP)
 
