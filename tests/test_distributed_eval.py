@@ -5,21 +5,21 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from ois_lightning.protocol import evaluate as evaluate_module
-from ois_lightning.utils import parallel
+from ois_lightning.utils import parallel, warm_start
 from ois_lightning.cli import main
 from ois_lightning.data import LayeredScenes, Sample
 from ois_lightning.protocol.evaluate import Predictor, evaluate
 from ois_lightning.model import build_model
 
-from .helpers import REPO, TINY_RUN, TINY_YAML, tiny_cfg
+from .helpers import REPO, TINY_RUN, TINY_YAML, run_warm, tiny_cfg
 
 
 TIMING = {"SPC", "encoder_s_per_image", "click_s_per_click"}  # wall-clock: the only fields allowed to differ
@@ -40,18 +40,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_ranks(argv: list[str], world_size: int = 2) -> list[str]:
-    """``python -m ois_lightning *argv`` as ``world_size`` torchrun-style processes on this machine (gloo) -> each
-    rank's output."""
+def run_ranks(argv: list[str], logs: Path, world_size: int = 2) -> list[str]:
+    """``python -m ois_lightning *argv`` as ``world_size`` torchrun-style processes on this machine (gloo), started
+    warm where they can be (:mod:`ois_lightning.utils.warm_start`), each rank's output in ``logs``/rank<r>.log ->
+    each rank's output."""
     port = str(free_port())
     procs = []
+    logs.mkdir(parents=True, exist_ok=True)
     for rank in range(world_size):
         env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=str(rank), LOCAL_RANK=str(rank),
                    WORLD_SIZE=str(world_size), LOCAL_WORLD_SIZE=str(world_size), WANDB_MODE="offline")
-        procs.append(subprocess.Popen([sys.executable, "-m", "ois_lightning", *argv], cwd=REPO, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs), "\n".join(o[-3000:] for o in outputs)
+        procs.append(warm_start.popen([sys.executable, "-m", "ois_lightning", *argv], env, logs / f"rank{rank}.log",
+                                      cwd=REPO))
+    codes = [p.wait(timeout=600) for p in procs]
+    outputs = [(logs / f"rank{rank}.log").read_text() for rank in range(world_size)]
+    assert codes == [0] * world_size, "\n".join(o[-3000:] for o in outputs)
     return outputs
 
 
@@ -94,7 +97,7 @@ def test_ois_eval_on_two_processes_equals_one(tmp_path, keep_threads):
     assert main(argv) == 0
     one = json.loads((out / "results.json").read_text())
     (out / "results.json").unlink()
-    rank0, rank1 = run_ranks(argv)
+    rank0, rank1 = run_ranks(argv, tmp_path / "logs")
     assert "wrote " in rank0 and "wrote " not in rank1  # rank 1 evaluated its shard only
     two = json.loads((out / "results.json").read_text())
     assert two["summary"]["num_objects"] == 5 and len(two["per_object"]["ids"]) == 5
@@ -144,8 +147,7 @@ def test_final_evaluation_after_ddp_training_is_sharded(tmp_path, keep_threads):
         "train.devices=2", "train.strategy=ddp", "train.max_steps=1", "train.max_epochs=1", "train.threads=1",
         "data.layered.train_length=4", f"output_dir={out}"]
     env = dict(os.environ, WANDB_MODE="offline")
-    proc = subprocess.run([sys.executable, "-m", "ois_lightning", "train", TINY_YAML, *train], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = run_warm([sys.executable, "-m", "ois_lightning", "train", TINY_YAML, *train], env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in proc.stdout + proc.stderr
     sharded = json.loads((out / "results.json").read_text())

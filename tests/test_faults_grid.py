@@ -26,7 +26,7 @@ from ois_lightning.grids.local_runner import gpu_slots, run_local
 from ois_lightning.grids.table import build_table
 from ois_lightning.protocol.results import collect
 
-from .helpers import REPO, TABLE4, curve, write_run, write_sweep
+from .helpers import REPO, TABLE4, curve, run_warm, write_run, write_sweep
 
 pytestmark = pytest.mark.usefixtures("random_weights")  # Table 4's rows name a published backbone
 
@@ -93,9 +93,8 @@ def test_second_ois_train_or_eval_on_one_output_dir_fails_at_once_with_one_line(
     cfg = load_config(REPO / "experiments/tiny.yaml", [f"output_dir={out}", "logger.kind=none",
                                                        "model.backbone.random_init=true"])  # eval without ckpt
     with output_dir_lock(out, "ois train"):
-        proc = subprocess.run([sys.executable, "-m", "ois_lightning", "train", "experiments/tiny.yaml",
-                               f"output_dir={out}", "logger.kind=none"], cwd=REPO, capture_output=True, text=True,
-                              env=dict(os.environ, WANDB_MODE="offline"), timeout=120)
+        proc = run_warm([sys.executable, "-m", "ois_lightning", "train", "experiments/tiny.yaml",
+                         f"output_dir={out}", "logger.kind=none"], dict(os.environ, WANDB_MODE="offline"), timeout=120)
         assert proc.returncode == 2 and proc.stdout == "", proc.stderr
         assert proc.stderr.count("\n") == 1
         assert f"ois: output_dir in use: {out} is in use by pid {os.getpid()} on host {socket.gethostname()}" \
