@@ -132,19 +132,19 @@ def _add_bench_command(sub: argparse._SubParsersAction) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+    from .pretrain.budgets import budget_for
 
-    given = {k: getattr(args, k) for k in ("steps", "batch", "size", "seed", "lr", "scenes", "backbone") if getattr(args, k, None) is not None}
+    given = {k: getattr(args, k) for k in ("steps", "batch", "size", "seed", "lr", "scenes", "backbone")
+             if getattr(args, k, None) is not None}
+    budget = budget_for(args.what, **given)
     if args.what == "depth":
-        from .pretrain.budgets import DepthBudget
         from .pretrain.depth import pretrain_depth
 
-        pretrain_depth(args.out, replace(DepthBudget(), **given), args.threads, args.force)
+        pretrain_depth(args.out, budget, args.threads, args.force)
     else:
-        from .pretrain.budgets import MAEBudget
         from .pretrain.mae import pretrain_mae
 
-        pretrain_mae(args.out, replace(MAEBudget(), **given), args.threads, args.force)
+        pretrain_mae(args.out, budget, args.threads, args.force)
     return 0
 
 

@@ -15,7 +15,8 @@ from ois_lightning.model.backbones import build
 from ois_lightning.model.checkpoints import CheckpointError
 from ois_lightning.model.specs import depth_model_names
 from ois_lightning.pretrain.budgets import DepthBudget, MAEBudget
-from ois_lightning.pretrain.common import HELDOUT_SCENE_SEED, TRAIN_SCENE_SEED, report_path, scene_batch
+from ois_lightning.pretrain.budgets import report_path
+from ois_lightning.pretrain.common import HELDOUT_SCENE_SEED, TRAIN_SCENE_SEED, scene_batch
 from ois_lightning.pretrain.depth import pretrain_depth
 from ois_lightning.pretrain.mae import pretrain_mae
 from ois_lightning.pretrain.ssi import align_scale_shift, depth_metrics, ssi_loss

@@ -5,7 +5,12 @@ on 2 CPU cores; they are not tuned to the numbers those runs report.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Union
+
+from ..config.schema import ConfigError
 
 
 @dataclass(frozen=True)
@@ -38,3 +43,34 @@ class MAEBudget:
     decoder_heads: int = 4
     heldout: int = 32  # held-out scenes for the reconstruction loss
     scenes: str = "monocular"  # as DepthBudget.scenes
+
+
+Budget = Union[DepthBudget, MAEBudget]
+
+
+def budget_for(what: str, **given: Any) -> Budget:
+    """The budget of ``ois pretrain <what>`` (depth / mae): its defaults with the ``given`` fields replaced."""
+    return replace(DepthBudget() if what == "depth" else MAEBudget(), **given)
+
+
+def report_path(out: Path) -> Path:
+    """The JSON report beside a checkpoint: ``x.pth`` -> ``x.json``."""
+    return out.with_suffix(".json")
+
+
+def finished_report(out: Path, budget: Budget) -> dict | None:
+    """The report of a finished run into ``out`` (one whose report, written last, exists) or None; a run made
+    with another budget is refused (ConfigError)."""
+    report = report_path(out)
+    if not (out.is_file() and report.is_file()):
+        return None
+    done = json.loads(report.read_text())
+    if done.get("settings") != asdict(budget):
+        raise ConfigError(f"{out}: made with {done.get('settings')}, not {asdict(budget)}; pass --force to "
+                          "overwrite or choose another --out")
+    return done
+
+
+def reuse_line(out: Path) -> str:
+    """What ``ois pretrain`` prints when it reuses a finished run."""
+    return f"{out}: exists with the same settings, reusing it (--force retrains)"

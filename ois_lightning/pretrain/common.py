@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from ..utils.atomic import atomic_write
-from ..config.schema import ConfigError
+from .budgets import Budget, finished_report, report_path, reuse_line
 from ..data.layered import SPLIT_SEEDS, LayeredScenes
 from ..data.monocular import PRESETS
 from ..model.depth_models import IMAGENET_MEAN, IMAGENET_STD
@@ -75,25 +75,15 @@ def train_steps(params: list[nn.Parameter], loss_at: Callable[[int], Tensor], st
     return losses, time.time() - start
 
 
-def report_path(out: Path) -> Path:
-    """The JSON report beside a checkpoint: ``x.pth`` -> ``x.json``."""
-    return out.with_suffix(".json")
-
-
-def reuse_or_start(out: Path, budget: Any, threads: int | None, force: bool) -> dict | None:
-    """The report of an earlier run into ``out`` with the same budget (a dataclass), or None after setting the
-    torch threads for a fresh run. A finished run is one whose report exists (it is written last); another
-    budget into the same file is refused."""
-    settings, report = asdict(budget), report_path(out)
-    if force or not (out.is_file() and report.is_file()):
+def reuse_or_start(out: Path, budget: Budget, threads: int | None, force: bool) -> dict | None:
+    """The report of an earlier run into ``out`` with the same budget (:func:`finished_report`), or None after
+    setting the torch threads for a fresh run (always with ``force``)."""
+    done = None if force else finished_report(out, budget)
+    if done is None:
         if threads is not None:
             torch.set_num_threads(threads)
         return None
-    done = json.loads(report.read_text())
-    if done.get("settings") != settings:
-        raise ConfigError(f"{out}: made with {done.get('settings')}, not {settings}; pass --force to overwrite "
-                          "or choose another --out")
-    print(f"{out}: exists with the same settings, reusing it (--force retrains)")
+    print(reuse_line(out))
     return done
 
 

@@ -33,8 +33,7 @@ PLACEBO_SEED_OFFSET = 100  # the placebo row's seed 100 + k stands for the demo'
 HIGH_RES = 224  # Table 8's scenes: twice the input size, evaluated at it (HQSeg44K's images exceed the input)
 TABLE8_ROWS = ("full", "wo_order", "wo_object", "wo_sparse", "wo_dense")
 # fast mode (CI): the same stages on budgets that only prove the pipeline
-FAST_PRETRAIN = {"depth": ["--steps", "4", "--batch", "2"], "tenth": ["--steps", "1", "--batch", "2"],
-                 "mae": ["--steps", "2", "--batch", "2"]}
+FAST_PRETRAIN = {"depth": {"steps": 4, "batch": 2}, "tenth": {"steps": 1, "batch": 2}, "mae": {"steps": 2, "batch": 2}}
 
 
 @dataclass(frozen=True)
@@ -77,19 +76,26 @@ def run_jobs(jobs: Sequence[tuple[str, list[str], Path]], parallel: int) -> list
 
 def pretrain(out: Path, which: Sequence[str], fast: bool, parallel: int) -> Pretrained:
     """``ois pretrain`` for each of ``which`` (depth / tenth / mae) in up to ``parallel`` processes, one torch
-    thread each (log beside each file); a finished file with the same budget is reused by the command itself."""
+    thread each (log beside each file). A finished file with the same budget is reused here, without starting the
+    command: its log gets the line the command prints when it reuses one."""
+    from ..pretrain.budgets import budget_for, finished_report, reuse_line
+
     folder = out / ("pretrain_fast" if fast else "pretrain")
     files = Pretrained(folder / "depth_tiny.pth", folder / "depth_tiny_tenth.pth", folder / "mae_tiny.pth")
-    tenth = ["--steps", str(max(1, DepthBudget().steps // 10))]
-    budgets = {"depth": ("depth", files.depth, []), "tenth": ("depth", files.tenth, tenth),
-               "mae": ("mae", files.mae, [])}
+    tenth = {"steps": max(1, DepthBudget().steps // 10)}
+    budgets = {"depth": ("depth", files.depth, {}), "tenth": ("depth", files.tenth, tenth), "mae": ("mae", files.mae, {})}
     folder.mkdir(parents=True, exist_ok=True)
     jobs = []
     for name in which:
-        kind, path, budget = budgets[name]
-        argv = [sys.executable, "-m", "ois_lightning", "pretrain", kind, "--out", str(path),
-                *(FAST_PRETRAIN[name] if fast else budget), "--threads", "1"]
-        jobs.append((name, argv, path.with_suffix(".log")))
+        kind, path, given = budgets[name]
+        given = FAST_PRETRAIN[name] if fast else given
+        log = path.with_suffix(".log")
+        if finished_report(path, budget_for(kind, **given)) is not None:
+            log.write_text(reuse_line(path) + "\n")
+            continue
+        flags = [str(x) for key, value in given.items() for x in (f"--{key}", value)]
+        argv = [sys.executable, "-m", "ois_lightning", "pretrain", kind, "--out", str(path), *flags, "--threads", "1"]
+        jobs.append((name, argv, log))
     failed = run_jobs(jobs, parallel)
     if failed:
         raise ConfigError("pretraining failed: " + "; ".join(failed))
