@@ -110,3 +110,12 @@ def test_what_must_start_cold_does(tmp_path: Path):
     proc = warm_start.popen([sys.executable, "-c", "import os; print(os.environ['OMP_NUM_THREADS'])"],
                             dict(env, **other), log=log)
     assert isinstance(proc, subprocess.Popen) and proc.wait(timeout=120) == 0 and log.read_text() == "7\n"
+
+
+def test_every_runner_gives_a_process_the_same_share_of_the_cores():
+    """``ois sweep --parallel N`` and the demo's pretrainings / evaluations give each process cores // N threads
+    (so their commands find one fork server), and leave a thread count the caller set."""
+    cores = os.cpu_count() or 1
+    assert warm_start.share_cores({}, 2)["OMP_NUM_THREADS"] == str(max(1, cores // 2))
+    assert warm_start.share_cores({}, 10 * cores)["OMP_NUM_THREADS"] == "1"
+    assert warm_start.share_cores({"OMP_NUM_THREADS": "3"}, 2)["OMP_NUM_THREADS"] == "3"

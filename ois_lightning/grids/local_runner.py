@@ -36,7 +36,7 @@ from ..protocol.results import (LAST, ResultsError, checkpoint_dir, describe_cha
                                 results_paths)
 from ..protocol.run_folder import RunFolderError, holds_run, move_aside, stored_settings
 from .supervise import GRACE_S
-from ..utils.warm_start import Process, popen
+from ..utils.warm_start import Process, popen, share_cores
 
 TERMINATE_GRACE_S = GRACE_S + 10.0  # the supervisor's grace for the point, then its own exit
 FAILED_MARK = "sweep_failed"  # in output_dir: the exit code of the point's last run, when that run failed
@@ -239,9 +239,7 @@ def run_local(sweep_path: str | Path, extra: Optional[list[str]] = None, paralle
     # every point starts its own W&B service: one shared with this process would outlive a killed point and keep
     # its run id "in use" when the point resumes
     env.pop("WANDB_SERVICE", None)
-    # N runs share the machine's cores: without this every run starts one torch thread per core and the
-    # oversubscribed cores spin (tens of times slower on 2 cores).
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // parallel)))
+    share_cores(env, parallel)  # N runs share the machine's cores
     running: dict[Process, tuple[Job, float, str]] = {}
     failed: list[Job] = []
     busy: list[Job] = []  # held by a live run elsewhere (another runner, an agent): left to it

@@ -21,7 +21,7 @@ from ..config.schema import ConfigError
 from ..pretrain.budgets import DepthBudget
 from ..protocol.results import LAST, checkpoint_dir
 from ..utils.atomic import atomic_write
-from ..utils.warm_start import Process, popen
+from ..utils.warm_start import Process, popen, share_cores
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "experiments" / "demo"
@@ -51,13 +51,10 @@ class Pretrained:
 
 def run_jobs(jobs: Sequence[tuple[str, list[str], Path]], parallel: int) -> list[str]:
     """Run each ``(name, argv, log)`` (started warm, :mod:`ois_lightning.utils.warm_start`; stdout and stderr
-    into ``log``, emptied first) up to ``parallel`` at a time, each with its share of the cores
-    (``OMP_NUM_THREADS``, as ``ois sweep --parallel`` gives its points); returns ``"name (exit code N, log L)"``
-    of each that failed, with the last line of its log."""
-    from ..utils.parallel import available_cores
-
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, available_cores() // max(1, parallel))))
+    into ``log``, emptied first) up to ``parallel`` at a time, each with the share of the cores ``ois sweep
+    --parallel`` gives its points (:func:`share_cores`); returns ``"name (exit code N: last line of its log;
+    log L)"`` of each that failed."""
+    env = share_cores(dict(os.environ), parallel)
     pending = list(jobs)
     running: list[tuple[str, Process, Path]] = []
     failed = []

@@ -52,6 +52,15 @@ def die_with_parent(parent: int) -> Callable[[], None]:
     return preexec
 
 
+def share_cores(env: dict[str, str], parallel: int) -> dict[str, str]:
+    """``env`` with ``OMP_NUM_THREADS`` set, unless it is, to this machine's cores // ``parallel``: the share of
+    each of ``parallel`` processes run side by side (without it each starts one torch thread per core and the
+    oversubscribed cores spin, tens of times slower on 2 cores). Every runner gives the same share, so their
+    commands find the fork server with their own thread settings (:func:`can_start`)."""
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(1, parallel))))
+    return env
+
+
 def in_warm_child() -> bool:
     """True in a process :func:`start` made (its own forks may then skip the imports too)."""
     return _in_warm_child
