@@ -18,7 +18,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .schema import Config, ConfigError
+from .schema import ConfigError, schema_defaults
 from .checks import check, leaves
 
 LOCAL_ENV = "OIS_LOCAL_CONFIG"  # path of the local layer instead of experiments/local.yaml; empty: none
@@ -118,9 +118,10 @@ def local_layer(folder: Optional[Path]) -> Optional[Path]:
 
 
 def _merge(cfg: DictConfig, layer: dict, source: str, sources: Sources) -> DictConfig:
-    """``layer`` merged over ``cfg``; its leaf keys are recorded as set by ``source``."""
+    """``layer`` merged into ``cfg`` (in place: ``OmegaConf.merge`` would copy the whole config first); its leaf
+    keys are recorded as set by ``source``."""
     try:
-        merged = OmegaConf.merge(cfg, layer)
+        cfg.merge_with(layer)
     except (OmegaConfBaseException, TypeError) as e:  # TypeError: a mapping given a list or the reverse
         key, value = getattr(e, "full_key", None), getattr(e, "value", None)
         if not key:  # OmegaConf names no key for some mismatches (a section given a scalar): find the leaf
@@ -131,7 +132,7 @@ def _merge(cfg: DictConfig, layer: dict, source: str, sources: Sources) -> DictC
     for key, _ in leaves(layer):  # re-inserted: ``sources`` lists keys in the order the layers set them
         sources.pop(key, None)
         sources[key] = source
-    return merged
+    return cfg
 
 
 def _merges(cfg: DictConfig, key: str, value: Any) -> bool:
@@ -172,7 +173,7 @@ def load_config_with_sources(path: Optional[str | Path] = None, overrides: Optio
                              stored: Optional[StoredLayer] = None) -> tuple[DictConfig, Sources]:
     """The validated, resolved config and, per leaf key, the layer that set it (absent: schema default).
     ``stored``: a checkpoint's config, in place of the base chain of ``path``."""
-    cfg, sources = OmegaConf.structured(Config), {}
+    cfg, sources = schema_defaults(), {}
     if stored is not None and path is not None:
         raise ConfigError(f"{stored[0]}: a stored config and a YAML file ({path}) cannot both be the base")
     chain = _base_chain(Path(path)) if path is not None else []
