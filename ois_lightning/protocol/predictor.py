@@ -271,10 +271,11 @@ class Predictor(PredictorMaps):
         prev = mapping.mask(prev_mask).to(self.device) if prev_mask is not None else None  # 1,1,S,S
         with self.autocast():
             out = self._decode(mapping, enc, coords, labels, prev)  # 1,1,S,S float32
-        prob = mapping.to_original(out)[0, 0].cpu().numpy()  # H,W
+        original = mapping.logits_to_original(out)  # 1,1,H,W float32, resized once for both outputs
+        prob = torch.sigmoid(original)[0, 0].cpu().numpy()  # H,W
         if self.zoom_in_size is not None:
             self._prev_prob = prob
-        return prob, mapping.logits_to_original(out)[0, 0].cpu().numpy() if logits else None
+        return prob, original[0, 0].cpu().numpy() if logits else None
 
     @torch.no_grad()
     def predict_batch(self, points_list: Sequence[np.ndarray], labels_list: Sequence[np.ndarray],
