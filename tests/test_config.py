@@ -3,6 +3,7 @@ config against the evaluated one, and one clear error line per mistake."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import sys
 import typing
 from pathlib import Path
@@ -295,6 +296,7 @@ def test_cli_version_and_overrides_after_an_option(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and capsys.readouterr().out.strip() == f"ois {__version__}"
+    assert importlib.metadata.version("ois_lightning") == __version__  # pyproject reads it from the package
     assert main(["print-config", str(REPO / "experiments/tiny.yaml"), "--sources", "seed=3"]) == 0
     assert "\nseed: 3\n" in capsys.readouterr().out
     with pytest.raises(SystemExit) as e:  # anything else after the options stays an error
