@@ -151,11 +151,12 @@ def run_mini_paper(out: Path, runs: Path, files: Pretrained, extra: Sequence[str
     from ..grids.local_runner import run_local
 
     weights = files.weights(mae=True)
-    print("[paper 1/4] the rows of Tables 5-11 and the controls")
+    print("[paper 1/4] the controls, then the rows of Tables 5-11")
     placebo = None if seeds is None else [PLACEBO_SEED_OFFSET + s for s in seeds]
-    for sweep, more, which in (("sweep_mini.yaml", [], seeds),
-                               ("sweep_mini_tenth.yaml", [f"data.depth.checkpoint={files.tenth}"], seeds),
-                               ("sweep_controls.yaml", [], seeds), ("sweep_placebo.yaml", [], placebo)):
+    # the controls first: a run stopped part-way has already checked the instrument it will be read with
+    for sweep, more, which in (("sweep_controls.yaml", [], seeds), ("sweep_placebo.yaml", [], placebo),
+                               ("sweep_mini.yaml", [], seeds),
+                               ("sweep_mini_tenth.yaml", [f"data.depth.checkpoint={files.tenth}"], seeds)):
         rc = run_local(DEMO / sweep, [*extra, *weights, *more], parallel, runs, seeds=which)
         if rc != 0:
             print(f"ois demo: some runs failed; see {runs}/demo/*/seed*/train.log (rerun to resume)")
