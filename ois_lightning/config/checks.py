@@ -11,7 +11,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..lit.strategies import COMMON as COMMON_STRATEGIES
 from .allowed import CHOICES, NON_EMPTY, RANGES
-from .schema import ConfigError, DepthSource, FusionKind, schema_defaults, to_dict
+from .schema import ConfigError, DepthSource, FusionKind, shared_schema_defaults, to_dict
 
 Sources = Mapping[str, str]
 Where = Callable[..., str]
@@ -113,7 +113,7 @@ def _check_values(cfg: DictConfig, where: Where) -> None:
         value = OmegaConf.select(cfg, key)
         if value is not None and value not in choices:
             raise ConfigError(f"{where(key)}: {key}={value!r} is not one of {', '.join(choices)}")
-    defaults = schema_defaults()
+    defaults = shared_schema_defaults()  # read only
     for key, registry in REGISTRIES.items():
         value = OmegaConf.select(cfg, key)
         if value is None or value == OmegaConf.select(defaults, key) or value in COMMON_NAMES.get(key, ()):

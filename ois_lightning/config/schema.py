@@ -281,14 +281,19 @@ class Config:
 
 
 @functools.lru_cache(maxsize=1)
-def _schema() -> DictConfig:
-    return OmegaConf.structured(Config)
+def shared_schema_defaults() -> DictConfig:
+    """The schema defaults, built once and read-only: to read from (:func:`schema_defaults` to merge into)."""
+    cfg = OmegaConf.structured(Config)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
 
 
 def schema_defaults() -> DictConfig:
-    """A fresh config of the schema defaults: a copy of one built once (building it from the dataclasses takes
-    about six times as long as copying it, and every config load starts from it)."""
-    return copy.deepcopy(_schema())
+    """A fresh, writable config of the schema defaults: a copy of the shared one (building it from the dataclasses
+    takes about six times as long as copying it, and every config load starts from it)."""
+    cfg = copy.deepcopy(shared_schema_defaults())
+    OmegaConf.set_readonly(cfg, None)
+    return cfg
 
 
 def to_yaml(cfg: DictConfig) -> str:
