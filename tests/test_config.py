@@ -226,7 +226,8 @@ def test_eval_without_ckpt_needs_random_init():
 def test_checkpoint_config_must_match_on_model_and_protocol_keys(capsys):
     cfg = load_config(TINY_YAML, ["ckpt=m.ckpt", "eval.flip=true"])
     stored = to_dict(load_config(TINY_YAML, ["model.order.clicks=pos", "clicks.max_extra=1", "seed=4",
-                                             "model.backbone.checkpoint=elsewhere.pth"]))
+                                             "model.backbone.checkpoint=elsewhere.pth", "clicks.target_iou=0.9",
+                                             "clicks.min_eval=5"]))  # the early stop: free at evaluation
     assert config_mismatch(stored, cfg) == [("model.order.clicks", "pos", "pos_neg"), ("eval.flip", False, True)]
     with pytest.raises(ConfigError, match=r"ckpt=m.ckpt was trained with model.order.clicks=pos \(evaluated with "
                                           r"pos_neg\), eval.flip=False \(evaluated with True\); .*"

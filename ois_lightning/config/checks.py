@@ -225,7 +225,8 @@ def check_weights(cfg: DictConfig, where: Where) -> None:
 # depth maps included, may differ: e.g. a model trained on DAv2 depth evaluated with ZoeDepth maps, docs/backbones.md)
 PROTOCOL_KEYS = ("model", "clicks", "eval.resize", "eval.zoom_in", "eval.zoom_in_size", "eval.flip")
 NOT_PROTOCOL = ("model.backbone.checkpoint", "model.backbone.random_init",  # machine paths, weights in the ckpt
-                "model.backbone.freeze", "clicks.max_extra")  # training only
+                "model.backbone.freeze", "clicks.max_extra",  # training only
+                "clicks.target_iou", "clicks.min_eval")  # when an object stops, not how its clicks are placed or read
 
 
 def config_mismatch(stored: Mapping[str, Any], cfg: DictConfig) -> list[tuple[str, Any, Any]]:

@@ -10,10 +10,9 @@ figures. Budgets are fixed in the configs and :mod:`ois_lightning.pretrain.budge
 """
 from __future__ import annotations
 
-import os
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -21,7 +20,8 @@ from ..config.schema import ConfigError
 from ..pretrain.budgets import DepthBudget
 from ..protocol.results import LAST, checkpoint_dir
 from ..utils.atomic import atomic_write
-from ..utils.warm_start import Process, popen, share_cores
+from .jobs import run_jobs
+from .reuse import Reuse, link_file, run_sweep
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "experiments" / "demo"
@@ -49,33 +49,12 @@ class Pretrained:
         return [f"weights.tiny={self.depth}"] + ([f"weights.mae-tiny={self.mae}"] if mae else [])
 
 
-def run_jobs(jobs: Sequence[tuple[str, list[str], Path]], parallel: int) -> list[str]:
-    """Run each ``(name, argv, log)`` (started warm, :mod:`ois_lightning.utils.warm_start`; stdout and stderr
-    into ``log``, emptied first) up to ``parallel`` at a time, each with the share of the cores ``ois sweep
-    --parallel`` gives its points (:func:`share_cores`); returns ``"name (exit code N: last line of its log;
-    log L)"`` of each that failed."""
-    env = share_cores(dict(os.environ), parallel)
-    pending = list(jobs)
-    running: list[tuple[str, Process, Path]] = []
-    failed = []
-    while pending or running:
-        while pending and len(running) < max(1, parallel):
-            name, argv, log = pending.pop(0)
-            log.parent.mkdir(parents=True, exist_ok=True)
-            log.write_text("")
-            running.append((name, popen(argv, env=env, log=log), log))
-        name, proc, log = running.pop(0)
-        if proc.wait() != 0:
-            last = (log.read_text().strip().splitlines() or ["no output"])[-1]
-            failed.append(f"{name} (exit code {proc.returncode}: {last}; log {log})")
-    return failed
-
-
-def pretrain(out: Path, which: Sequence[str], fast: bool, parallel: int) -> Pretrained:
+def pretrain(out: Path, which: Sequence[str], fast: bool, parallel: int, reuse: Path | None = None) -> Pretrained:
     """``ois pretrain`` for each of ``which`` (depth / tenth / mae) in up to ``parallel`` processes, one torch
     thread each (log beside each file). A finished file with the same budget is reused here, without starting the
-    command: its log gets the line the command prints when it reuses one."""
-    from ..pretrain.budgets import budget_for, finished_report, reuse_line
+    command: its log gets the line the command prints when it reuses one; one finished in the folder ``reuse``
+    (another scale's) is linked in first, with its report."""
+    from ..pretrain.budgets import budget_for, finished_report, report_path, reuse_line
 
     folder = out / ("pretrain_fast" if fast else "pretrain")
     files = Pretrained(folder / "depth_tiny.pth", folder / "depth_tiny_tenth.pth", folder / "mae_tiny.pth")
@@ -87,6 +66,11 @@ def pretrain(out: Path, which: Sequence[str], fast: bool, parallel: int) -> Pret
         kind, path, given = budgets[name]
         given = FAST_PRETRAIN[name] if fast else given
         log = path.with_suffix(".log")
+        source = None if reuse is None else reuse / path.name
+        if (source is not None and not path.is_file()
+                and finished_report(source, budget_for(kind, **given)) is not None):
+            link_file(source, path)
+            link_file(report_path(source), report_path(path))
         if finished_report(path, budget_for(kind, **given)) is not None:
             log.write_text(reuse_line(path) + "\n")
             continue
@@ -145,19 +129,22 @@ def run_tables(out: Path, runs: Path, hr_runs: Path, demo_table: object) -> list
 
 
 def run_mini_paper(out: Path, runs: Path, files: Pretrained, extra: Sequence[str], seeds: Sequence[int] | None,
-                   parallel: int, demo_table: object) -> int:
-    """The stages after the demo's Table 4: the other rows, Table 8's evaluation, the tables, the figures."""
+                   parallel: int, demo_table: object, reuse: Reuse | None = None) -> int:
+    """The stages after the demo's Table 4: the other rows, Table 8's evaluation, the tables, the figures;
+    ``reuse``: the runs of another scale that may be evaluated instead of trained again (tools/reuse.py)."""
     from .figures import run_figures
-    from ..grids.local_runner import run_local
 
     weights = files.weights(mae=True)
     print("[paper 1/4] the controls, then the rows of Tables 5-11")
     placebo = None if seeds is None else [PLACEBO_SEED_OFFSET + s for s in seeds]
     # the controls first: a run stopped part-way has already checked the instrument it will be read with
-    for sweep, more, which in (("sweep_controls.yaml", [], seeds), ("sweep_placebo.yaml", [], placebo),
-                               ("sweep_mini.yaml", [], seeds),
-                               ("sweep_mini_tenth.yaml", [f"data.depth.checkpoint={files.tenth}"], seeds)):
-        rc = run_local(DEMO / sweep, [*extra, *weights, *more], parallel, runs, seeds=which)
+    shifted = None if reuse is None else replace(reuse, seeds=tuple(PLACEBO_SEED_OFFSET + s for s in reuse.seeds))
+    for sweep, more, which, reusing in (("sweep_controls.yaml", [], seeds, reuse),
+                                        ("sweep_placebo.yaml", [], placebo, shifted),
+                                        ("sweep_mini.yaml", [], seeds, reuse),
+                                        ("sweep_mini_tenth.yaml", [f"data.depth.checkpoint={files.tenth}"], seeds,
+                                         reuse)):
+        rc = run_sweep(DEMO / sweep, extra, [*weights, *more], parallel, runs, which, reusing)
         if rc != 0:
             print(f"ois demo: some runs failed; see {runs}/demo/*/seed*/train.log (rerun to resume)")
             return rc
