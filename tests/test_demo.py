@@ -79,6 +79,44 @@ def test_paper_mini_fast_end_to_end(tmp_path: Path):
     assert "2 finished, 0 to run" in proc.stdout  # the positive control; the placebo and the tenth: 1 each
     for name in ("depth_tiny", "depth_tiny_tenth", "mae_tiny"):  # the pretraining logs of the rerun
         assert "reusing it" in (out / "pretrain_fast" / f"{name}.log").read_text()
+    _check_another_scale_reuses(out, tmp_path / "other_scale")
+
+
+def _check_another_scale_reuses(source: Path, out: Path) -> None:
+    """A scale with other evaluation settings (more objects, the early stop) takes the finished pretraining and
+    trained points of ``source`` (tools/reuse.py): the checkpoint is evaluated, not trained again, and linked; a
+    point whose training settings differ is not reusable; a rerun does nothing."""
+    from ois_lightning.grids.local_runner import plan
+    from ois_lightning.tools.demo import FAST_OVERRIDES
+    from ois_lightning.tools.mini_paper import pretrain
+    from ois_lightning.tools.reuse import REUSED_MARK, Reuse, reusable, run_sweep
+
+    files = pretrain(out, ["depth"], True, 1, source / "pretrain_fast")
+    assert files.depth.samefile(source / "pretrain_fast" / "depth_tiny.pth") or \
+        files.depth.read_bytes() == (source / "pretrain_fast" / "depth_tiny.pth").read_bytes()
+    assert "reusing it" in files.depth.with_suffix(".log").read_text()
+    sweep = out / "sweep.yaml"  # Table 4's grid (its name: the same run folders), Full alone
+    sweep.write_text((DEMO / "sweep.yaml").read_text().replace("      - experiments/demo/wo_order.yaml\n", "")
+                     .replace("values: [0, 1, 2, 3]", "values: [0]"))
+    scale = (*FAST_OVERRIDES, "eval.max_objects=2", "clicks.target_iou=0.9", "clicks.min_eval=5")
+    reuse = Reuse(source, tuple(FAST_OVERRIDES), scale, (0,))
+    weights = files.weights(mae=False)
+    assert run_sweep(sweep, scale, weights, 1, out / "runs", [0], reuse) == 0
+    target = out / "runs" / "demo" / "full" / "seed0"
+    run = read_results(target / "results.json")
+    assert len(run.ious) == 2 and not (target / "train.log").exists()  # evaluated by `ois eval`, never trained
+    assert "wrote" in (target / "eval.log").read_text()
+    trained = source / "runs" / "demo" / "full" / "seed0" / "checkpoints" / "last.ckpt"
+    assert (target / "checkpoints" / "last.ckpt").read_bytes() == trained.read_bytes()
+    record = json.loads((target / REUSED_MARK).read_text())
+    assert record["checkpoint"] == str(trained) and "eval.max_objects" in record["differs_in"]
+    assert all(k.startswith(("eval.", "clicks.")) for k in record["differs_in"])
+    before = (target / "results.json").read_bytes()
+    assert run_sweep(sweep, scale, weights, 1, out / "runs", [0], reuse) == 0  # finished: nothing evaluated again
+    assert (target / "results.json").read_bytes() == before
+    loaded = load_sweep(sweep)
+    other = plan(loaded, out / "runs", [*scale, *weights, "train.lr=0.5"])[0]  # other weights: train, never reuse
+    assert not reusable(plan(loaded, source / "runs", [*FAST_OVERRIDES, *weights])[0], other)
 
 
 def test_scorecard_rule():
@@ -149,3 +187,19 @@ def test_scales_run_seeds_the_sweep_files_have_and_full_needs_every_table(capsys
     assert main(["demo", "--full"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--tables all" in err[0]
+
+
+def test_the_full_scale_changes_only_what_reuse_may_ignore():
+    """The full scale's overrides touch only evaluation keys (so the default scale's trained points are reusable);
+    training_settings drops exactly those keys, whatever else a config holds."""
+    from ois_lightning.tools.demo import SCALES
+    from ois_lightning.tools.reuse import training_settings
+
+    settings = {"eval.max_objects": 300, "eval.flip": False, "data.layered.test_length": 120,
+                "clicks.target_iou": 0.9, "clicks.min_eval": 5, "clicks.max_eval": 20, "train.lr": 1e-3,
+                "evaluation": 1, "data.layered.train_length": 4000}
+    assert training_settings(settings) == {"clicks.max_eval": 20, "train.lr": 1e-3, "evaluation": 1,
+                                           "data.layered.train_length": 4000}
+    for override in SCALES["full"].overrides:
+        assert training_settings({override.split("=")[0]: 1}) == {}, override
+    assert SCALES["full"].reuse == "default" and SCALES["default"].reuse is None
