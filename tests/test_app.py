@@ -209,6 +209,11 @@ def test_finished_objects_are_saved_as_one_label_png(ckpt, tmp_path):
         labels = np.asarray(Image.open(io.BytesIO(png)))
         want = np.where(second, 2, np.where(first, 1, 0))  # the later object over the earlier one
         assert status == 200 and labels.dtype == np.uint8 and np.array_equal(labels, want)
+        call(server, "/api/undo", {})  # the second object's click, then its "finish": the first is current again
+        state = json.loads(call(server, "/api/undo", {})[1])
+        assert state["objects"] == 0 and len(state["clicks"]) == 1 and np.array_equal(session.mask(), first)
+        call(server, "/api/finish", {})
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(call(server, "/api/save_all")[1]))), first * 1)
         assert json.loads(call(server, "/api/open", {"name": "a.png"})[1])["objects"] == 0  # a new image
 
 

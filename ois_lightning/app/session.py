@@ -162,6 +162,7 @@ class Session:
         self.original: tuple[int, int] | None = None  # (H, W) of the file; the image may be downscaled
         self.history: list[Step] = []
         self.objects: list[np.ndarray] = []  # the finished objects' masks, in order (object k is label k + 1)
+        self.finished: list[list[Step]] = []  # each finished object's steps: undo after "finish" reopens it
         self.objects_view: str | None = None  # their overlay as the page shows it (None: to render, app.views)
         self.threshold = model.threshold
 
@@ -175,6 +176,7 @@ class Session:
         downscaled copy (:func:`decode_image`)."""
         self.model.set_image(image)
         self.image, self.name, self.history, self.objects, self.objects_view = image, name, [], [], None
+        self.finished = []
         self.original = tuple(original) if original is not None else image.shape[:2]
         self.threshold = self.model.threshold
 
@@ -202,9 +204,14 @@ class Session:
         return step
 
     def undo(self) -> None:
-        """Back to the state before the last click, exactly as it was shown (nothing is recomputed)."""
+        """Back to the state before the last click, exactly as it was shown (nothing is recomputed); before the
+        first click of an object, back to before the last "finish object": that object is current again, with its
+        clicks and its mask."""
         if self.history:
             self.history.pop()
+        elif self.objects:
+            self.objects.pop()
+            self.history, self.objects_view = self.finished.pop(), None
         if self.current is not None:
             self.threshold = self.current.threshold
 
@@ -218,6 +225,7 @@ class Session:
             if len(self.objects) >= MAX_OBJECTS:
                 raise ValueError(f"at most {MAX_OBJECTS} objects fit an 8-bit label image")
             self.objects.append(self.current.mask.copy())
+            self.finished.append(self.history)
             self.objects_view = None
         self.history = []
 
