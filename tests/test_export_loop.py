@@ -89,3 +89,31 @@ def test_letterbox_content_in_the_graph_is_albumentations():
         sample = Sample(np.zeros((h, w, 3), np.uint8), np.zeros((0, h, w), np.int8), None, "x")
         mapping, _, _ = Letterbox.inputs(sample, 112, torch.device("cpu"), False)
         assert tuple(letterbox_content(torch.tensor([h, w]), 112).tolist()) == mapping.content, (h, w)
+
+
+@pytest.mark.parametrize("resize", ["letterbox", "stretch"])
+def test_raw_depth_rule_of_the_manifest_is_what_ois_eval_feeds(resize):
+    """export.json's ``raw_depth`` rule, followed as written (cv2 INTER_LINEAR into the top-left of zeros; bilinear
+    with half-pixel centres), gives the depth input the Predictor builds for `ois eval` on a non-square image."""
+    import cv2
+    import torch.nn.functional as F
+
+    from ois_lightning.protocol.geometry import Stretch
+    from ois_lightning.tools.export_manifest import preprocess
+
+    rng = np.random.default_rng(5)
+    depth = (rng.random((H, W)) * 10 + 0.5).astype(np.float32)
+    sample = Sample(rng.integers(0, 255, (H, W, 3), dtype=np.uint8), np.zeros((0, H, W), np.int8), depth, "x")
+    rule = preprocess(resize, 112, 0.49, [0.0] * 3, [1.0] * 3, depth_input=True)["raw_depth"]
+    _, _, fed = (Letterbox if resize == "letterbox" else Stretch).inputs(sample, 112, torch.device("cpu"), True)
+    if resize == "letterbox":
+        assert "cv2.INTER_LINEAR" in rule and "top-left into zeros" in rule
+        h, w = round(H * (112 / max(H, W))), round(W * (112 / max(H, W)))
+        want = np.zeros((112, 112), np.float32)
+        want[:h, :w] = cv2.resize(depth, (w, h), interpolation=cv2.INTER_LINEAR)
+    else:
+        assert "bilinear to (S,S) as the image" in rule
+        want = F.interpolate(torch.from_numpy(depth)[None, None], size=(112, 112), mode="bilinear",
+                             align_corners=False)[0, 0].numpy()
+    assert fed is not None and fed.shape == (1, 1, 112, 112)
+    np.testing.assert_allclose(fed[0, 0].numpy(), want, rtol=1e-5, atol=1e-4)
