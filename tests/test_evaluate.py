@@ -24,7 +24,7 @@ SCHEMA_SUMMARY = {"NoC85", "NoC90", "NoC95", "NoF85", "NoF90", "NoF95", "1-mIoU"
 
 
 def check_results(path: Path, num_objects: int, clicks: int, dataset: str) -> dict:
-    """results.json follows the schema of docs/training.md; no temp file left beside it."""
+    """results.json follows the schema of docs/evaluation.md; no temp file left beside it."""
     data = json.loads(path.read_text())
     assert set(data) == {"summary", "per_object", "config", "git_commit", "seed", "dataset", "fingerprint",
                          "threads"}

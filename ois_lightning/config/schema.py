@@ -192,7 +192,7 @@ class ClicksConfig:
 
 
 class EvalResize(str, enum.Enum):
-    """How evaluation maps an image to the square model input (``eval.resize``; docs/training.md)."""
+    """How evaluation maps an image to the square model input (``eval.resize``; docs/evaluation.md)."""
 
     letterbox = "letterbox"  # longest side to model.input_size, top-left pad (our training transform)
     stretch = "stretch"  # the whole image to input_size x input_size, aspect ignored (SegNext)

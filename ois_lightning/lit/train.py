@@ -1,6 +1,6 @@
 """``ois train``: Lightning Trainer, checkpoints, resume and loggers from the config; the final evaluation on
 ``data.test`` (``ois_lightning/protocol/eval_run.py``, shared with ``ois eval``) writes
-``<output_dir>/results.json`` per test dataset (schema in docs/training.md)."""
+``<output_dir>/results.json`` per test dataset (schema in docs/evaluation.md)."""
 from __future__ import annotations
 
 from pathlib import Path

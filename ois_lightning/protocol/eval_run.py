@@ -1,4 +1,4 @@
-"""``ois eval`` without Lightning, and the final evaluation ``ois train`` shares with it (docs/training.md).
+"""``ois eval`` without Lightning, and the final evaluation ``ois train`` shares with it (docs/evaluation.md).
 
 - :func:`evaluate_test_splits`: the interactive protocol (:func:`evaluate`) on each ``data.test`` dataset on its
   own, the images sharded over the ranks of a process group (``ois_lightning/utils/parallel.py``); one results.json

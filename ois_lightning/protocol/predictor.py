@@ -1,5 +1,5 @@
 """Interactive prediction on one image: the public API (``from ois_lightning import Predictor``) and the engine of
-the evaluation protocol (``eval.resize``, ``eval.zoom_in``, ``eval.flip``; docs/training.md has which reference
+the evaluation protocol (``eval.resize``, ``eval.zoom_in``, ``eval.flip``; docs/evaluation.md has which reference
 uses which). The API follows SAM's ``SamPredictor`` (``segment_anything/predictor.py``: ``set_image`` once,
 ``predict`` per prompt, ``reset_image``, ``get_image_embedding``; ``predict`` also takes SAM's keywords, see
 :mod:`~ois_lightning.protocol.predictor_sam`) on a self-describing checkpoint, as isegm's ``load_is_model``.

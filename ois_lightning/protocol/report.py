@@ -1,4 +1,4 @@
-"""What one evaluation leaves behind: ``results.json`` (schema in docs/training.md, atomically, with the protocol
+"""What one evaluation leaves behind: ``results.json`` (schema in docs/evaluation.md, atomically, with the protocol
 and the skipped samples), the mIoU-vs-clicks plot and the paper's table row."""
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def plot_miou(ious: Sequence[Sequence[float]], path: Path, title: str = "") -> "
 
 
 def write_results(result: EvalResult, output_dir: str | Path, cfg: Any, dataset: str) -> Path:
-    """``output_dir``/results.json (schema in docs/training.md) and ``miou_vs_clicks.png`` / ``.pdf``, atomic. The
+    """``output_dir``/results.json (schema in docs/evaluation.md) and ``miou_vs_clicks.png`` / ``.pdf``, atomic. The
     summary also records the :func:`protocol` and the ``skipped`` samples (count and ids); ``fingerprint`` is
     :func:`~ois_lightning.protocol.results.settings_fingerprint` of ``cfg``."""
     out = Path(output_dir)

@@ -105,7 +105,7 @@ def results_paths(output_dir: str | Path, datasets: Sequence[str]) -> dict[str, 
 
 
 def read_results(path: str | Path) -> RunResult:
-    """Parse and check one ``results.json`` (schema in docs/training.md); :class:`ResultsError` if broken. The
+    """Parse and check one ``results.json`` (schema in docs/evaluation.md); :class:`ResultsError` if broken. The
     fingerprint is recomputed from the saved config, so files written before it was recorded compare too."""
     path = Path(path)
     try:

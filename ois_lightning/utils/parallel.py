@@ -1,4 +1,4 @@
-"""Work split over processes and threads, without Lightning (``ois eval`` needs none; docs/training.md).
+"""Work split over processes and threads, without Lightning (``ois eval`` needs none; docs/evaluation.md).
 
 Sharded evaluation: under a process group (Lightning's after ``trainer.fit``, or :func:`process_group_from_env`
 for ``ois eval`` under torchrun) the images of a test set a one-process evaluation visits are dealt out round
