@@ -65,13 +65,12 @@ def pretrain(out: Path, which: Sequence[str], fast: bool, parallel: int, reuse: 
     for name in which:
         kind, path, given = budgets[name]
         given = FAST_PRETRAIN[name] if fast else given
-        log = path.with_suffix(".log")
+        log, budget = path.with_suffix(".log"), budget_for(kind, **given)
         source = None if reuse is None else reuse / path.name
-        if (source is not None and not path.is_file()
-                and finished_report(source, budget_for(kind, **given)) is not None):
+        if source is not None and not path.is_file() and finished_report(source, budget) is not None:
             link_file(source, path)
             link_file(report_path(source), report_path(path))
-        if finished_report(path, budget_for(kind, **given)) is not None:
+        if finished_report(path, budget) is not None:
             log.write_text(reuse_line(path) + "\n")
             continue
         flags = [str(x) for key, value in given.items() for x in (f"--{key}", value)]
