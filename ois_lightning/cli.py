@@ -151,7 +151,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 def _add_pretrain_command(sub: argparse._SubParsersAction) -> None:
     from .pretrain.budgets import DepthBudget, MAEBudget
 
-    p = sub.add_parser("pretrain", help="pre-train the miniature's backbones on layered scenes (docs/mini_paper.md)")
+    p = sub.add_parser("pretrain", help="pre-train the miniature's backbones on layered scenes (docs/pretraining.md)")
     what = p.add_subparsers(dest="what", required=True)
     for name, budget, text in (
         ("depth", DepthBudget(), "tiny ViT + DPT depth head for relative depth -> Depth Anything V2 layout .pth"),
@@ -169,7 +169,7 @@ def _add_pretrain_command(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--scenes", help=f"scene preset (occlusion, monocular) or comma-separated depth cues "
                        f"(default {budget.scenes})")
         q.add_argument("--threads", type=int, default=1,
-                       help="torch CPU threads (default 1: faster than 2 on busy shared cores, docs/mini_paper.md)")
+                       help="torch CPU threads (default 1: faster than 2 on busy shared cores, docs/pretraining.md)")
         q.add_argument("--force", action="store_true", help="retrain even if --out exists with the same budget")
         q.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     p.set_defaults(func=_pretrain)

@@ -121,7 +121,8 @@ def test_importing_protocol_imports_no_lightning():
 
 
 def test_no_file_over_350_lines():
-    long = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > 350}
+    files = {**MODULES, **{f"docs/{p.name}": p for p in sorted((REPO / "docs").glob("*.md"))}}
+    long = {name: n for name, path in files.items() if (n := len(path.read_text().splitlines())) > 350}
     assert not long, long
 
 

@@ -50,7 +50,7 @@ ZOEDEPTH = "zoedepth"  # the one depth model of Table 6 that is not a backbone o
 
 def depth_model_names() -> list[str]:
     """Valid ``data.depth.model`` values: Depth Anything backbones with a depth head (including "tiny", the CPU
-    miniature's, e.g. a file from ``ois pretrain depth``; docs/mini_paper.md), and ZoeDepth."""
+    miniature's, e.g. a file from ``ois pretrain depth``; docs/pretraining.md), and ZoeDepth."""
     return [name for name, spec in SPECS.items() if spec.has_depth_head] + [ZOEDEPTH]
 
 

@@ -1,4 +1,4 @@
-"""Pre-training the miniature's backbones on layered scenes (``ois pretrain depth|mae``, docs/mini_paper.md).
+"""Pre-training the miniature's backbones on layered scenes (``ois pretrain depth|mae``, docs/pretraining.md).
 
 ``depth``: the tiny ViT + DPT depth head trained for relative depth with an affine-invariant loss, written in the
 official Depth Anything V2 layout. ``mae``: the ``mae-tiny`` ViT as a masked autoencoder, written in the MAE

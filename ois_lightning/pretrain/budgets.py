@@ -1,6 +1,6 @@
 """The fixed training budgets of ``ois pretrain`` (no torch import: the CLI shows them in ``--help``).
 
-The defaults were set before the final runs (docs/mini_paper.md) so that each command finishes in a few minutes
+The defaults were set before the final runs (docs/pretraining.md) so that each command finishes in a few minutes
 on 2 CPU cores; they are not tuned to the numbers those runs report.
 """
 from __future__ import annotations
