@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy import ndimage
 
 from ..config.schema import THRESHOLD
 
@@ -60,11 +61,20 @@ def iou(gt: np.ndarray, pred: np.ndarray) -> float:
 def _padded_distance(mask: np.ndarray, mask_size: int) -> np.ndarray:
     """Distance transform of the bool (H,W) ``mask`` with the image border counting as outside.
 
-    The mask is padded with a 1-px border of zeros, transformed with ``cv2.distanceTransform(DIST_L2,
-    mask_size)`` and cropped back to (H,W) float32. ``mask_size`` is ``cv2.DIST_MASK_PRECISE`` (exact EDT,
-    evaluation) or 5 (5x5 chamfer, training), as in the isegm protocol.
+    The mask is padded with a 1-px border of zeros, transformed and cropped back to (H,W). ``mask_size`` is
+    ``cv2.DIST_MASK_PRECISE`` (the exact EDT of the evaluation rule) or 5 (the 5x5 chamfer of the training rule),
+    as in the isegm protocol (isegm ``inference/clicker.py``: ``cv2.distanceTransform(DIST_L2, 0)``).
+
+    The exact EDT is computed from integer squared distances (``scipy.ndimage.distance_transform_edt``,
+    float64): equal distances are equal bit for bit, so the "first maximum" of the rule is decided by the
+    distances alone. cv2's float32 EDT differs in its last bits (about 1e-6) from call to call in another
+    process (its parallel stripes and SIMD tails depend on thread scheduling and memory layout), which broke
+    the ties of equidistant centres differently from run to run: one checkpoint evaluated three times gave
+    three NoC90s. Otherwise the two agree to float32 rounding (``tests/test_clicks.py``).
     """
     padded = np.pad(mask.astype(np.uint8), 1)  # H+2,W+2
+    if mask_size == cv2.DIST_MASK_PRECISE:
+        return ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
     return cv2.distanceTransform(padded, cv2.DIST_L2, mask_size)[1:-1, 1:-1]
 
 
