@@ -59,6 +59,11 @@ def test_exact_edt_agrees_with_opencvs_precise_transform():
         theirs = cv2.distanceTransform(np.pad(mask.astype(np.uint8), 1), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
         assert ours.shape == mask.shape and np.abs(ours - theirs).max() < 1e-4
         assert abs(ours.max() - theirs.max()) < 1e-4
+    two = np.zeros((50, 80), bool)
+    two[5:20, 3:30] = two[30:48, 60:78] = True  # two blobs: one bounding box for both
+    for mask in (two, np.zeros((9, 9), bool)):
+        theirs = cv2.distanceTransform(np.pad(mask.astype(np.uint8), 1), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+        assert np.abs(_padded_distance(mask, cv2.DIST_MASK_PRECISE) - theirs).max() < 1e-4
 
 
 def test_image_border_counts_as_outside():
