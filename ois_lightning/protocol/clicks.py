@@ -67,10 +67,10 @@ def _padded_distance(mask: np.ndarray, mask_size: int) -> np.ndarray:
 
     The exact EDT is computed from integer squared distances (``scipy.ndimage.distance_transform_edt``,
     float64): equal distances are equal bit for bit, so the "first maximum" of the rule is decided by the
-    distances alone. cv2's float32 EDT differs in its last bits (about 1e-6) from call to call in another
-    process (its parallel stripes and SIMD tails depend on thread scheduling and memory layout), which broke
-    the ties of equidistant centres differently from run to run: one checkpoint evaluated three times gave
-    three NoC90s. Otherwise the two agree to float32 rounding (``tests/test_clicks.py``).
+    distances alone. cv2's float32 EDT differed in its last bits (about 1e-6) between processes (every run
+    agreed with address randomisation off), which broke the ties of equidistant centres differently from run to
+    run: one checkpoint evaluated three times gave three NoC90s. Otherwise the two agree to float32 rounding
+    (``tests/test_clicks.py``).
     """
     if mask_size == cv2.DIST_MASK_PRECISE:
         return _exact_distance(mask)
