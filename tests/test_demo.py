@@ -97,7 +97,7 @@ def _check_another_scale_reuses(source: Path, out: Path) -> None:
     assert "reusing it" in files.depth.with_suffix(".log").read_text()
     sweep = out / "sweep.yaml"  # Table 4's grid (its name: the same run folders), Full alone
     sweep.write_text((DEMO / "sweep.yaml").read_text().replace("      - experiments/demo/wo_order.yaml\n", "")
-                     .replace("values: [0, 1, 2, 3]", "values: [0]"))
+                     .replace("values: [0, 1, 2, 3, 4, 5]", "values: [0]"))
     scale = (*FAST_OVERRIDES, "eval.max_objects=2", "clicks.target_iou=0.9", "clicks.min_eval=5")
     reuse = Reuse(source, tuple(FAST_OVERRIDES), scale, (0,))
     weights = files.weights(mae=False)
@@ -178,10 +178,13 @@ def test_scales_run_seeds_the_sweep_files_have_and_full_needs_every_table(capsys
 
     grid = {p.seed for p in load_sweep(DEMO / "sweep.yaml").points}
     placebo = {p.seed for p in load_sweep(DEMO / "sweep_placebo.yaml").points}
-    for name in ("sweep_mini.yaml", "sweep_mini_tenth.yaml", "sweep_controls.yaml"):
-        assert {p.seed for p in load_sweep(DEMO / name).points} == grid, name
+    others = [{p.seed for p in load_sweep(DEMO / name).points}
+              for name in ("sweep_mini.yaml", "sweep_mini_tenth.yaml", "sweep_controls.yaml")]
     for scale in SCALES.values():
-        assert set(scale.seeds) <= grid and {PLACEBO_SEED_OFFSET + s for s in scale.seeds} <= placebo
+        assert set(scale.demo_seeds(True)) <= grid and all(set(scale.seeds) <= seeds for seeds in others)
+        assert {PLACEBO_SEED_OFFSET + s for s in scale.seeds} <= placebo
+        assert scale.demo_seeds(False) == [scale.seeds[0]]  # make demo: one seed
+    assert SCALES["full"].demo_seeds(True) == [0, 1, 2, 3, 4, 5] and SCALES["default"].demo_seeds(True) == [0, 1]
     assert SCALES["full"].out_dir != SCALES["default"].out_dir  # other evaluation settings: never the same runs
     assert len(SCALES["full"].seeds) > len(SCALES["default"].seeds)
     assert main(["demo", "--full"]) == 2
