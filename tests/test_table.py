@@ -14,7 +14,7 @@ from ois_lightning.grids.table_spec import load_table_spec
 from ois_lightning.grids.table import build_table, to_csv, to_markdown
 from ois_lightning.protocol.results import collect, read_results, ResultsError
 
-from .helpers import TABLE4, curve, write_run
+from .helpers import REPO, TABLE4, curve, write_run
 
 
 def cell(table, row: str, metric: str):
@@ -129,6 +129,20 @@ def test_markdown_and_csv_parse(tmp_path: Path):
     assert "Full (ref)" in lines[2]
     assert "(+2.00 [" in lines[3]  # w/o order: delta with its CI
     assert "(paper)" not in to_markdown(table, paper=False)
+
+
+def test_csv_names_row_configs_relative_to_the_working_directory(tmp_path: Path, monkeypatch):
+    """The config column holds what a user types from the working directory, not one machine's absolute path;
+    a config outside the working directory stays absolute."""
+    write_run(tmp_path, "full", 0, {"a": curve(2)})
+    monkeypatch.chdir(REPO)
+    rows = list(csv.DictReader(io.StringIO(to_csv(build_table(load_table_spec(TABLE4), collect(tmp_path)[0],
+                                                              n_boot=10)))))
+    assert rows[0]["config"] == "experiments/table4/full.yaml"
+    monkeypatch.chdir(tmp_path)
+    rows = list(csv.DictReader(io.StringIO(to_csv(build_table(load_table_spec(TABLE4), collect(tmp_path)[0],
+                                                              n_boot=10)))))
+    assert rows[0]["config"] == str(REPO / "experiments/table4/full.yaml")
 
 
 def test_ois_table_command_writes_files_and_skips_broken(tmp_path: Path, capsys):

@@ -55,7 +55,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def _label(path: Path) -> str:
+def path_label(path: Path) -> str:
     """A file as layers and errors name it: relative to the working directory when inside it."""
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
@@ -92,13 +92,13 @@ def _base_chain(path: Path) -> list[tuple[Path, dict]]:
         if base is None:
             break
         if not isinstance(base, str) or not base.strip():
-            raise ConfigError(f"{_label(current)}: base={base!r} must be the path of a YAML file")
+            raise ConfigError(f"{path_label(current)}: base={base!r} must be the path of a YAML file")
         parent = (current.parent / base).resolve()
         if not parent.is_file():
-            raise ConfigError(f"{_label(current)}: base file '{base}' not found (looked for {parent})")
+            raise ConfigError(f"{path_label(current)}: base file '{base}' not found (looked for {parent})")
         if any(parent == p for p, _ in chain):
-            loop = " -> ".join(_label(p) for p, _ in chain)
-            raise ConfigError(f"{_label(current)}: base={base!r} makes a circular base chain ({loop} -> {base})")
+            loop = " -> ".join(path_label(p) for p, _ in chain)
+            raise ConfigError(f"{path_label(current)}: base={base!r} makes a circular base chain ({loop} -> {base})")
         current = parent
     return chain[::-1]
 
@@ -178,7 +178,7 @@ def load_config_with_sources(path: Optional[str | Path] = None, overrides: Optio
         raise ConfigError(f"{stored[0]}: a stored config and a YAML file ({path}) cannot both be the base")
     chain = _base_chain(Path(path)) if path is not None else []
     for file, data in chain:
-        cfg = _merge(cfg, {k: v for k, v in data.items() if k != "base"}, _label(file), sources)
+        cfg = _merge(cfg, {k: v for k, v in data.items() if k != "base"}, path_label(file), sources)
     if stored is not None:
         cfg = _merge(cfg, stored[1], stored[0], sources)
     folder = chain[0][0].parent if chain else (STORED_LOCAL_FOLDER if stored is not None else None)
@@ -186,9 +186,9 @@ def load_config_with_sources(path: Optional[str | Path] = None, overrides: Optio
     if local is not None:
         data = read_yaml(local)
         if "base" in data:
-            raise ConfigError(f"{_label(local)}: base={data['base']!r} is not allowed in the local layer "
+            raise ConfigError(f"{path_label(local)}: base={data['base']!r} is not allowed in the local layer "
                               "(it applies over every config)")
-        cfg = _merge(cfg, data, _label(local), sources)
+        cfg = _merge(cfg, data, path_label(local), sources)
     if path is not None:
         cfg.base = str(Path(path))
     for item in overrides or []:

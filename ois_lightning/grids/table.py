@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
+from ..config.load import path_label
 from ..config.schema import ConfigError
 from ..protocol.metrics import METRIC_GOALS, miou_curve
 from ..protocol.results import ResultsError, RunResult, collect, describe_changes
@@ -132,7 +133,7 @@ def build_table(spec: TableSpec, runs: list[RunResult], n_boot: int = 2000, rng_
     per_seed = {name: _per_seed(rs, spec.metrics) for name, rs in by_row.items()}
     rows = []
     for s in spec.rows:
-        row = Row(s.name, s.label, str(s.config) if s.config else None, s.reference, s.reference == s.name)
+        row = Row(s.name, s.label, path_label(s.config) if s.config else None, s.reference, s.reference == s.name)
         rs = by_row.get(s.name, [])
         row.seeds = sorted(r.seed for r in rs)
         row.num_objects = len(per_seed[s.name][0]) if rs else 0
