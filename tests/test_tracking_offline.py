@@ -1,15 +1,17 @@
 """What real offline W&B runs hold, read back from their ``run-*.wandb`` files with W&B's own ``Record``
-(helpers.wandb_records): the metrics a training run declares are the ones it logs, its checkpoint and results
-artifacts name each other, config keys a sweep locked get their resolved value beside them, and ``ois table
---wandb`` overlays the rows' curves in one chart. No login, no network."""
+(helpers.wandb_records) and from the files W&B wrote beside them: the metrics a training run declares are the ones
+it logs, its checkpoint and results artifacts name each other, config keys a sweep locked get their resolved value
+beside them; its parameter counts, validation images, per-object table and mIoU curves; an ``ois eval`` run's
+table and results; and ``ois table --wandb`` overlays the rows' curves in one chart. No login, no network."""
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -20,6 +22,8 @@ from ois_lightning.grids.table import build_table, row_curves
 from ois_lightning.grids.table_spec import load_table_spec
 from ois_lightning.protocol.metrics import METRIC_GOALS
 from ois_lightning.protocol.results import collect
+from ois_lightning.tracking.wandb_results import OBJECT_COLUMNS
+from ois_lightning.tracking.wandb_run import WANDB_RUN_ID
 
 from .helpers import QUICK, TABLE4, TINY_YAML, wandb_records, write_run
 
@@ -41,32 +45,82 @@ def records(folder: Path) -> dict[str, list]:
     raise AssertionError(f"{path}: no exit record after 30 s")
 
 
+def unflatten(items: Any) -> dict[str, Any]:
+    """W&B's key/value items (``key``, or ``nested_key`` [key, field, ...] for a value W&B split up) as a dict."""
+    found: dict[str, Any] = {}
+    for item in items:
+        *path, last = [item.key] if item.key else list(item.nested_key)
+        node = found
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = json.loads(item.value_json)
+    return found
+
+
 def history(found: dict[str, list]) -> dict[str, Any]:
-    """Every logged key -> its last value; a logged dict (a table's media reference) W&B splits into one item
-    per field (``nested_key`` [key, field]) is put back together."""
+    """Every logged key -> its last value (a logged media or table: W&B's reference to its file)."""
     logged: dict[str, Any] = {}
     for row in found["history"]:
-        for item in row.item:
-            path, value = [item.key] if item.key else list(item.nested_key), json.loads(item.value_json)
-            if len(path) == 1:
-                logged[path[0]] = value
-            else:
-                logged.setdefault(path[0], {})[path[1]] = value
+        logged.update(unflatten(row.item))
     return logged
 
 
-@pytest.fixture
-def offline(tmp_path: Path, monkeypatch):
-    """Offline W&B with its staging and cache folders in tmp_path; W&B's settings read afresh (as in a new
+def run_config(found: dict[str, list]) -> dict[str, Any]:
+    """The run config: the run record's, then every config record's updates (``_wandb.visualize``: the charts)."""
+    return unflatten([i for r in found["run"] for i in r.config.update] +
+                     [i for c in found["config"] for i in c.update])
+
+
+def run_files(folder: Path) -> Path:
+    """The ``files`` folder of the one offline run under ``folder``/wandb: logged media at their ``path``."""
+    (files,) = folder.glob("wandb/offline-run-*/files")
+    return files
+
+
+def logged_table(found: dict[str, list], key: str) -> tuple[dict, dict[str, Path]]:
+    """The table logged under ``key`` as W&B keeps it, with its media, in a ``run_table`` artifact (the history's
+    ``artifact_path``: wandb-client-artifact://<artifact client_id>/<entry>), and that artifact's files (entry
+    path -> the staged copy ``wandb sync`` uploads)."""
+    client_id, entry = history(found)[key]["artifact_path"].removeprefix("wandb-client-artifact://").split("/", 1)
+    (artifact,) = [a for a in found["artifact"] if a.client_id == client_id]
+    files = {c.path: Path(c.local_path) for c in artifact.manifest.contents}
+    return json.loads(files[entry].read_text()), files
+
+
+@contextmanager
+def offline_wandb(home: Path) -> Iterator[pytest.MonkeyPatch]:
+    """Offline W&B with its staging and cache folders under ``home``; W&B's settings read afresh (as in a new
     process) before and after."""
     wandb.teardown()
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    for name in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_ARTIFACT_DIR", "WANDB_CONFIG_DIR"):
-        monkeypatch.setenv(name, str(tmp_path / "wandb_home" / name.lower()))
-    for name in ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH"):
-        monkeypatch.delenv(name, raising=False)
-    yield monkeypatch
-    wandb.teardown()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("WANDB_MODE", "offline")
+        for name in ("WANDB_DATA_DIR", "WANDB_CACHE_DIR", "WANDB_ARTIFACT_DIR", "WANDB_CONFIG_DIR"):
+            env.setenv(name, str(home / name.lower()))
+        for name in ("WANDB_SWEEP_ID", "WANDB_RUN_ID", "WANDB_SWEEP_PARAM_PATH"):
+            env.delenv(name, raising=False)
+        try:
+            yield env
+        finally:
+            wandb.teardown()
+
+
+@pytest.fixture
+def offline(tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
+    with offline_wandb(tmp_path / "wandb_home") as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list]]:
+    """One training run + final evaluation that logs images (2 validation objects, the worst 2 of 3 test
+    objects): its output_dir and its records."""
+    tmp = tmp_path_factory.mktemp("trained")
+    out = tmp / "run"
+    with offline_wandb(tmp / "wandb_home"):
+        assert main(["train", TINY_YAML, *QUICK, "logger.kind=wandb", "train.max_steps=2", "train.val_every_n_steps=2",
+                     "logger.log_images=2", "data.layered.test_length=2", "eval.max_objects=3",
+                     f"output_dir={out}"]) == 0
+        return out, records(out)
 
 
 def test_training_run_declares_what_it_logs_links_its_artifacts_and_resolves_sweep_keys(tmp_path: Path, offline):
@@ -108,11 +162,77 @@ def test_training_run_declares_what_it_logs_links_its_artifacts_and_resolves_swe
     assert json.loads(model.metadata)["step"] == 2
     assert [c.path for c in results.manifest.contents] == ["results.json"]
 
-    config = {i.key: json.loads(i.value_json) for c in found["config"] for i in c.update}
-    config.update({i.key: json.loads(i.value_json) for r in found["run"] for i in r.config.update})
+    config = run_config(found)
     assert config["output_dir"] == LOCKED_OUTPUT_DIR  # the sweep's value stays: its grid matches runs by it
     assert config["resolved"] == {"output_dir": str(out)}  # what the run used, beside it
     assert config["seed"] == 0 and config["table"] == "table4"
+
+
+def test_training_run_logs_params_images_the_object_table_and_curves(trained):
+    """Parameter counts, validation images, the per-object table (images for the worst objects by NoC90), the
+    mIoU-vs-clicks chart and PNG, checked against the run's results.json."""
+    out, found = trained
+    (run,) = found["run"]
+    assert found["exit"][0].exit_code == 0 and (out / WANDB_RUN_ID).read_text() == run.run_id
+    params = run_config(found)["params"]
+    assert params["all"]["total"] > params["all"]["trainable"] > 0  # the frozen encoder
+    assert params["seg_head"]["trainable"] == params["seg_head"]["total"] > 0
+    assert sum(v["total"] for k, v in params.items() if k != "all") == params["all"]["total"]
+
+    logged, files = history(found), run_files(out)
+    examples, orders = logged["val/examples"], logged["val/order_maps"]
+    assert examples["_type"] == orders["_type"] == "images/separated"  # a list of images
+    assert examples["count"] == orders["count"] == 2
+    pngs = examples["filenames"] + orders["filenames"] + [m["path"] for ms in examples["all_masks"] for m in ms.values()]
+    assert len(pngs) == 8 and all((files / p).read_bytes().startswith(b"\x89PNG") for p in pngs)
+    assert [set(masks) for masks in examples["all_masks"]] == [{"ground_truth", "prediction"}] * 2
+
+    results = json.loads((out / "results.json").read_text())
+    ids, ious = results["per_object"]["ids"], results["per_object"]["ious"]
+    table, media = logged_table(found, "test/objects")
+    rows = table["data"]
+    assert table["columns"] == OBJECT_COLUMNS and len(rows) == len(ids) == 3
+    assert [r[0] for r in rows] == ids and {r[1] for r in rows} == {"layered"}
+    for row, curve in zip(rows, ious):
+        assert row[5] == pytest.approx(100 * curve[0]) and row[6] == pytest.approx(100 * curve[4]) and row[7] is None
+    worst = sorted(range(len(rows)), key=lambda i: (-rows[i][3], ious[i][-1]))[:2]  # by NoC90, then final IoU
+    assert [i for i, r in enumerate(rows) if r[-1] is not None] == sorted(worst)
+    for image in (rows[i][-1] for i in worst):
+        assert image["_type"] == "image-file" and set(image["masks"]) == {"ground_truth", "prediction"}
+        assert {image["path"], *(m["path"] for m in image["masks"].values())} <= set(media)
+
+    chart = run_config(found)["_wandb"]["visualize"]["test/miou_curve"]["panel_config"]
+    assert chart["panelDefId"] == "wandb/line/v0" and chart["fieldSettings"]["x"] == "clicks"
+    assert '"test/miou_curve_table"' in json.dumps(chart["userQuery"])  # the chart's data: the table below
+    curve = json.loads((files / logged["test/miou_curve_table"]["path"]).read_text())
+    assert curve["columns"] == ["clicks", "mIoU"] and [r[0] for r in curve["data"]] == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose([r[1] for r in curve["data"]], 100 * np.mean(ious, axis=0))
+    png = logged["test/miou_vs_clicks"]
+    assert png["_type"] == "image-file"
+    assert (files / png["path"]).read_bytes() == (out / "miou_vs_clicks.png").read_bytes()
+    assert logged["test/NoC90"] >= 1
+
+
+@pytest.mark.xfail(strict=True, reason="validation images go to W&B step global_step, then Lightning logs val/NoC90 "
+                   "and val/5-mIoU at global_step - 1, and W&B takes no earlier step")
+def test_validation_metrics_reach_wandb_beside_the_images(trained):
+    """A run that logs validation images keeps its validation metrics too."""
+    _, found = trained
+    assert {"val/NoC90", "val/5-mIoU"} <= set(history(found))
+
+
+def test_ois_eval_run_logs_the_table_and_results(tmp_path: Path, offline):
+    out = tmp_path / "eval"
+    assert main(["eval", TINY_YAML, *QUICK, "logger.kind=wandb", "model.backbone.random_init=true",
+                 "logger.log_images=0", f"output_dir={out}"]) == 0
+    found = records(out)
+    assert found["run"][0].job_type == "eval"
+    assert not (out / WANDB_RUN_ID).exists()  # the training run's id is left alone
+    table, media = logged_table(found, "test/objects")
+    assert table["data"] and all(r[-1] is None for r in table["data"])  # log_images=0: no images
+    assert list(media) == ["test/objects.table.json"]
+    assert {a.type for a in found["artifact"]} == {"run_table", "results"}  # no checkpoint evaluated: no model
+    assert run_config(found)["params"]["all"]["total"] > 0
 
 
 def test_ois_table_wandb_overlays_the_rows_in_one_chart(tmp_path: Path, offline):
@@ -127,8 +247,7 @@ def test_ois_table_wandb_overlays_the_rows_in_one_chart(tmp_path: Path, offline)
     logged = history(found)
     assert logged["table4"]["_type"] == "table-file"
     chart = logged["table4/miou_vs_clicks_table"]  # the data of the custom chart table4/miou_vs_clicks
-    (files,) = tmp_path.glob("wandb/offline-run-*/files")
-    data = json.loads((files / chart["path"]).read_text())
+    data = json.loads((run_files(tmp_path) / chart["path"]).read_text())
     assert sorted(data["columns"]) == ["lineKey", "lineVal", "step"]
     points = [dict(zip(data["columns"], r)) for r in data["data"]]
     runs, _ = collect(tmp_path)
