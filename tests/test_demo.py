@@ -186,7 +186,6 @@ def test_scales_run_seeds_the_sweep_files_have_and_full_needs_every_table(capsys
         assert scale.demo_seeds(False) == [scale.seeds[0]]  # make demo: one seed
     assert SCALES["full"].demo_seeds(True) == [0, 1, 2, 3, 4, 5] and SCALES["default"].demo_seeds(True) == [0, 1]
     assert SCALES["full"].out_dir != SCALES["default"].out_dir  # other evaluation settings: never the same runs
-    assert len(SCALES["full"].seeds) > len(SCALES["default"].seeds)
     assert main(["demo", "--full"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--tables all" in err[0]
