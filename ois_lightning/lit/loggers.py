@@ -6,6 +6,7 @@ from __future__ import annotations
 from argparse import Namespace
 from typing import Any, Mapping, Optional, Sequence
 
+import lightning as L
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
@@ -56,3 +57,11 @@ def sinks(loggers: Sequence[Logger]) -> list[Sink]:
     if rank_zero_only.rank != 0:
         return []
     return [logger.sink if isinstance(logger, StepWandbLogger) else logger for logger in loggers]
+
+
+def metrics_step(trainer: L.Trainer) -> int:
+    """The step Lightning gives the metrics ``self.log`` records (its logger connector's default step: the fit
+    loop's count of batches that stepped, lightning ``trainer/connectors/logger_connector/logger_connector.py``).
+    During validation inside ``fit`` that is one less than ``trainer.global_step``: the optimizer has stepped,
+    the count is raised after validation."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped

@@ -17,7 +17,7 @@ from ..protocol.metrics import summarize_ious
 from ..model import ImageEncoding, build_model
 from ..model.prompts import PAD
 from ..tracking.wandb_run import log_validation
-from .loggers import sinks
+from .loggers import metrics_step, sinks
 
 
 def add_click(coords: Tensor, labels: Tensor, i: int, y: int, x: int, positive: bool) -> bool:
@@ -107,7 +107,9 @@ class OISLitModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """Exact global means over all ranks: per-rank sums and counts are summed, then divided. Rank 0 also
-        logs a few objects as images (:func:`log_validation`, W&B only; not in the sanity check)."""
+        logs a few objects as images (:func:`log_validation`, W&B only; not in the sanity check) at the step the
+        validation metrics get (:func:`~ois_lightning.lit.loggers.metrics_step`): W&B drops a row whose step goes
+        back, so images one step ahead would cost the metrics."""
         local = [0.0, 0.0, 0.0]  # sum NoC90, sum 5-mIoU, objects
         if self._val_curves:
             s = summarize_ious(self._val_curves, self.cfg.clicks.max_eval)
@@ -120,7 +122,8 @@ class OISLitModule(L.LightningModule):
             self.log("val/5-mIoU", float(totals[1] / totals[2]))
         self._val_curves = []
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            log_validation(sinks(self.loggers), self.model, self.trainer.val_dataloaders.dataset, self.cfg, self.global_step)
+            log_validation(sinks(self.loggers), self.model, self.trainer.val_dataloaders.dataset, self.cfg,
+                           metrics_step(self.trainer))
 
     def configure_optimizers(self) -> torch.optim.Optimizer | dict:
         """Adam on the trainable parameters (Sec. 4.1); with ``train.lr_schedule=cosine``, cosine decay to 0 over
