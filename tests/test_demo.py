@@ -57,6 +57,8 @@ def test_paper_mini_fast_end_to_end(tmp_path: Path):
     with open(out / "table.csv") as f:
         assert [r["row"] for r in csv.DictReader(f)] == list(TABLE4_ROWS)
     assert "Full, exact depth" in (out / "table.md").read_text() and "NoC90 (paper)" in (out / "table.md").read_text()
+    # the other tables go to the output folder only: the runs folder's own table stays Table 4, as `ois table` makes it
+    assert (out / "runs" / "demo" / "table.md").read_text() == (out / "table.md").read_text()
     for n, spec_path in TABLES.items():
         spec = load_table_spec(spec_path)
         with open(out / f"table{n}.csv") as f:

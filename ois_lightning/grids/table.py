@@ -245,8 +245,10 @@ def to_csv(table: Table) -> str:
 def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, paper: bool = False,
                n_boot: int = 2000, rng_seed: int = 0, wandb_project: Optional[str] = "ois_lightning",
                out: Any = print, dataset: Optional[str] = None, allow_mixed: bool = False,
-               allow_partial: bool = False, wandb_always: bool = False) -> Table:
-    """Collate ``runs_dir``, write ``table.md`` and ``table.csv`` there (atomically) and print the Markdown.
+               allow_partial: bool = False, wandb_always: bool = False, into: Optional[str | Path] = None,
+               stem: str = "table") -> Table:
+    """Collate ``runs_dir``, write ``<stem>.md``, ``<stem>.csv`` and ``<stem>_miou_vs_clicks.png`` (and .pdf)
+    atomically into ``into`` (default: ``runs_dir``) and print the Markdown.
     A row without results is a :class:`ResultsError` unless ``allow_partial`` (then a warning). With a
     ``wandb_project``, the table and its rows' curves go to W&B when online, or in any mode but disabled with
     ``wandb_always`` (:func:`~ois_lightning.tracking.wandb_results.log_table`, run files under ``runs_dir``)."""
@@ -276,13 +278,14 @@ def make_table(runs_dir: str | Path, table_path: Optional[str | Path] = None, pa
         out(f"warning: {path} belongs to no row of {table.spec.name}"
             + (f" (or was evaluated on another dataset than {table.dataset})" if table.dataset else ""))
     markdown = to_markdown(table, paper)
-    atomic_write(runs_dir / "table.md", lambda f: f.write(markdown))
+    dest = runs_dir if into is None else Path(into)
+    atomic_write(dest / f"{stem}.md", lambda f: f.write(markdown))
     csv_text = to_csv(table)
-    atomic_write(runs_dir / "table.csv", lambda f: f.write(csv_text))
+    atomic_write(dest / f"{stem}.csv", lambda f: f.write(csv_text))
     out(markdown)
 
-    plot_table_curves(table, runs, runs_dir / "table_miou_vs_clicks.png")
-    out(f"wrote {runs_dir / 'table.md'}, {runs_dir / 'table.csv'} and {runs_dir / 'table_miou_vs_clicks.png'} (and .pdf)")
+    plot_table_curves(table, runs, dest / f"{stem}_miou_vs_clicks.png")
+    out(f"wrote {dest / stem}.md, {dest / stem}.csv and {dest / stem}_miou_vs_clicks.png (and .pdf)")
     header, *rows = csv.reader(io.StringIO(csv_text))
     mode = wandb_project and log_table(table.spec.name, header, rows, row_curves(table, runs), wandb_project,
                                        runs_dir, wandb_always)

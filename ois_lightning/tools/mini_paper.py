@@ -10,7 +10,6 @@ figures. Budgets are fixed in the configs and :mod:`ois_lightning.pretrain.budge
 """
 from __future__ import annotations
 
-import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -109,9 +108,8 @@ def run_tables(out: Path, runs: Path, hr_runs: Path, demo_table: object) -> list
     from ..grids.table import make_table
 
     def one(spec: Path, folder: Path, name: str) -> object:
-        table = make_table(folder, spec, paper=True, wandb_project=None, out=lambda line: None)
-        for suffix in (".md", ".csv", "_miou_vs_clicks.png", "_miou_vs_clicks.pdf"):
-            shutil.copyfile(folder / f"table{suffix}", out / f"{name}{suffix}")
+        # written into ``out`` only: ``folder``'s own table.md stays the one ``ois table`` makes of it (Table 4)
+        table = make_table(folder, spec, paper=True, wandb_project=None, out=lambda line: None, into=out, stem=name)
         print(f"{spec.stem}: {out / f'{name}.md'}")
         return table
 
