@@ -16,7 +16,7 @@ from ois_lightning.model.checkpoints import CheckpointError
 from ois_lightning.model.specs import depth_model_names
 from ois_lightning.pretrain.budgets import DepthBudget, MAEBudget
 from ois_lightning.pretrain.budgets import report_path
-from ois_lightning.pretrain.common import HELDOUT_SCENE_SEED, TRAIN_SCENE_SEED, scene_batch
+from ois_lightning.pretrain.common import HELDOUT_SCENE_SEED, TRAIN_SCENE_SEED, scene_batch, training_scenes
 from ois_lightning.pretrain.depth import pretrain_depth
 from ois_lightning.pretrain.mae import pretrain_mae
 from ois_lightning.pretrain.ssi import align_scale_shift, depth_metrics, ssi_loss
@@ -65,6 +65,16 @@ def test_pretraining_scenes_are_disjoint_from_the_split_streams():
 
 
 # --- depth pre-training ------------------------------------------------------------------------------------------
+
+def test_the_prefetched_training_stream_is_the_stream_made_in_place():
+    """The worker process makes step k's scenes exactly as :func:`scene_batch` does in place, in step order, and
+    stops after the last step (a checkpoint of either is the same, bit for bit)."""
+    made = list(training_scenes(6, 2, 28, "monocular"))
+    assert len(made) == 6
+    for step, (images, depth) in enumerate(made):
+        want_images, want_depth = scene_batch(TRAIN_SCENE_SEED, step * 2, 2, 28, "monocular")
+        assert torch.equal(images, want_images) and torch.equal(depth, want_depth)
+
 
 def test_short_depth_run_lowers_the_loss_and_beats_the_untrained_head(depth_run):
     _, report = depth_run

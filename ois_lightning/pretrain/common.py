@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -25,6 +27,7 @@ TRAIN_SCENE_SEED = 1000  # scenes the networks are trained on
 HELDOUT_SCENE_SEED = 1001  # scenes the depth quality / reconstruction loss is measured on
 assert not {TRAIN_SCENE_SEED, HELDOUT_SCENE_SEED} & set(SPLIT_SEEDS.values())
 WARMUP = 0.05  # fraction of the steps with a linear learning-rate warm-up, then cosine decay to 0
+AHEAD = 4  # training steps whose scenes the worker process makes ahead of the optimiser
 
 
 def scene_cues(scenes: str) -> str | list[str]:
@@ -49,10 +52,31 @@ def imagenet_normalise(images: Tensor) -> Tensor:
     return (images - mean) / std
 
 
-def train_steps(params: list[nn.Parameter], loss_at: Callable[[int], Tensor], steps: int, lr: float,
-                weight_decay: float, log_every: int = 50) -> tuple[list[float], float]:
-    """AdamW over ``steps`` steps (``loss_at(step)`` builds that step's loss), linear warm-up then cosine decay;
-    returns the loss of every step and the seconds taken."""
+def _one_thread() -> None:
+    """The scene worker's setup: one torch thread, the training keeps the other cores."""
+    torch.set_num_threads(1)
+
+
+def training_scenes(steps: int, batch: int, size: int, scenes: str) -> Iterator[tuple[Tensor, Tensor]]:
+    """:func:`scene_batch` of the training stream for steps ``0 .. steps-1`` in order, each made in one worker
+    process up to :data:`AHEAD` steps before the optimiser takes it: the same scenes as made in place (each is a
+    function of its stream and index alone), while the training's own thread stays on the network (generating
+    them in place was about 15% of a step)."""
+    with ProcessPoolExecutor(max_workers=1, initializer=_one_thread) as pool:
+        pending: deque[Future] = deque()
+        for step in range(steps):
+            while len(pending) < AHEAD and step + len(pending) < steps:
+                start = (step + len(pending)) * batch
+                pending.append(pool.submit(scene_batch, TRAIN_SCENE_SEED, start, batch, size, scenes))
+            yield pending.popleft().result()
+
+
+def train_steps(params: list[nn.Parameter], loss_of: Callable[[Tensor, Tensor], Tensor],
+                batches: Iterator[tuple[Tensor, Tensor]], steps: int, lr: float, weight_decay: float,
+                log_every: int = 50) -> tuple[list[float], float]:
+    """AdamW over ``steps`` steps, step k's loss ``loss_of(images, depth)`` of the k-th of ``batches``
+    (:func:`training_scenes`), linear warm-up then cosine decay; returns the loss of every step and the seconds
+    taken."""
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     warm = max(1, int(WARMUP * steps))
 
@@ -63,7 +87,7 @@ def train_steps(params: list[nn.Parameter], loss_at: Callable[[int], Tensor], st
     losses = []
     start = time.time()
     for step in range(steps):
-        loss = loss_at(step)
+        loss = loss_of(*next(batches))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -16,8 +16,8 @@ from torch import Tensor
 from ..model.specs import SPECS
 from ..model.backbones import Backbone, build
 from .budgets import DepthBudget
-from .common import (HELDOUT_SCENE_SEED, TRAIN_SCENE_SEED, imagenet_normalise, reuse_or_start, run_report,
-                     scene_batch, train_steps, write_outputs)
+from .common import (HELDOUT_SCENE_SEED, imagenet_normalise, reuse_or_start, run_report, scene_batch,
+                     train_steps, training_scenes, write_outputs)
 from .ssi import depth_metrics, ssi_loss
 
 OUTPUT_BIAS = 1.0  # start of the last conv's bias: a random head's output can be <= 0 everywhere (init seed 1 of
@@ -71,11 +71,12 @@ def pretrain_depth(out: str | Path, budget: DepthBudget = DepthBudget(), threads
     untrained = evaluate(net, budget.size, budget.heldout, budget.scenes)
     print(f"untrained: {untrained}")
 
-    def loss_at(step: int) -> Tensor:
-        images, disparity = scene_batch(TRAIN_SCENE_SEED, step * budget.batch, budget.batch, budget.size, budget.scenes)
+    def loss_of(images: Tensor, disparity: Tensor) -> Tensor:
         return ssi_loss(predict(net.train(), images), disparity)
 
-    losses, seconds = train_steps(list(net.parameters()), loss_at, budget.steps, budget.lr, budget.weight_decay)
+    batches = training_scenes(budget.steps, budget.batch, budget.size, budget.scenes)
+    losses, seconds = train_steps(list(net.parameters()), loss_of, batches, budget.steps, budget.lr,
+                                  budget.weight_decay)
     pretrained = evaluate(net, budget.size, budget.heldout, budget.scenes)
     print(f"pretrained: {pretrained}")
     flat = flat_reference(budget.size, budget.heldout, budget.scenes)

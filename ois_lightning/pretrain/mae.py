@@ -21,8 +21,8 @@ from ..model.specs import SPECS
 from ..model.backbones import build, build_encoder
 from ..model.vit import LAYER_NORM_EPS, ViTEncoder
 from .budgets import MAEBudget
-from .common import (HELDOUT_SCENE_SEED, TRAIN_SCENE_SEED, imagenet_normalise, reuse_or_start, run_report,
-                     scene_batch, train_steps, write_outputs)
+from .common import (HELDOUT_SCENE_SEED, imagenet_normalise, reuse_or_start, run_report, scene_batch,
+                     train_steps, training_scenes, write_outputs)
 
 BACKBONE = "mae-tiny"
 MASK_RATIO = 0.75
@@ -153,13 +153,13 @@ def pretrain_mae(out: str | Path, budget: MAEBudget = MAEBudget(), threads: int 
     print(f"untrained held-out reconstruction loss {before:.4f}")
     masks = torch.Generator().manual_seed(budget.seed + 1)
 
-    def loss_at(step: int) -> Tensor:
+    def loss_of(images: Tensor, _depth: Tensor) -> Tensor:
         enc.train(), dec.train()
-        images, _ = scene_batch(TRAIN_SCENE_SEED, step * budget.batch, budget.batch, size, budget.scenes)
         return mae_loss(enc, dec, images, masks)
 
     params = [p for p in (*enc.parameters(), *dec.parameters()) if p.requires_grad]
-    losses, seconds = train_steps(params, loss_at, budget.steps, budget.lr, budget.weight_decay)
+    batches = training_scenes(budget.steps, budget.batch, size, budget.scenes)
+    losses, seconds = train_steps(params, loss_of, batches, budget.steps, budget.lr, budget.weight_decay)
     after = heldout_loss(enc, dec, size, budget.heldout, budget.seed, budget.scenes)
     print(f"pretrained held-out reconstruction loss {after:.4f}")
     report = {
