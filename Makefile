@@ -47,8 +47,9 @@ browser:
 demo: $(STAMP)
 	WANDB_MODE=offline $(PY) -m ois_lightning demo
 
-# Tables 4-11 in miniature, the controls and the scorecard (docs/mini_paper.md); reuses a finished `make demo`.
-# PAPER_MINI_FULL=1: more seeds and held-out objects (CIs for a verdict on every row), into demo_out_full; resumable.
+# Tables 4-11 in miniature, the controls and the scorecard (docs/mini_paper.md), into paper_mini_out; takes a
+# finished `make demo`'s pretraining. PAPER_MINI_FULL=1: more seeds and held-out objects (CIs for a verdict on every
+# row), into paper_mini_full_out, building on a finished `make paper-mini`; both resumable.
 paper-mini: $(STAMP)
 	WANDB_MODE=offline PAPER_MINI_FULL=$(PAPER_MINI_FULL) $(PY) -m ois_lightning demo --tables all
 

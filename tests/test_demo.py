@@ -187,7 +187,8 @@ def test_scales_run_seeds_the_sweep_files_have_and_full_needs_every_table(capsys
         assert {PLACEBO_SEED_OFFSET + s for s in scale.seeds} <= placebo
         assert scale.demo_seeds(False) == [scale.seeds[0]]  # make demo: one seed
     assert SCALES["full"].demo_seeds(True) == [0, 1, 2, 3, 4, 5] and SCALES["default"].demo_seeds(True) == [0, 1]
-    assert SCALES["full"].out_dir != SCALES["default"].out_dir  # other evaluation settings: never the same runs
+    # other training or evaluation settings: never the same runs folder
+    assert len({SCALES[name].out_dir for name in ("demo", "default", "full")}) == 3
     assert main(["demo", "--full"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--tables all" in err[0]
@@ -206,4 +207,28 @@ def test_the_full_scale_changes_only_what_reuse_may_ignore():
                                            "data.layered.train_length": 4000}
     for override in SCALES["full"].overrides:
         assert training_settings({override.split("=")[0]: 1}) == {}, override
-    assert SCALES["full"].reuse == "default" and SCALES["default"].reuse is None
+    assert SCALES["full"].reuse == "default" and SCALES["default"].reuse == "demo"
+
+
+def test_the_demo_scale_cuts_only_the_training_steps_to_one_shorter_epoch(monkeypatch):
+    """`make demo`'s declared cut for time: the step budget and the epoch that matches it (max_steps x batch scenes,
+    as the miniature's own settings have), nothing else; `ois demo` picks it, `--tables all` the paper's scale."""
+    from ois_lightning.tools.demo import DEMO_STEPS, SCALES
+
+    demo = SCALES["demo"]
+    assert {o.split("=")[0] for o in demo.overrides} == {"train.max_steps", "data.layered.train_length"}
+    assert demo.seeds == (0,) and SCALES["default"].overrides == ()
+    mine, theirs = (load_config(DEMO / "full.yaml", list(o)) for o in (demo.overrides, SCALES["default"].overrides))
+    assert mine.train.max_steps == DEMO_STEPS < theirs.train.max_steps
+    for cfg in (mine, theirs):
+        assert cfg.data.layered.train_length == cfg.train.max_steps * cfg.data.batch_size
+    from ois_lightning import cli
+    from ois_lightning.tools import demo as demo_tool
+
+    picked = []
+    monkeypatch.setattr(demo_tool, "run_demo", lambda scale, **kw: picked.append((scale, kw["tables"])) or 0)
+    for var in ("DEMO_FAST", "PAPER_MINI_FULL"):
+        monkeypatch.delenv(var, raising=False)
+    for argv in (["demo"], ["demo", "--tables", "all"], ["demo", "--tables", "all", "--full"], ["demo", "--fast"]):
+        assert cli.main(argv) == 0
+    assert picked == [("demo", "4"), ("default", "all"), ("full", "all"), ("fast", "4")]
