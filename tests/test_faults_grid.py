@@ -226,10 +226,23 @@ def test_gpus_give_running_points_distinct_devices(fake, tmp_path: Path, monkeyp
     sweep, _ = fake
     runs = tmp_path / "runs"
     assert main(["sweep", str(sweep), "--local", "--parallel", "2", "--gpus", "0,1", "--runs-dir", str(runs)]) == 0
-    running = [ln for ln in capsys.readouterr().out.splitlines() if ": running" in ln]
+    lines = capsys.readouterr().out.splitlines()
+    running = [ln for ln in lines if ": running" in ln]
     assert "CUDA_VISIBLE_DEVICES=0" in running[0] and "CUDA_VISIBLE_DEVICES=1" in running[1]
-    seen = [json.loads(p.read_text())["CUDA_VISIBLE_DEVICES"] for p in sorted(runs.rglob("env.json"))]
-    assert sorted(seen) == ["0", "0", "1", "1"]
+    # replayed in the runner's order: a point starts on a device no running point holds, and its process sees
+    # that device (which device a later point gets depends on which earlier one ends first)
+    held: dict[str, str] = {}
+    for line in lines:
+        label = line.split("] ", 1)[-1].split(": ", 1)[0]
+        if ": running" in line:
+            device = line.split("CUDA_VISIBLE_DEVICES=", 1)[1].split(",", 1)[0]
+            assert device not in held.values(), (line, held)
+            held[label] = device
+            env_json = Path(line.rsplit(", log ", 1)[1]).parent / "env.json"
+            assert json.loads(env_json.read_text())["CUDA_VISIBLE_DEVICES"] == device
+        elif ": done in" in line:
+            held.pop(label)
+    assert len(running) == 4 and not held
     assert gpu_slots(["0", "1", "2", "3"], 2) == ["0,1", "2,3"] and gpu_slots(["0"], 2) == ["0"]
     if torch.cuda.is_available():
         return
