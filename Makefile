@@ -60,5 +60,7 @@ bench: $(STAMP)
 gpu-check: $(STAMP)
 	WANDB_MODE=offline $(PY) -m ois_lightning.tools.gpu_check
 
+# What `make demo` and `make test` made, nothing else: your trainings (runs/) and paper-mini's folders (hours of
+# runs) stay; remove those by hand.
 clean:
-	rm -rf $(VENV) demo_out runs .pytest_cache
+	rm -rf $(VENV) demo_out .pytest_cache
